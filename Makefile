@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make run` and `make test`. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install install-dev run migrate test stack schema clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
+	  else echo "python3 -m venv failed: install python3-venv (Debian) and retry." >&2; exit 1; fi; }
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-nodeps.txt
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@
+
+## install: create .venv with the runtime dependencies
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+## run: the product on embedded defaults (SQLite, in-memory channel layer) at http://127.0.0.1:8000
+run: migrate
+	@echo "Serving on http://$(HOST):$(PORT)/  (GraphiQL: http://$(HOST):$(PORT)/graphql/)"
+	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
+
+## test: install everything the tests need (system packages too, when root) and run them
+test: install-dev
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m pytest
+
+## stack: PostgreSQL + Redis + 3 Daphne instances behind nginx, from real processes (Ctrl-C stops it)
+stack: install
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m stack
+
+## schema: rewrite schema.graphql from the live schema (then review the diff)
+schema: install
+	$(BIN)/python manage.py graphql_schema --schema project.schema.schema --out schema.graphql
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache

@@ -1,0 +1,70 @@
+"""Domain errors and the one place that turns any resolver error into a GraphQL error with a code.
+
+Services raise Django's own exceptions (ValidationError, PermissionDenied, ObjectDoesNotExist)
+or NotAuthenticated; clients see `extensions.code` and a message they can act on, never internals.
+"""
+
+import logging
+import uuid
+from typing import Any
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from graphql import GraphQLError
+
+logger = logging.getLogger(__name__)
+
+
+class NotAuthenticated(Exception):
+    """The operation needs a valid `Authorization: Bearer <token>`."""
+
+
+class BadUserInput(Exception):
+    """The input is well-formed GraphQL but not acceptable (e.g. a malformed ID)."""
+
+
+def _validation_message(error: ValidationError) -> tuple[str, dict[str, list[str]]]:
+    if hasattr(error, "error_dict"):
+        fields = {field: [str(m) for m in ValidationError(errs).messages] for field, errs in error.error_dict.items()}
+        message = "; ".join(f"{field}: {' '.join(msgs)}" if field != "__all__" else " ".join(msgs) for field, msgs in fields.items())
+        return message, fields
+    return " ".join(str(m) for m in error.messages), {}
+
+
+def format_error(error: Exception) -> dict[str, Any]:
+    """Format one error for the response; unexpected exceptions are logged and masked."""
+    if not isinstance(error, GraphQLError):
+        error = GraphQLError(str(error), original_error=error)
+    original = error.original_error
+    formatted: dict[str, Any] = dict(error.formatted)
+    extensions: dict[str, Any] = dict(formatted.get("extensions") or {})
+
+    if original is None:
+        # Parse and validation errors come from graphql-core itself.
+        if "code" not in extensions:
+            extensions["code"] = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+    elif isinstance(original, GraphQLError) and original.extensions and "code" in original.extensions:
+        extensions.update(original.extensions)
+        formatted["message"] = original.message
+    elif isinstance(original, NotAuthenticated):
+        extensions["code"] = "UNAUTHENTICATED"
+    elif isinstance(original, PermissionDenied):
+        extensions["code"] = "FORBIDDEN"
+        formatted["message"] = str(original) or "You are not allowed to do this."
+    elif isinstance(original, ObjectDoesNotExist):
+        extensions["code"] = "NOT_FOUND"
+    elif isinstance(original, ValidationError):
+        message, fields = _validation_message(original)
+        formatted["message"] = message
+        extensions["code"] = "BAD_USER_INPUT"
+        if fields:
+            extensions["fields"] = fields
+    elif isinstance(original, BadUserInput):
+        extensions["code"] = "BAD_USER_INPUT"
+    else:
+        error_id = uuid.uuid4().hex
+        logger.error("Unexpected error %s in GraphQL resolver", error_id, exc_info=original)
+        formatted["message"] = f"Internal server error (reference {error_id})."
+        extensions = {"code": "INTERNAL_SERVER_ERROR", "reference": error_id}
+
+    formatted["extensions"] = extensions
+    return formatted

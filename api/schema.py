@@ -1,0 +1,204 @@
+"""GraphQL types, the Query mixin and the mutations of the blog API.
+
+Resolvers and mutations only translate: input -> service/selector call -> payload.
+"""
+
+from typing import Any
+
+import graphene
+from django.contrib.auth.models import AnonymousUser
+from graphene import relay
+from graphene_django import DjangoConnectionField, DjangoObjectType
+from graphql_relay import from_global_id
+
+from api import selectors, services
+from api.errors import BadUserInput, NotAuthenticated
+from api.models import Author, Blog
+
+
+class ConnectionField(DjangoConnectionField):
+    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra `offset` argument."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.args.pop("offset", None)
+
+
+class Node(relay.Node):
+    """Relay's Node, with a malformed global ID reported as the caller's mistake."""
+
+    class Meta:
+        name = "Node"
+        description = "An object with a global ID."
+
+    @classmethod
+    def get_node_from_global_id(cls, info: graphene.ResolveInfo, global_id: str, only_type: Any = None) -> Any:
+        try:
+            type_name, _ = cls.resolve_global_id(info, global_id)
+        except Exception as error:
+            raise BadUserInput(f"'{global_id}' is not a valid ID.") from error
+        if type_name not in ("Author", "Blog"):
+            raise BadUserInput(f"'{global_id}' is not a valid ID.")
+        return super().get_node_from_global_id(info, global_id, only_type)
+
+
+class AuthorType(DjangoObjectType):
+    blogs = ConnectionField(lambda: BlogType, required=True)
+
+    class Meta:
+        model = Author
+        name = "Author"
+        fields = ("id", "username", "bio", "blogs")
+        interfaces = (Node,)
+
+    @staticmethod
+    def resolve_blogs(author: Author, info: graphene.ResolveInfo, **kwargs: Any) -> Any:
+        return selectors.blog_list(author_username=author.username)
+
+
+class BlogType(DjangoObjectType):
+    published_at = graphene.DateTime(required=True)
+
+    class Meta:
+        model = Blog
+        name = "Blog"
+        fields = ("id", "title", "content", "author", "published_at")
+        interfaces = (Node,)
+
+    @classmethod
+    def get_queryset(cls, queryset, info):  # type: ignore[no-untyped-def]
+        return queryset.select_related("author")
+
+
+def viewer_of(info: graphene.ResolveInfo) -> Author | None:
+    """The authenticated author of this request or websocket, or None."""
+    context = info.context
+    user = getattr(context, "user", None)
+    if user is None and hasattr(context, "channels_scope"):
+        user = context.channels_scope.get("user")
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
+        return None
+    return user
+
+
+def require_viewer(info: graphene.ResolveInfo) -> Author:
+    author = viewer_of(info)
+    if author is None:
+        if getattr(info.context, "token_invalid", False):
+            raise NotAuthenticated("The bearer token is invalid or has been revoked; get a new one with createToken.")
+        raise NotAuthenticated("Sign in first: send 'Authorization: Bearer <token>' (createToken gives one).")
+    return author
+
+
+def blog_pk(global_id: str) -> int:
+    """The database id inside a Blog global ID; anything else is the caller's mistake."""
+    try:
+        type_name, raw_pk = from_global_id(global_id)
+        if type_name != "Blog":
+            raise ValueError
+        return int(raw_pk)
+    except Exception as error:
+        raise BadUserInput(f"'{global_id}' is not a Blog ID.") from error
+
+
+class Query(graphene.ObjectType):
+    node = Node.Field()
+    blogs = ConnectionField(BlogType, required=True, author=graphene.String(description="Only this author's blogs."))
+    blog = graphene.Field(BlogType, id=graphene.ID(required=True))
+    authors = ConnectionField(AuthorType, required=True)
+    author = graphene.Field(AuthorType, username=graphene.String(required=True))
+    viewer = graphene.Field(AuthorType, description="The authenticated author, or null.")
+
+    @staticmethod
+    def resolve_blogs(root: None, info: graphene.ResolveInfo, author: str | None = None, **kwargs: Any) -> Any:
+        return selectors.blog_list(author_username=author)
+
+    @staticmethod
+    def resolve_blog(root: None, info: graphene.ResolveInfo, id: str) -> Blog:
+        return selectors.blog_get(blog_id=blog_pk(id))
+
+    @staticmethod
+    def resolve_authors(root: None, info: graphene.ResolveInfo, **kwargs: Any) -> Any:
+        return selectors.author_list()
+
+    @staticmethod
+    def resolve_author(root: None, info: graphene.ResolveInfo, username: str) -> Author:
+        return selectors.author_get(username=username)
+
+    @staticmethod
+    def resolve_viewer(root: None, info: graphene.ResolveInfo) -> Author | None:
+        return viewer_of(info)
+
+
+class CreateAuthor(relay.ClientIDMutation):
+    class Input:
+        username = graphene.String(required=True)
+        password = graphene.String(required=True)
+        bio = graphene.String(default_value="")
+
+    author = graphene.Field(AuthorType, required=True)
+    token = graphene.String(required=True, description="Shown once; send it as 'Authorization: Bearer <token>'.")
+
+    @classmethod
+    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, username: str, password: str, bio: str = "", **_: Any) -> "CreateAuthor":
+        author = services.author_create(username=username, password=password, bio=bio)
+        return CreateAuthor(author=author, token=services.token_create(author=author))
+
+
+class CreateToken(relay.ClientIDMutation):
+    class Input:
+        username = graphene.String(required=True)
+        password = graphene.String(required=True)
+
+    token = graphene.String(required=True)
+
+    @classmethod
+    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, username: str, password: str, **_: Any) -> "CreateToken":
+        author = services.author_authenticate(username=username, password=password)
+        return CreateToken(token=services.token_create(author=author))
+
+
+class CreateBlog(relay.ClientIDMutation):
+    class Input:
+        title = graphene.String(required=True)
+        content = graphene.String(required=True)
+
+    blog = graphene.Field(BlogType, required=True)
+
+    @classmethod
+    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, title: str, content: str, **_: Any) -> "CreateBlog":
+        return CreateBlog(blog=services.blog_create(author=require_viewer(info), title=title, content=content))
+
+
+class UpdateBlog(relay.ClientIDMutation):
+    class Input:
+        id = graphene.ID(required=True)
+        title = graphene.String()
+        content = graphene.String()
+
+    blog = graphene.Field(BlogType, required=True)
+
+    @classmethod
+    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, id: str, title: str | None = None, content: str | None = None, **_: Any) -> "UpdateBlog":
+        blog = services.blog_update(author=require_viewer(info), blog_id=blog_pk(id), title=title, content=content)
+        return UpdateBlog(blog=blog)
+
+
+class DeleteBlog(relay.ClientIDMutation):
+    class Input:
+        id = graphene.ID(required=True)
+
+    deleted_id = graphene.ID(required=True)
+
+    @classmethod
+    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, id: str, **_: Any) -> "DeleteBlog":
+        services.blog_delete(author=require_viewer(info), blog_id=blog_pk(id))
+        return DeleteBlog(deleted_id=id)
+
+
+class Mutation(graphene.ObjectType):
+    create_author = CreateAuthor.Field()
+    create_token = CreateToken.Field()
+    create_blog = CreateBlog.Field()
+    update_blog = UpdateBlog.Field()
+    delete_blog = DeleteBlog.Field()

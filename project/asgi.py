@@ -1,0 +1,29 @@
+"""ASGI entry point: HTTP goes to Django, websockets on /graphql/ to the GraphQL consumer."""
+
+import logging
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# Set up Django (apps, models) before anything imports the consumer or the schema.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from notifications.origins import OriginValidator  # noqa: E402
+from notifications.routing import websocket_urlpatterns  # noqa: E402
+
+if not settings.REDIS_URL:
+    logging.getLogger("notifications").warning(
+        "REDIS_URL is not set: using the in-memory channel layer, so events reach only this process's subscribers."
+    )
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -1,0 +1,38 @@
+"""Start the real services of the deployment natively, for tests and `make stack`.
+
+    from stack import Stack
+    with Stack(instances=3) as stack:
+        ...  # stack.url, stack.ws_url, stack.instances[0].kill(), stack.redis.restart()
+
+See stack/services.py for the individual services.
+"""
+
+from stack.services import (
+    DaphneInstance,
+    Nginx,
+    PostgresCluster,
+    RedisServer,
+    Service,
+    Stack,
+    StackError,
+    free_port,
+    http_ok,
+    log_tail,
+    migrate,
+    wait_for,
+)
+
+__all__ = [
+    "DaphneInstance",
+    "Nginx",
+    "PostgresCluster",
+    "RedisServer",
+    "Service",
+    "Stack",
+    "StackError",
+    "free_port",
+    "http_ok",
+    "log_tail",
+    "migrate",
+    "wait_for",
+]

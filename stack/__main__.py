@@ -1,0 +1,56 @@
+"""`python -m stack [--instances N] [--sqlite]`: run the whole stack until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from types import FrameType
+
+from stack.services import Stack, StackError
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Make SIGTERM stop the stack exactly like Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+    parser.add_argument("--instances", type=int, default=3, help="Daphne instances (default 3)")
+    parser.add_argument(
+        "--sqlite", action="store_true", help="use a SQLite file instead of a PostgreSQL cluster"
+    )
+    args = parser.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    stack = Stack(instances=args.instances, postgres=not args.sqlite)
+    try:
+        began = time.monotonic()
+        stack.start()
+        print(f"stack up in {time.monotonic() - began:.1f}s", flush=True)
+        print(f"  http: {stack.url}/\n  ws:   {stack.ws_url}")
+        for instance in stack.instances:
+            print(f"  {instance.name}: {instance.url}/")
+        print("logs:")
+        for service in stack.services:
+            print(f"  {service.name:<8} {service.log_path}")
+        print("Ctrl-C to stop.", flush=True)
+        while True:
+            signal.pause()
+    except StackError as error:
+        print(f"stack failed to start: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping...", file=sys.stderr, flush=True)
+    finally:
+        # A second Ctrl-C must not interrupt the cleanup and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""Real Redis, PostgreSQL, Daphne and nginx processes on free loopback ports.
+
+Tests and `make stack` run the same multi-instance deployment as
+docker-compose, but natively: every service is a child process started here,
+in its own session (so Ctrl-C in a terminal reaches only us, and a stuck
+service can be killed as a process group), logging to a file in its own
+temporary directory. Nothing here ever signals a process it did not start.
+
+Set STACK_KEEP_TMP=1 to keep the temporary directories (and logs) after
+`stop()` for a post-mortem.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx.conf.template"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+# urllib honours http_proxy & co.; loopback checks must never go through one.
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class StackError(RuntimeError):
+    """A service failed to start or a setup step failed; the message has its log tail."""
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(path: Path | None, lines: int = 40) -> str:
+    """The last lines of a log file, for error messages."""
+    if path is None or not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Poll `predicate` until it is true.
+
+    Fails fast if `proc` exits meanwhile, and puts the tail of `log_path`
+    into the error, so a broken start explains itself in the test output.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            problem = f"{what}: process exited with code {proc.returncode}"
+        elif time.monotonic() > deadline:
+            problem = f"timed out after {timeout:g}s waiting for {what}"
+        else:
+            time.sleep(0.05)
+            continue
+        raise StackError(f"{problem}\n--- {log_path}:\n{log_tail(log_path)}")
+
+
+def http_ok(url: str) -> bool:
+    """True if GET `url` answers 200."""
+    try:
+        with _direct.open(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:  # refused, reset, timeout, HTTP errors (URLError is an OSError)
+        return False
+
+
+def _remove_tmp(path: Path) -> None:
+    if not os.environ.get("STACK_KEEP_TMP"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Service:
+    """One long-running child process that we own, plus its temp dir and log.
+
+    Subclasses implement `start()` with `_spawn()` and `_wait_ready()`.
+    """
+
+    stop_signal: signal.Signals = signal.SIGTERM
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"stack-{name}-"))
+        self.log_path = self.tmp / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} pid={self.pid}>"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (graceful shutdown; see `wait()`)."""
+        if self.running:
+            assert self._proc is not None
+            self._proc.terminate()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to exit; its exit code (None if never started)."""
+        return self._proc.wait(timeout) if self._proc else None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group and reap it: a crash, no shutdown."""
+        if self._proc is not None and self._proc.poll() is None:
+            # Not reaped yet, so the group id is still ours even if it just exited.
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def restart(self) -> None:
+        """Stop and start again with the same port and temp dir."""
+        self._halt()
+        self.start()
+
+    def stop(self) -> None:
+        """Stop the process and remove the temp dir. Idempotent."""
+        self._halt()
+        _remove_tmp(self.tmp)
+
+    def _halt(self) -> None:
+        """Graceful stop signal, then SIGKILL to the group if it does not exit."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(self.stop_signal)
+        try:
+            self._proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def _spawn(self, cmd: list[str], **popen_kwargs: Any) -> None:
+        """Start `cmd` in a new session, stdout and stderr appended to the log."""
+        if self.running:
+            raise StackError(f"{self.name} is already running")
+        with self.log_path.open("ab") as log:
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            log.write(f"--- {stamp} $ {shlex.join(cmd)}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **popen_kwargs,
+            )
+
+    def _run(self, cmd: list[str], **run_kwargs: Any) -> None:
+        """Run a setup command to completion, output to the log; raise on failure."""
+        with self.log_path.open("ab") as log:
+            log.write(f"--- $ {shlex.join(cmd)}\n".encode())
+            log.flush()
+            code = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **run_kwargs
+            ).returncode
+        if code:
+            raise StackError(
+                f"{self.name}: {cmd[0]} exited with code {code}\n"
+                f"--- {self.log_path}:\n{log_tail(self.log_path)}"
+            )
+
+    def _wait_ready(self, predicate: Callable[[], bool], what: str) -> None:
+        wait_for(
+            predicate,
+            START_TIMEOUT,
+            f"{self.name}: {what}",
+            proc=self._proc,
+            log_path=self.log_path,
+        )
+
+
+def _redis_pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer(Service):
+    """A throwaway, non-persistent redis-server (channel layer and cache)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__("redis")
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        # --save '' and --appendonly no: a restart loses all data, like a crash.
+        self._spawn(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
+        )
+        self._wait_ready(lambda: _redis_pings(self.port), "PING")
+
+
+def pg_bindir() -> Path:
+    """Directory of initdb/postgres: Debian keeps them off PATH, one dir per major version."""
+    candidates = []
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        candidates.append(Path(out.stdout.strip()))
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    versions = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()]
+    candidates += sorted(versions, key=lambda p: int(p.parent.name), reverse=True)
+    for candidate in candidates:
+        if (candidate / "initdb").exists():
+            return candidate
+    raise StackError("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+class PostgresCluster(Service):
+    """A throwaway PostgreSQL cluster with database `blog` owned by superuser `blog`.
+
+    initdb and postgres refuse to run as root, so as root the temp dir is
+    handed to the `postgres` system user and the server processes run as it
+    (Popen's user/group, which also drops root's supplementary groups).
+    """
+
+    # SIGINT is PostgreSQL's "fast" shutdown, what `pg_ctl stop -m fast` sends.
+    stop_signal = signal.SIGINT
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__("postgres")
+        self.port = port or free_port()
+        self.bindir = pg_bindir()
+        self.data_dir = self.tmp / "data"
+        self.socket_dir = self.tmp / "run"
+        self.socket_dir.mkdir()
+        self._as_owner: dict[str, Any] = {"cwd": self.tmp}
+        if os.geteuid() == 0:
+            self._as_owner |= {"user": "postgres", "group": "postgres", "extra_groups": []}
+            for path in (self.tmp, self.socket_dir):
+                shutil.chown(path, "postgres", "postgres")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://blog@127.0.0.1:{self.port}/blog"
+
+    def start(self) -> None:
+        first_start = not self.data_dir.exists()
+        if first_start:
+            self._init_cluster()
+        self._spawn([str(self.bindir / "postgres"), "-D", str(self.data_dir)], **self._as_owner)
+        self._wait_ready(self._accepting, "pg_isready")
+        if first_start:
+            self._run([str(self.bindir / "createdb"), *self._client_args(), "blog"])
+
+    def _init_cluster(self) -> None:
+        # -U blog makes `blog` the bootstrap superuser, so no extra role is needed.
+        self._run(
+            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "blog",
+             "--auth=trust", "--no-locale", "--encoding=UTF8", "--no-sync",
+             "--no-instructions"],
+            **self._as_owner,
+        )
+        # Trust only the private socket dir and 127.0.0.1; durability off for speed.
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+        )
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"\n# stack.PostgresCluster\n"
+                f"listen_addresses = '127.0.0.1'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.socket_dir}'\n"
+                f"fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
+
+    def _client_args(self) -> list[str]:
+        return ["-h", "127.0.0.1", "-p", str(self.port), "-U", "blog"]
+
+    def _accepting(self) -> bool:
+        check = [str(self.bindir / "pg_isready"), "-q", *self._client_args(), "-d", "postgres"]
+        return subprocess.run(check, stdin=subprocess.DEVNULL).returncode == 0
+
+
+class DaphneInstance(Service):
+    """One Daphne process serving project.asgi:application, named for the logs."""
+
+    def __init__(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        port: int | None = None,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
+        super().__init__(name)
+        self.env = dict(env)
+        self.port = port or free_port()
+        self.cwd = Path(cwd)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql/"
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
+        self._spawn(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "project.asgi:application"],
+            env=env,
+            cwd=self.cwd,
+        )
+        self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz")
+
+
+class Nginx(Service):
+    """nginx load-balancing over Daphne instances, using deploy/nginx.conf.template."""
+
+    def __init__(
+        self,
+        upstream_ports: list[int],
+        port: int | None = None,
+        template: Path = NGINX_TEMPLATE,
+    ) -> None:
+        super().__init__("nginx")
+        self.upstream_ports = list(upstream_ports)
+        self.port = port or free_port()
+        self.template = template
+        self.access_log_path = self.tmp / "access.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql/"
+
+    def start(self) -> None:
+        # -e stderr: errors go to our log from the very start, before the config is read.
+        self._spawn(
+            ["nginx", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"]
+        )
+        self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz through nginx")
+
+    def render_template(self) -> str:
+        """The template with only our two variables replaced; nginx's own $vars stay."""
+        servers = "\n    ".join(
+            f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.upstream_ports
+        )
+        return (
+            self.template.read_text()
+            .replace("${NGINX_UPSTREAM_SERVERS}", servers)
+            .replace("${NGINX_PORT}", f"127.0.0.1:{self.port}")
+        )
+
+    def _write_config(self) -> Path:
+        """A minimal nginx.conf whose http{} includes the rendered template."""
+        site = self.tmp / "lb.conf"
+        site.write_text(self.render_template())
+        t = self.tmp
+        # As root, workers would switch to `nobody` and could not use our 0700 temp dir.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(
+            f"{user}daemon off;\n"
+            f"worker_processes 1;\n"
+            f"pid {t}/nginx.pid;\n"
+            f"error_log stderr notice;\n"
+            f"events {{}}\n"
+            f"http {{\n"
+            f"    access_log {self.access_log_path};\n"
+            f"    client_body_temp_path {t}/client_body;\n"
+            f"    proxy_temp_path {t}/proxy;\n"
+            f"    fastcgi_temp_path {t}/fastcgi;\n"
+            f"    uwsgi_temp_path {t}/uwsgi;\n"
+            f"    scgi_temp_path {t}/scgi;\n"
+            f"    include {site};\n"
+            f"}}\n"
+        )
+        return conf
+
+
+def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
+    """Apply Django migrations once, before any instance starts."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if result.returncode:
+        tail = "\n".join(result.stdout.splitlines()[-40:])
+        raise StackError(f"manage.py migrate exited with code {result.returncode}:\n{tail}")
+
+
+class Stack:
+    """Redis + PostgreSQL (or SQLite) + N Daphne instances behind nginx.
+
+    Use as a context manager, or call `start()` / `stop()`. Whatever was
+    started is stopped in reverse order, also when starting fails halfway.
+    """
+
+    def __init__(self, instances: int = 3, postgres: bool = True) -> None:
+        self.instance_count = instances
+        self.use_postgres = postgres
+        self.redis: RedisServer | None = None
+        self.postgres: PostgresCluster | None = None
+        self.instances: list[DaphneInstance] = []
+        self.nginx: Nginx | None = None
+        self.env: dict[str, str] = {}
+        self._cleanup = ExitStack()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return self._started_nginx().url
+
+    @property
+    def ws_url(self) -> str:
+        return self._started_nginx().ws_url
+
+    @property
+    def services(self) -> list[Service]:
+        """Every service created so far, in start order."""
+        candidates = (self.redis, self.postgres, *self.instances, self.nginx)
+        return [service for service in candidates if service is not None]
+
+    def start(self) -> Stack:
+        with ExitStack() as cleanup:
+            self.redis = RedisServer()
+            cleanup.callback(self.redis.stop)
+            self.redis.start()
+
+            if self.use_postgres:
+                self.postgres = PostgresCluster()
+                cleanup.callback(self.postgres.stop)
+                self.postgres.start()
+                database_url = self.postgres.url
+            else:
+                sqlite_dir = Path(tempfile.mkdtemp(prefix="stack-sqlite-"))
+                cleanup.callback(_remove_tmp, sqlite_dir)
+                database_url = f"sqlite:///{sqlite_dir}/db.sqlite3"
+
+            self.env = {
+                "DATABASE_URL": database_url,
+                "REDIS_URL": self.redis.url,
+                "DJANGO_DEBUG": "0",
+                "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "DJANGO_SECURE_SSL_REDIRECT": "0",
+            }
+            migrate(self.env)
+
+            self.instances = [
+                DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)
+            ]
+            for instance in self.instances:
+                cleanup.callback(instance.stop)
+            # Each instance spends most of its start importing Django: overlap them.
+            with ThreadPoolExecutor(max_workers=len(self.instances) or 1) as pool:
+                list(pool.map(DaphneInstance.start, self.instances))
+
+            self.nginx = Nginx([instance.port for instance in self.instances])
+            cleanup.callback(self.nginx.stop)
+            self.nginx.start()
+
+            self._cleanup = cleanup.pop_all()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything started, in reverse order. Idempotent."""
+        self._cleanup.close()
+
+    def _started_nginx(self) -> Nginx:
+        if self.nginx is None:
+            raise StackError("the stack is not started")
+        return self.nginx
