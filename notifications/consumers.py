@@ -100,8 +100,12 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             return
         try:
             await self.receive_json(content)
-        except graphql.GraphQLError as error:  # e.g. a legacy-protocol duplicate operation id
-            await self._send_gql_error(content.get("id"), [error])
+        except graphql.GraphQLError as error:
+            # The library raises this for an operation id that is still being started.
+            if self.subprotocol == TRANSPORT_WS:
+                await self.close(code=4409, reason=f"Subscriber for {content.get('id')} already exists")
+            else:
+                await self._send_gql_error(content.get("id"), [error])
 
     def message_problem(self, content: Any) -> str | None:
         """Why a message cannot be handled, or None when it can."""
