@@ -260,9 +260,9 @@ class PostgresCluster(Service):
     stop_signal = signal.SIGINT
 
     def __init__(self, port: int | None = None) -> None:
+        self.bindir = pg_bindir()  # before the temp dir exists, so a failure leaks nothing
         super().__init__("postgres")
         self.port = port or free_port()
-        self.bindir = pg_bindir()
         self.data_dir = self.tmp / "data"
         self.socket_dir = self.tmp / "run"
         self.socket_dir.mkdir()
@@ -340,8 +340,9 @@ class DaphneInstance(Service):
     def start(self) -> None:
         env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
         self._spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "project.asgi:application"],
+            # --proxy-headers: behind nginx, the client address comes from X-Forwarded-For.
+            [sys.executable, "-m", "daphne", "--proxy-headers", "-b", "127.0.0.1",
+             "-p", str(self.port), "project.asgi:application"],
             env=env,
             cwd=self.cwd,
         )
