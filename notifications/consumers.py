@@ -83,6 +83,11 @@ def subscription_arguments(operation: graphql.OperationDefinitionNode, raw_varia
 
 class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     schema = schema
+    # No channel per socket: the process's hub is the only channel-layer receiver. Sockets then
+    # cost no Redis work while idle, and a Redis outage cannot crash them (a consumer holding
+    # channels-redis's shared BRPOP would die with it).
+    channel_layer_alias = "no channel layer for sockets"
+    channel_name = None  # the library puts it into every operation's context
     send_ping_every = settings.GRAPHQL_WS_PING_SECONDS
     connection_init_wait_timeout = settings.GRAPHQL_WS_CONNECTION_INIT_TIMEOUT
     middleware = [run_orm_resolvers_in_thread]
