@@ -190,29 +190,23 @@ class Hub:
         failures = 0
         while True:
             try:
+                if failures:
+                    # Redis was unreachable: it may have restarted empty (our membership gone), and
+                    # publications may have been committed meanwhile without reaching it.
+                    await self._join()
+                    failures = 0
+                    self.inbox.put_nowait(None)  # ask the delivery loop to read the log
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)
-                logger.warning("Hub cannot read from the channel layer (%s); retrying in %.1fs", error, delay)
+                logger.warning("Hub cannot reach the channel layer (%s); retrying in %.1fs", error or type(error).__name__, delay)
                 await asyncio.sleep(delay)
                 continue
-            if failures:
-                # Redis was unreachable: it may have restarted empty, and publications may have
-                # been committed meanwhile without reaching it. Rejoin and read the log.
-                failures = 0
-                await self._rejoin_and_catch_up()
             if message.get("type") == "broadcast":
                 self.inbox.put_nowait(Serializer.deserialize(message["payload"]))
-
-    async def _rejoin_and_catch_up(self) -> None:
-        try:
-            await self._join()
-        except Exception as error:
-            logger.warning("Hub could not rejoin its group: %s", error)
-        self.inbox.put_nowait(None)  # ask the delivery loop to read the log
 
     async def _renew_loop(self) -> None:
         """channels-redis forgets group members after group_expiry (and all of them when Redis restarts)."""

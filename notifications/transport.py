@@ -52,9 +52,13 @@ class DirectSocket:
         except AttributeError:
             return 0
 
-    def close(self, code: int, reason: str = "") -> None:
+    def close(self, code: int, reason: str = "", handshake_timeout: float = 30) -> None:
+        """Send a close frame; the client reads it after what is already buffered for it."""
         if self.protocol is not None:
             if self.protocol.state == self.protocol.STATE_OPEN:
+                # Autobahn drops the TCP connection if the client has not answered the close
+                # within this time; a slow reader needs long enough to reach the close frame.
+                self.protocol.closeHandshakeTimeout = handshake_timeout
                 self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120] or None)
         else:
             asyncio.ensure_future(self.asgi_send({"type": "websocket.close", "code": code, "reason": reason}))

@@ -440,9 +440,10 @@ class Stack:
     started is stopped in reverse order, also when starting fails halfway.
     """
 
-    def __init__(self, instances: int = 3, postgres: bool = True) -> None:
+    def __init__(self, instances: int = 3, postgres: bool = True, env: Mapping[str, str] | None = None) -> None:
         self.instance_count = instances
         self.use_postgres = postgres
+        self.extra_env = dict(env or {})
         self.redis: RedisServer | None = None
         self.postgres: PostgresCluster | None = None
         self.instances: list[DaphneInstance] = []
@@ -498,6 +499,7 @@ class Stack:
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SECURE_SSL_REDIRECT": "0",
+                **self.extra_env,
             }
             migrate(self.env)
 
