@@ -34,6 +34,13 @@ def live_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DJANGO_SECURE_COOKIES": "0",
         "GRAPHQL_WS_PING_SECONDS": "3",
+        # The whole suite signs up from 127.0.0.1: the shared servers count, but never refuse.
+        # tests/test_security.py runs its own instances with small limits.
+        "RATE_LIMIT_MUTATIONS": "1000000/60",
+        "RATE_LIMIT_SIGN_UPS": "1000000/60",
+        "RATE_LIMIT_LOG_INS": "1000000/60",
+        "RATE_LIMIT_LOGIN_FAILURES": "1000000/60",
+        "GRAPHQL_WS_MAX_CONNECTIONS_PER_IP": "1000000",
     }
     migrate(env)
     return env
@@ -91,3 +98,14 @@ def fast_password_hashing(request: pytest.FixtureRequest) -> None:
     if "settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
         settings = request.getfixturevalue("settings")
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(request: pytest.FixtureRequest) -> None:
+    """In-process tests share one memory cache: each starts with no rate-limit counts."""
+    if "settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        from django.core.cache import caches
+        from django.core.cache.backends.locmem import LocMemCache
+
+        if isinstance(caches["default"], LocMemCache):  # never flush a developer's Redis
+            caches["default"].clear()
