@@ -5,6 +5,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,34 @@ def daphne_servers(live_env: dict[str, str]) -> Iterator[list[DaphneInstance]]:
     try:
         for server in servers:
             server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# Small limits for the abuse tests. Rate windows are long enough never to roll over mid-test;
+# tests tell clients apart by X-Forwarded-For, which these instances believe from 127.0.0.1.
+STRICT_LIMITS = {
+    "RATE_LIMIT_MUTATIONS": "3/1000000000",
+    "RATE_LIMIT_SIGN_UPS": "2/1000000000",
+    "RATE_LIMIT_LOG_INS": "4/1000000000",
+    "RATE_LIMIT_LOGIN_FAILURES": "3/1000000000",
+    "GRAPHQL_WS_MAX_CONNECTIONS_PER_IP": "3",
+    "GRAPHQL_WS_CONNECTION_INIT_TIMEOUT": "1",
+    "GRAPHQL_INTROSPECTION": "1",
+    "TRUSTED_PROXIES": "127.0.0.1",
+}
+
+
+@pytest.fixture(scope="session")
+def strict_servers(live_env: dict[str, str], redis_server: RedisServer) -> Iterator[list[DaphneInstance]]:
+    """Two instances with small limits, sharing Redis database 1: their own counters and events."""
+    env = {**live_env, **STRICT_LIMITS, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1"}
+    servers = [DaphneInstance(f"strict-{i}", env) for i in (1, 2)]
+    try:
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            list(pool.map(DaphneInstance.start, servers))
         yield servers
     finally:
         for server in servers:
