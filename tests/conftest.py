@@ -138,3 +138,23 @@ def fresh_rate_limits(request: pytest.FixtureRequest) -> None:
 
         if isinstance(caches["default"], LocMemCache):  # never flush a developer's Redis
             caches["default"].clear()
+
+
+OPEN_SESSION = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from api.models import Author
+author = Author.objects.get(username={username!r})
+session = SessionStore()
+session.update({{SESSION_KEY: str(author.pk), BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+                HASH_SESSION_KEY: author.get_session_auth_hash()}})
+session.create()
+print(session.session_key)
+"""
+
+
+@pytest.fixture(scope="session")
+def browser_session(api: LiveApi, run_manage) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """(username, session key) of an author signed in the way a browser is: with a session cookie."""
+    username, _ = api.sign_up()
+    return username, run_manage("shell", "-c", OPEN_SESSION.format(username=username)).stdout.split()[-1]
