@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @method_decorator(csrf_exempt, name="dispatch")
 class GraphQLView(BaseGraphQLView):
-    """graphene-django's view with the error codes the websocket uses too.
+    """graphene-django's view with the error codes and document limits the websocket uses too.
 
     CSRF protects ambient credentials: a request that carries the session cookie must pass
     Django's CSRF check; one that authenticates with a bearer token, or carries no cookie at
