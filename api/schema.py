@@ -11,7 +11,8 @@ from graphene import relay
 from graphene_django import DjangoConnectionField, DjangoObjectType
 from graphql_relay import from_global_id
 
-from api import selectors, services
+from api import ratelimit, selectors, services
+from api.client_ip import context_ip
 from api.errors import BadUserInput, NotAuthenticated
 from api.models import Author, Blog
 
@@ -130,7 +131,24 @@ class Query(graphene.ObjectType):
         return viewer_of(info)
 
 
-class CreateAuthor(relay.ClientIDMutation):
+class ThrottledMutation(relay.ClientIDMutation):
+    """Every mutation counts against rate limits shared by all instances (api/ratelimit.py):
+    per signed-in author (all their tokens together), and for sign-up and log-in per client IP."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def mutate(cls, root: None, info: graphene.ResolveInfo, input: dict[str, Any]) -> Any:
+        if info.field_name in ("createAuthor", "createToken"):
+            ratelimit.hit(info.field_name, context_ip(info.context))
+        author = viewer_of(info)
+        if author is not None:
+            ratelimit.hit("mutation", f"author:{author.pk}")
+        return super().mutate(root, info, input)
+
+
+class CreateAuthor(ThrottledMutation):
     class Input:
         username = graphene.String(required=True)
         password = graphene.String(required=True)
@@ -145,7 +163,7 @@ class CreateAuthor(relay.ClientIDMutation):
         return CreateAuthor(author=author, token=services.token_create(author=author))
 
 
-class CreateToken(relay.ClientIDMutation):
+class CreateToken(ThrottledMutation):
     class Input:
         username = graphene.String(required=True)
         password = graphene.String(required=True)
@@ -158,7 +176,7 @@ class CreateToken(relay.ClientIDMutation):
         return CreateToken(token=services.token_create(author=author))
 
 
-class CreateBlog(relay.ClientIDMutation):
+class CreateBlog(ThrottledMutation):
     class Input:
         title = graphene.String(required=True)
         content = graphene.String(required=True)
@@ -170,7 +188,7 @@ class CreateBlog(relay.ClientIDMutation):
         return CreateBlog(blog=services.blog_create(author=require_viewer(info), title=title, content=content))
 
 
-class UpdateBlog(relay.ClientIDMutation):
+class UpdateBlog(ThrottledMutation):
     class Input:
         id = graphene.ID(required=True)
         title = graphene.String()
@@ -184,7 +202,7 @@ class UpdateBlog(relay.ClientIDMutation):
         return UpdateBlog(blog=blog)
 
 
-class DeleteBlog(relay.ClientIDMutation):
+class DeleteBlog(ThrottledMutation):
     class Input:
         id = graphene.ID(required=True)
 

@@ -20,10 +20,11 @@ from django.conf import settings
 from graphql.language.ast import OperationType
 
 from api.auth import bearer_token
-from api.errors import format_error
+from api.errors import BadUserInput, NotAuthenticated, format_error
 from api.selectors import author_by_token
 from notifications import publications
 from notifications.hub import LiveSubscription, get_hub
+from notifications.limits import ConnectionLimits
 from notifications.shutdown import track_socket
 from notifications.transport import DirectSocket
 from project.schema import schema
@@ -99,9 +100,13 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         return next((p for p in SUBPROTOCOLS if p in offered), None)
 
     async def connect(self) -> None:
+        self.limits = ConnectionLimits(self)
         if self.subprotocol is None:
             # Refuse the handshake: a client that speaks neither protocol cannot be answered in one.
             logger.info("Websocket refused: no GraphQL subprotocol offered (%s)", self.scope.get("subprotocols"))
+            await self.close()
+            return
+        if not self.limits.admit():
             await self.close()
             return
         self.connection_initialised = False
@@ -110,10 +115,17 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
         track_socket(self)
         await super().connect()
+        if self.subprotocol == LEGACY_WS:  # the library times out only graphql-transport-ws
+            self.limits.watch_connection_init(self.connection_init_wait_timeout)
 
     async def disconnect(self, code: int) -> None:
+        self.limits.release()
         self.stop_all_live()
         await super().disconnect(code)
+
+    async def on_operation(self, op_id: str, payload: dict[str, Any]) -> None:
+        """Before every subscribe/start: the limits HTTP enforces too, and the subscription budget."""
+        await self.limits.check_operation(op_id, payload)
 
     async def _send_gql_connection_ack(self) -> None:
         # Both protocols allow an ack payload; it tells clients, operators and tests which
@@ -124,23 +136,27 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     async def on_connect(self, payload: Any) -> None:
         """`connection_init`: an `authorization: Bearer <token>` in the payload signs the socket in."""
         if payload is not None and not isinstance(payload, dict):
-            raise ValueError("The connection_init payload must be an object.")
+            raise BadUserInput("The connection_init payload must be an object.")
         raw = (payload or {}).get("authorization") or (payload or {}).get("Authorization")
         if raw is not None:
             token = bearer_token(raw) if isinstance(raw, str) else None
             author = await database_sync_to_async(author_by_token)(token) if token else None
             if author is None:
-                raise PermissionError("The bearer token is invalid or has been revoked.")
+                raise NotAuthenticated("The bearer token is invalid or has been revoked.")
             self.scope["user"] = author
         self.connection_initialised = True
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        too_big = self.limits.message_problem(text_data, bytes_data)
+        if too_big:
+            await self.reject_message(too_big)
+            return
         if text_data is None:
             await self.reject_message("Binary frames are not part of the GraphQL over WebSocket protocol.")
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.reject_message("The message is not valid JSON.")
             return
         problem = self.message_problem(content)
@@ -169,6 +185,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
                 return f"A '{kind}' message needs a payload with a string 'query'."
             if not isinstance(payload.get("variables") or {}, dict):
                 return "'variables' must be an object."
+            if not isinstance(payload.get("operationName") or "", str):
+                return "'operationName' must be a string."
             if self.subprotocol == LEGACY_WS and not self.connection_initialised:
                 return "Send connection_init and wait for connection_ack before starting operations."
         return None
@@ -252,9 +270,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             self.socket.close(1013, "Too slow: reconnect and resume with your last cursor")
 
     async def send_operation_errors(self, op_id: str, errors: list[graphql.GraphQLError]) -> None:
-        """An operation failed before it started: graphql-transport-ws `error`, legacy `data` + `complete`."""
-        if self.subprotocol == TRANSPORT_WS:
-            await self.send_json({"type": "error", "id": op_id, "payload": [format_error(error) for error in errors]})
-        else:
-            await self.send_json({"type": "data", "id": op_id, "payload": {"data": None, "errors": [format_error(error) for error in errors]}})
-            await self._send_gql_complete(op_id)
+        """An operation failed before it started: an `error` message, its payload shaped per protocol."""
+        formatted = [format_error(error) for error in errors]
+        payload = formatted if self.subprotocol == TRANSPORT_WS else {"errors": formatted}
+        await self.send_json({"type": "error", "id": op_id, "payload": payload})

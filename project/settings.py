@@ -1,5 +1,6 @@
 """Settings come from the environment (12-factor); defaults are for development only."""
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "api.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -178,3 +180,73 @@ WS_MAX_BUFFERED_BYTES = int(os.environ.get("WS_MAX_BUFFERED_BYTES", str(4 * 1024
 HUB_REORDER_WINDOW_SECONDS = float(os.environ.get("HUB_REORDER_WINDOW_SECONDS", "0.5"))
 # On SIGTERM, how long in-flight HTTP requests may take to finish before websockets close with 1001.
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "10"))
+
+# --- Abuse resistance (README "Security"). Every limit is an environment variable. ---
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value.strip() else default
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from error
+
+
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    """A rate limit "COUNT/SECONDS" (e.g. "60/60"); "off" disables it (None)."""
+    value = os.environ.get(name, "").strip() or default
+    if value.lower() in {"off", "0", "none"}:
+        return None
+    count, _, seconds = value.partition("/")
+    try:
+        rate = (int(count), int(seconds))
+    except ValueError:
+        rate = (0, 0)
+    if rate[0] < 1 or rate[1] < 1:
+        raise ImproperlyConfigured(f"{name} must look like COUNT/SECONDS (e.g. 60/60) or 'off', got {value!r}.")
+    return rate
+
+
+# Schema introspection, "Did you mean" suggestions and GraphiQL give the schema away: on only
+# in development unless explicitly enabled.
+GRAPHQL_INTROSPECTION = env_bool("GRAPHQL_INTROSPECTION", DEBUG)
+GRAPHQL_GRAPHIQL = env_bool("GRAPHQL_GRAPHIQL", DEBUG)
+# JSON-array (batched) HTTP bodies; each operation in a batch passes every limit on its own.
+GRAPHQL_BATCH = env_bool("GRAPHQL_BATCH", False)
+GRAPHQL_BATCH_MAX = env_int("GRAPHQL_BATCH_MAX", 10)
+# Applied to every GraphQL document on HTTP and websockets alike (api/validation.py).
+GRAPHQL_MAX_DOCUMENT_CHARS = env_int("GRAPHQL_MAX_DOCUMENT_CHARS", 20_000)
+GRAPHQL_MAX_TOKENS = env_int("GRAPHQL_MAX_TOKENS", 2_000)
+GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 10)
+GRAPHQL_MAX_COST = env_int("GRAPHQL_MAX_COST", 5_000)
+# Websockets (notifications/limits.py). Daphne itself drops frames over 1 MiB
+# (--websocket-max-message-size); a createBlog with 100,000 characters of content fits below this.
+GRAPHQL_WS_MAX_MESSAGE_BYTES = env_int("GRAPHQL_WS_MAX_MESSAGE_BYTES", 512 * 1024)
+GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 20)
+GRAPHQL_WS_MAX_CONNECTIONS_PER_IP = env_int("GRAPHQL_WS_MAX_CONNECTIONS_PER_IP", 100)
+# Peers whose X-Forwarded-For is believed (nginx); everyone else is identified by their own
+# address. IPs or CIDR networks, comma-separated.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network.") from _error
+# Fixed-window rate limits, shared by all instances through Redis (api/ratelimit.py).
+RATE_LIMITS = {
+    "mutation": env_rate("RATE_LIMIT_MUTATIONS", "60/60"),  # per signed-in author
+    "createAuthor": env_rate("RATE_LIMIT_SIGN_UPS", "10/3600"),  # per client IP
+    "createToken": env_rate("RATE_LIMIT_LOG_INS", "20/300"),  # per client IP
+    "loginFailure": env_rate("RATE_LIMIT_LOGIN_FAILURES", "10/900"),  # failed createToken per username
+}
+if REDIS_URL:
+    # Rate-limit counters live in Redis so every instance counts the same; without Redis they
+    # fall back to the default per-process memory cache.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "blog",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }

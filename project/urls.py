@@ -5,7 +5,7 @@ from project import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("graphql/", views.GraphQLView.as_view(graphiql=True), name="graphql"),
+    path("graphql/", views.GraphQLView.as_view(), name="graphql"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
 ]

@@ -499,6 +499,8 @@ class Stack:
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SECURE_SSL_REDIRECT": "0",
+                # nginx is the instances' only peer: believe the client address it forwards.
+                "TRUSTED_PROXIES": "127.0.0.1",
                 **self.extra_env,
             }
             migrate(self.env)

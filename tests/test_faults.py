@@ -22,7 +22,8 @@ MAX_BUFFERED = 256 * 1024
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with Stack(instances=3, postgres=True, env={"CHANNEL_GROUP_EXPIRY": str(GROUP_EXPIRY), "WS_MAX_BUFFERED_BYTES": str(MAX_BUFFERED)}) as running:
+    env = {"CHANNEL_GROUP_EXPIRY": str(GROUP_EXPIRY), "WS_MAX_BUFFERED_BYTES": str(MAX_BUFFERED), "RATE_LIMIT_MUTATIONS": "off"}
+    with Stack(instances=3, postgres=True, env=env) as running:
         yield running
 
 
