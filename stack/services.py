@@ -142,6 +142,18 @@ class Service:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP the process group: it keeps its sockets but answers nothing (a hung peer)."""
+        if self.running:
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze()`."""
+        if self.running:
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGCONT)
+
     def restart(self) -> None:
         """Stop and start again with the same port and temp dir."""
         self._halt()
