@@ -1,6 +1,7 @@
 """Settings come from the environment (12-factor); defaults are for development only."""
 
 import os
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -31,8 +32,9 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
-# Which process served a request; lets operators (and tests) tell instances apart.
-INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "local")
+# Which process served a request; lets operators (and tests) tell instances apart. Unset, the
+# host name: under Docker the container ID, distinct for every replica of one service.
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME") or socket.gethostname()
 
 INSTALLED_APPS = [
     "daphne",

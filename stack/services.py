@@ -391,6 +391,10 @@ class Nginx(Service):
         )
         self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz through nginx")
 
+    def check_config(self) -> None:
+        """`nginx -t` on the config `start()` would run; StackError with nginx's complaint."""
+        self._run(["nginx", "-t", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"])
+
     def render_template(self) -> str:
         """The template with only our two variables replaced; nginx's own $vars stay."""
         servers = "\n    ".join(
