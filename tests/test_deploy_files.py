@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stack.services import NGINX_TEMPLATE, REPO_ROOT, Nginx
+from stack.services import NGINX_TEMPLATE, REPO_ROOT, Nginx, free_port
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -243,6 +243,19 @@ def test_entrypoint_is_daphne_behind_the_proxy_on_port_8000_in_production_mode()
         "daphne", "--proxy-headers", "-b", "0.0.0.0", "-p", "8000", "project.asgi:application"
     ]
     assert dockerfile_env()["DJANGO_DEBUG"] == "0"
+
+
+def test_the_image_healthcheck_passes_on_a_live_instance_and_fails_on_a_closed_port(daphne_server):
+    (healthcheck,) = instruction_args("HEALTHCHECK")
+    command = json.loads(healthcheck.split(" CMD ", 1)[1])
+    assert command[0] == "python"
+
+    def run_against(address: str) -> int:
+        moved = [part.replace("127.0.0.1:8000", address) for part in command[1:]]
+        return subprocess.run([sys.executable, *moved], capture_output=True, timeout=30).returncode
+
+    assert run_against(f"127.0.0.1:{daphne_server.port}") == 0
+    assert run_against(f"127.0.0.1:{free_port()}") != 0
 
 
 def test_no_secret_is_baked_into_the_image():
