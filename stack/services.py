@@ -433,10 +433,10 @@ class Nginx(Service):
         return conf
 
 
-def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
-    """Apply Django migrations once, before any instance starts."""
+def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
+    """Run a one-shot `manage.py` command with the stack's settings; StackError if it fails."""
     result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
+        [sys.executable, "manage.py", *args],
         cwd=cwd,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
@@ -446,7 +446,21 @@ def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
     )
     if result.returncode:
         tail = "\n".join(result.stdout.splitlines()[-40:])
-        raise StackError(f"manage.py migrate exited with code {result.returncode}:\n{tail}")
+        raise StackError(f"manage.py {args[0]} exited with code {result.returncode}:\n{tail}")
+
+
+def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
+    """Apply Django migrations once, before any instance starts."""
+    manage(env, "migrate", "--noinput", cwd=cwd)
+
+
+def collectstatic(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
+    """Collect static files into env's DJANGO_STATIC_ROOT, as the image build does.
+
+    With DEBUG off, whitenoise serves only collected files: without them GraphiQL's
+    graphiql.js and the admin's CSS would be 404s.
+    """
+    manage(env, "collectstatic", "--noinput", cwd=cwd)
 
 
 class Stack:
@@ -507,6 +521,8 @@ class Stack:
                 cleanup.callback(_remove_tmp, sqlite_dir)
                 database_url = f"sqlite:///{sqlite_dir}/db.sqlite3"
 
+            static_dir = Path(tempfile.mkdtemp(prefix="stack-static-"))
+            cleanup.callback(_remove_tmp, static_dir)
             self.env = {
                 "DATABASE_URL": database_url,
                 "REDIS_URL": self.redis.url,
@@ -514,8 +530,12 @@ class Stack:
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SECURE_SSL_REDIRECT": "0",
+                "DJANGO_STATIC_ROOT": str(static_dir),
             }
-            migrate(self.env)
+            # Both are one-shot processes that mostly import Django: overlap them.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for done in [pool.submit(migrate, self.env), pool.submit(collectstatic, self.env)]:
+                    done.result()
 
             self.instances = [
                 DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)

@@ -6,6 +6,7 @@ reach one particular instance.
 """
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -179,6 +180,17 @@ async def test_a_blog_created_on_any_instance_reaches_subscribers_on_every_other
             assert titles_of(await next_events(client, len(titles))) == titles
     finally:
         await close_all(clients)
+
+
+def test_graphiql_loads_with_its_static_script_through_nginx(stack: Stack):
+    """DEBUG is off, as in the image: whitenoise serves only collected static files."""
+    with httpx.Client(base_url=stack.url, trust_env=False, timeout=10) as browser:
+        page = browser.get("/graphql/", headers={"Accept": "text/html"})
+        assert page.status_code == 200
+        (script,) = re.findall(r'<script src="(/static/[^"]+)"', page.text)
+        served = browser.get(script)
+        assert served.status_code == 200
+        assert "javascript" in served.headers["content-type"]
 
 
 async def test_killed_instance_clients_reconnect_elsewhere_and_restart_rejoins(stack: Stack):
