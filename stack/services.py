@@ -470,9 +470,10 @@ class Stack:
     started is stopped in reverse order, also when starting fails halfway.
     """
 
-    def __init__(self, instances: int = 3, postgres: bool = True) -> None:
+    def __init__(self, instances: int = 3, postgres: bool = True, env: Mapping[str, str] | None = None) -> None:
         self.instance_count = instances
         self.use_postgres = postgres
+        self.extra_env = dict(env or {})
         self.redis: RedisServer | None = None
         self.postgres: PostgresCluster | None = None
         self.instances: list[DaphneInstance] = []
@@ -531,6 +532,7 @@ class Stack:
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SECURE_SSL_REDIRECT": "0",
                 "DJANGO_STATIC_ROOT": str(static_dir),
+                **self.extra_env,
             }
             # Both are one-shot processes that mostly import Django: overlap them.
             with ThreadPoolExecutor(max_workers=2) as pool:

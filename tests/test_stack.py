@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 from notifications.publications import seq_from_cursor
-from notifications.subscriptions import author_group
 from stack import Stack
-from tests.live import BLOG_PUBLISHED, LiveApi, wait_group_size
+from tests.live import BLOG_PUBLISHED, LiveApi
 from tests.reconnect import connect_with_retry, messages_until_closed
 from tests.wsclient import PROTOCOLS, GraphQLWSClient
 
@@ -81,7 +80,7 @@ async def subscribers(url: str, count: int, author: str) -> list[GraphQLWSClient
         for index in range(count):
             client = await GraphQLWSClient(url, PROTOCOLS[index % len(PROTOCOLS)]).connect()
             clients.append(client)
-            await client.start(BLOG_PUBLISHED, {"author": author})
+            await client.subscribe(BLOG_PUBLISHED, {"author": author})
     except BaseException:
         await close_all(clients)
         raise
@@ -146,7 +145,6 @@ async def test_thirty_subscribers_on_every_instance_get_fifty_blogs_once_in_orde
         assert {client.instance for client in clients} == names
         for protocol in PROTOCOLS:
             assert {client.instance for client in clients if client.protocol == protocol} == names
-        await wait_group_size(stack.redis.url, author_group(username), 30)
 
         receiving = [asyncio.create_task(next_events(client, 50)) for client in clients]
         titles = await asyncio.to_thread(publish, api, token, [f"fan-out {n}" for n in range(50)])
@@ -170,8 +168,7 @@ async def test_a_blog_created_on_any_instance_reaches_subscribers_on_every_other
             client = await GraphQLWSClient(instance.ws_url, protocol).connect()
             clients.append(client)
             assert client.instance == instance.name
-            await client.start(BLOG_PUBLISHED, {"author": username})
-        await wait_group_size(stack.redis.url, author_group(username), len(clients))
+            await client.subscribe(BLOG_PUBLISHED, {"author": username})
 
         titles = []
         for instance, writer in zip(stack.instances, writers):
@@ -196,11 +193,9 @@ def test_graphiql_loads_with_its_static_script_through_nginx(stack: Stack):
 async def test_killed_instance_clients_reconnect_elsewhere_and_restart_rejoins(stack: Stack):
     api = LiveApi(stack.url)
     username, token = await asyncio.to_thread(api.sign_up)
-    group = author_group(username)
     clients = await subscribers(stack.ws_url, 12, username)
     reconnected: list[GraphQLWSClient] = []
     try:
-        await wait_group_size(stack.redis.url, group, 12)
         victim = stack.instances[1]
         doomed = [client for client in clients if client.instance == victim.name]
         survivors = [client for client in clients if client.instance != victim.name]
@@ -218,9 +213,7 @@ async def test_killed_instance_clients_reconnect_elsewhere_and_restart_rejoins(s
             replacement = await connect_with_retry(stack.ws_url, client.protocol)
             reconnected.append(replacement)
             assert replacement.instance not in (None, victim.name)
-            await replacement.start(BLOG_PUBLISHED, {"author": username})
-        # The dead instance's channels stay in the group until it expires: count them too.
-        await wait_group_size(stack.redis.url, group, len(clients) + len(doomed))
+            await replacement.subscribe(BLOG_PUBLISHED, {"author": username})
         after = await asyncio.to_thread(publish, api, token, [f"after {n}" for n in range(5)])
 
         for client in survivors:
@@ -232,8 +225,7 @@ async def test_killed_instance_clients_reconnect_elsewhere_and_restart_rejoins(s
         victim.restart()
         back = await connect_to_instance(stack.ws_url, victim.name)
         reconnected.append(back)
-        await back.start(BLOG_PUBLISHED, {"author": username})
-        await wait_group_size(stack.redis.url, group, len(clients) + len(doomed) + 1)
+        await back.subscribe(BLOG_PUBLISHED, {"author": username})
         rejoined = await asyncio.to_thread(publish, api, token, ["rejoined"])
         assert titles_of(await next_events(back, 1)) == rejoined
     finally:
@@ -272,8 +264,7 @@ async def test_readyz_answers_503_while_redis_is_out_and_200_once_it_is_back(sta
     try:
         for instance in stack.instances:
             clients.append(await GraphQLWSClient(instance.ws_url).connect())
-            await clients[-1].start(BLOG_PUBLISHED, {"author": username})
-        await wait_group_size(redis.url, author_group(username), len(clients))
+            await clients[-1].subscribe(BLOG_PUBLISHED, {"author": username})
         await asyncio.to_thread(publish, api, token, ["after the outage"])
         for client in clients:
             assert titles_of(await next_events(client, 1)) == ["after the outage"]
