@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from django.conf import settings
 
 from stack.services import NGINX_TEMPLATE, REPO_ROOT, Nginx, free_port
 
@@ -156,6 +157,12 @@ def test_start_order_waits_for_health_and_for_migrations(services):
     assert conditions("lb") == {"web": "service_healthy"}
     assert services["migrate"]["entrypoint"] == ["python", "manage.py", "migrate", "--noinput"]
     assert services["migrate"]["restart"] == "no"
+
+
+def test_web_gets_time_to_drain_before_docker_kills_it(services):
+    grace = services["web"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > settings.GRACEFUL_SHUTDOWN_SECONDS
+    assert "GRACEFUL_SHUTDOWN_SECONDS" not in services["web"]["environment"]  # the default applies
 
 
 def test_load_balancer_runs_the_config_file_the_native_stack_runs(services):
