@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev run migrate test stack schema clean
+.PHONY: install install-dev run migrate test stack soak schema clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -45,6 +45,11 @@ test: install-dev
 stack: install
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m stack
+
+## soak: 500 resuming subscribers for 10 minutes while instances are killed and Redis restarts
+soak: install-dev
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m stack.soak $(SOAK_ARGS)
 
 ## schema: rewrite schema.graphql from the live schema (then review the diff)
 schema: install
