@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import dj_database_url
@@ -32,8 +33,9 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
-# Which process served a request; lets operators (and tests) tell instances apart.
-INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "local")
+# Which process served a request; lets operators (and tests) tell instances apart. Unset, the
+# host name: under Docker the container ID, distinct for every replica of one service.
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME") or socket.gethostname()
 
 INSTALLED_APPS = [
     "daphne",
@@ -104,7 +106,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -12,7 +12,13 @@ from stack.services import Stack, StackError
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """Stop on SIGTERM exactly like on Ctrl-C (also when SIGINT was inherited as ignored)."""
+    """Stop on SIGTERM exactly like on Ctrl-C (also when SIGINT was inherited as ignored).
+
+    Later signals are ignored: a second Ctrl-C while a half-started stack is being
+    torn down (inside `Stack.start`) must not cut the cleanup short and leak processes.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

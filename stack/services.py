@@ -142,6 +142,18 @@ class Service:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP the process group: it keeps its sockets but answers nothing (a hung peer)."""
+        if self.running:
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze()`."""
+        if self.running:
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGCONT)
+
     def restart(self) -> None:
         """Stop and start again with the same port and temp dir."""
         self._halt()
@@ -379,6 +391,10 @@ class Nginx(Service):
         )
         self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz through nginx")
 
+    def check_config(self) -> None:
+        """`nginx -t` on the config `start()` would run; StackError with nginx's complaint."""
+        self._run(["nginx", "-t", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"])
+
     def render_template(self) -> str:
         """The template with only our two variables replaced; nginx's own $vars stay."""
         servers = "\n    ".join(
@@ -417,10 +433,10 @@ class Nginx(Service):
         return conf
 
 
-def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
-    """Apply Django migrations once, before any instance starts."""
+def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
+    """Run a one-shot `manage.py` command with the stack's settings; StackError if it fails."""
     result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
+        [sys.executable, "manage.py", *args],
         cwd=cwd,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
@@ -430,7 +446,21 @@ def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
     )
     if result.returncode:
         tail = "\n".join(result.stdout.splitlines()[-40:])
-        raise StackError(f"manage.py migrate exited with code {result.returncode}:\n{tail}")
+        raise StackError(f"manage.py {args[0]} exited with code {result.returncode}:\n{tail}")
+
+
+def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
+    """Apply Django migrations once, before any instance starts."""
+    manage(env, "migrate", "--noinput", cwd=cwd)
+
+
+def collectstatic(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
+    """Collect static files into env's DJANGO_STATIC_ROOT, as the image build does.
+
+    With DEBUG off, whitenoise serves only collected files: without them GraphiQL's
+    graphiql.js and the admin's CSS would be 404s.
+    """
+    manage(env, "collectstatic", "--noinput", cwd=cwd)
 
 
 class Stack:
@@ -492,6 +522,8 @@ class Stack:
                 cleanup.callback(_remove_tmp, sqlite_dir)
                 database_url = f"sqlite:///{sqlite_dir}/db.sqlite3"
 
+            static_dir = Path(tempfile.mkdtemp(prefix="stack-static-"))
+            cleanup.callback(_remove_tmp, static_dir)
             self.env = {
                 "DATABASE_URL": database_url,
                 "REDIS_URL": self.redis.url,
@@ -501,9 +533,13 @@ class Stack:
                 "DJANGO_SECURE_SSL_REDIRECT": "0",
                 # nginx is the instances' only peer: believe the client address it forwards.
                 "TRUSTED_PROXIES": "127.0.0.1",
+                "DJANGO_STATIC_ROOT": str(static_dir),
                 **self.extra_env,
             }
-            migrate(self.env)
+            # Both are one-shot processes that mostly import Django: overlap them.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for done in [pool.submit(migrate, self.env), pool.submit(collectstatic, self.env)]:
+                    done.result()
 
             self.instances = [
                 DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)
