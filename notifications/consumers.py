@@ -19,6 +19,7 @@ from graphql.language.ast import OperationType
 from api.auth import bearer_token
 from api.errors import format_error
 from api.selectors import author_by_token
+from notifications import telemetry
 from project.schema import schema
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             return
         self.connection_initialised = False
         await super().connect()
+        telemetry.websocket_connected(self)
+
+    async def disconnect(self, code: int) -> None:
+        telemetry.websocket_disconnected(self, code)
+        await super().disconnect(code)
 
     async def _send_gql_connection_ack(self) -> None:
         # Both protocols allow an ack payload; it tells clients, operators and tests which
@@ -98,6 +104,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         if problem:
             await self.reject_message(problem, content.get("id") if isinstance(content, dict) else None)
             return
+        telemetry.message_received(self, content)
         try:
             await self.receive_json(content)
         except graphql.GraphQLError as error:

@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import time
 
 from django.db import transaction
 
@@ -42,6 +43,7 @@ def event_payload(publication: Publication) -> dict:
     return {
         "seq": publication.seq,
         "cursor": cursor_for(publication.seq),
+        "announced_at": time.time(),  # for the publish-to-send latency metric
         "blog": {
             "id": blog.pk,
             "title": blog.title,

@@ -9,6 +9,7 @@ import graphene
 
 from api.models import Author, Blog
 from api.schema import BlogType
+from notifications import telemetry
 
 EVERYONE = "all"
 
@@ -46,6 +47,7 @@ class BlogPublished(channels_graphql_ws.Subscription):
 
     @staticmethod
     async def publish(payload: dict[str, Any], info: graphene.ResolveInfo, author: str | None = None) -> "BlogPublished":
+        telemetry.event_delivered(payload)
         return BlogPublished(cursor=payload["cursor"], blog=blog_from_payload(payload["blog"]))
 
     @classmethod

@@ -339,8 +339,9 @@ class DaphneInstance(Service):
 
     def start(self) -> None:
         env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
+        # -v 0: no Daphne access log; the app logs each request itself (project/logs.py).
         self._spawn(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+            [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(self.port),
              "project.asgi:application"],
             env=env,
             cwd=self.cwd,
