@@ -3,6 +3,7 @@ DEBUG-off Daphne serving its collected static files. Screenshots go to test-arti
 """
 
 import asyncio
+import json
 import time
 from urllib.parse import quote, urlsplit
 
@@ -59,5 +60,55 @@ async def test_live_page_shows_a_new_blog_within_a_second_without_reload(browser
         assert await page.evaluate("window.notReloaded") is True
         assert off_site(requested, web_server) == []
         await page.screenshot(path=artifact("live-page.png"), full_page=True)
+    finally:
+        await page.close()
+
+
+async def test_live_page_reconnects_after_a_crash_and_shows_what_it_missed_once(
+    browser, restartable_server, daphne_server, redis_server
+):
+    api = LiveApi(daphne_server.url)  # writes go to another instance, which stays up
+    username, token = api.sign_up()
+    page, _ = await open_page(browser, f"{restartable_server.url}/?author={username}")
+    try:
+        status = page.locator("#status")
+        await expect(status).to_have_attribute("data-state", "live")
+        await wait_group_size(redis_server.url, author_group(username), 1)
+        pushed = await asyncio.to_thread(api.create_blog, token, "Pushed before the crash")
+        await expect(page.locator(f'.blog[data-id="{pushed["id"]}"]')).to_be_visible()
+
+        await asyncio.to_thread(restartable_server.kill)
+        await expect(status).to_have_attribute("data-state", "reconnecting")
+        missed = await asyncio.to_thread(api.create_blog, token, "Published while the page was cut off")
+        await asyncio.to_thread(restartable_server.start)
+
+        # Reconnected: it asked to resume after its last cursor (or fell back), re-read the list, merged.
+        await expect(status).to_have_attribute("data-state", "live", timeout=30_000)
+        await expect(page.locator(f'.blog[data-id="{missed["id"]}"]')).to_be_visible()
+        titles = await page.locator(".blog h2").all_inner_texts()
+        assert titles == ["Published while the page was cut off", "Pushed before the crash"]
+        await page.screenshot(path=artifact("live-page-after-reconnect.png"), full_page=True)
+    finally:
+        await page.close()
+
+
+async def test_graphiql_runs_a_subscription_offline(browser, web_server, redis_server):
+    api = LiveApi(web_server.url)
+    username, token = api.sign_up()
+    variables = json.dumps({"author": username})
+    url = f"{web_server.url}/graphql/#query={quote(GRAPHIQL_SUBSCRIPTION)}&variables={quote(variables)}"
+    page, requested = await open_page(browser, url)
+    try:
+        await page.locator(".graphiql-execute-button").click()
+        await wait_group_size(redis_server.url, author_group(username), 1)
+        await asyncio.to_thread(api.create_blog, token, "Seen in GraphiQL")
+        response = page.locator(".graphiql-response")
+        await expect(response).to_contain_text("Seen in GraphiQL")
+        await expect(response).to_contain_text(username)
+        # Every script, stylesheet and the websocket came from this server: it works offline.
+        assert any(url.endswith("/static/graphiql/graphiql.min.js") for url in requested)
+        assert any(url.startswith(f"ws://127.0.0.1:{web_server.port}/graphql/") for url in requested)
+        assert off_site(requested, web_server) == []
+        await page.screenshot(path=artifact("graphiql-subscription.png"))
     finally:
         await page.close()
