@@ -30,6 +30,24 @@ CHROMIUM_ARGS = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_tempdir() -> Iterator[Path]:
+    """Service temp dirs (logs included) in a folder of this run's own.
+
+    Other test runs on a shared machine may clean up /tmp/stack-* while this one still reads
+    its servers' logs; stack.services makes its dirs with tempfile, so they follow this.
+    """
+    private = Path(tempfile.mkdtemp(prefix="blogpush-tests-"))
+    private.chmod(0o755)  # PostgreSQL runs as `postgres` when we are root and must traverse it
+    previous, tempfile.tempdir = tempfile.tempdir, str(private)
+    try:
+        yield private
+    finally:
+        tempfile.tempdir = previous
+        if not os.environ.get("STACK_KEEP_TMP"):
+            shutil.rmtree(private, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def web_env(live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """live_env plus what production adds: collected static files and a metrics token."""
