@@ -73,9 +73,10 @@ def message_received(consumer: Any, message: dict[str, Any]) -> None:
     payload = message.get("payload") or {}
     kind = _OPERATION_KIND.match(payload.get("query") or "")
     logger.info(
-        "websocket %s %s",
+        "websocket %s %s started (id %s)",
         kind.group(1) if kind else "operation",
-        payload.get("operationName") or message.get("id"),
+        payload.get("operationName") or "(anonymous)",
+        message.get("id"),
         extra={
             "event": "ws_subscribe",
             "connection_id": consumer.scope.get("connection_id"),

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from blogclient import backoff_delay
 from notifications.management.commands.listen import format_event
 from notifications.subscriptions import author_group
-from stack.services import REPO_ROOT
+from stack.services import REPO_ROOT, free_port
 from tests.live import LiveApi, wait_group_size
 
 STARTUP_TIMEOUT = 30
@@ -114,7 +114,7 @@ async def test_plain_output_is_one_line_per_blog(live_env, daphne_server, redis_
 
 
 async def test_an_unreachable_server_is_retried_until_ctrl_c(live_env):
-    async with listening(live_env, "--url", "ws://127.0.0.1:9/graphql/") as listener:
+    async with listening(live_env, "--url", f"ws://127.0.0.1:{free_port()}/graphql/") as listener:
         await listener.status("cannot connect")
         await listener.status("reconnecting in")
         code, stderr = await listener.interrupt()
