@@ -1,11 +1,14 @@
 """The websocket endpoint: django-channels-graphql-ws's consumer, hardened at its edges.
 
-The library speaks both `graphql-transport-ws` and the legacy `graphql-ws`; this subclass adds
-what it leaves out: malformed frames answered by the protocol instead of a crashed consumer,
-bearer-token auth in `connection_init`, error codes shared with HTTP, and ORM resolvers moved
-off the event loop.
+The library speaks both `graphql-transport-ws` and the legacy `graphql-ws` and runs queries and
+mutations sent over the socket. This subclass adds what it leaves out: malformed frames answered
+by the protocol instead of a crashed consumer, bearer-token auth in `connection_init`, error
+codes shared with HTTP, ORM resolvers moved off the event loop, and its own delivery path for
+subscriptions (notifications/hub.py): one execution per distinct subscription per process
+instead of one per subscriber, strict cursor order, and `after:` resume.
 """
 
+import functools
 import json
 import logging
 from typing import Any
@@ -19,7 +22,9 @@ from graphql.language.ast import OperationType
 from api.auth import bearer_token
 from api.errors import format_error
 from api.selectors import author_by_token
-from notifications import telemetry
+from notifications import publications, telemetry
+from notifications.hub import LiveSubscription, get_hub
+from notifications.transport import DirectSocket
 from project.schema import schema
 
 logger = logging.getLogger(__name__)
@@ -48,8 +53,41 @@ def run_orm_resolvers_in_thread(next_: Any, root: Any, info: graphql.GraphQLReso
     return database_sync_to_async(next_)(root, info, **args)
 
 
+@functools.lru_cache(maxsize=512)
+def parse_operation(query: str, operation_name: str | None) -> tuple[graphql.DocumentNode | None, graphql.OperationDefinitionNode | None, tuple[graphql.GraphQLError, ...]]:
+    """Parse and validate once per distinct document: subscribers mostly send the same few."""
+    try:
+        document = graphql.parse(query)
+    except graphql.GraphQLError as error:
+        return None, None, (error,)
+    errors = graphql.validate(schema.graphql_schema, document)
+    if errors:
+        return None, None, tuple(errors)
+    operation = graphql.utilities.get_operation_ast(document, operation_name)
+    if operation is None:
+        message = f"Unknown operation named '{operation_name}'." if operation_name else "Must provide operation name if query contains multiple operations."
+        return None, None, (graphql.GraphQLError(message),)
+    return document, operation, ()
+
+
+def subscription_arguments(operation: graphql.OperationDefinitionNode, raw_variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Coerced variables and the root field's arguments; GraphQLError when the variables do not fit."""
+    coerced = graphql.execution.values.get_variable_values(schema.graphql_schema, operation.variable_definitions or (), raw_variables or {})
+    if isinstance(coerced, list):
+        raise coerced[0]
+    field_node = operation.selection_set.selections[0]
+    assert isinstance(field_node, graphql.FieldNode)
+    field_def = schema.graphql_schema.subscription_type.fields[field_node.name.value]  # type: ignore[union-attr]
+    return coerced, graphql.execution.values.get_argument_values(field_def, field_node, coerced)
+
+
 class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     schema = schema
+    # No channel per socket: the process's hub is the only channel-layer receiver. Sockets then
+    # cost no Redis work while idle, and a Redis outage cannot crash them (a consumer holding
+    # channels-redis's shared BRPOP would die with it).
+    channel_layer_alias = "no channel layer for sockets"
+    channel_name = None  # the library puts it into every operation's context
     send_ping_every = settings.GRAPHQL_WS_PING_SECONDS
     connection_init_wait_timeout = settings.GRAPHQL_WS_CONNECTION_INIT_TIMEOUT
     middleware = [run_orm_resolvers_in_thread]
@@ -66,17 +104,22 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             await self.close()
             return
         self.connection_initialised = False
+        self.acknowledged = False
+        self.live: dict[str, LiveSubscription] = {}
+        self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
         await super().connect()
         telemetry.websocket_connected(self)
 
     async def disconnect(self, code: int) -> None:
         telemetry.websocket_disconnected(self, code)
+        self.stop_all_live()
         await super().disconnect(code)
 
     async def _send_gql_connection_ack(self) -> None:
         # Both protocols allow an ack payload; it tells clients, operators and tests which
         # instance holds the socket (Daphne cannot add handshake headers).
         await self.send_json({"type": "connection_ack", "payload": {"instance": settings.INSTANCE_NAME}})
+        self.acknowledged = True
 
     async def on_connect(self, payload: Any) -> None:
         """`connection_init`: an `authorization: Bearer <token>` in the payload signs the socket in."""
@@ -142,3 +185,73 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     @staticmethod
     def _format_error(error: Exception) -> Any:
         return format_error(error)
+
+    # ------------------------------------------------------------------ subscriptions via the hub
+
+    async def receive_json(self, content: dict[str, Any]) -> None:
+        kind = content["type"].lower()
+        if kind in ("subscribe", "start"):
+            payload = content["payload"]
+            document, operation, errors = parse_operation(payload["query"], payload.get("operationName"))
+            if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
+                await self.start_live(content["id"], payload, document, operation)  # type: ignore[arg-type]
+                return
+        elif kind in ("complete", "stop") and content.get("id") in self.live:
+            self.stop_live(content["id"])
+            await self._send_gql_complete(content["id"])
+            return
+        await super().receive_json(content)
+
+    async def start_live(self, op_id: str, payload: dict[str, Any], document: graphql.DocumentNode, operation: graphql.OperationDefinitionNode) -> None:
+        if self.subprotocol == TRANSPORT_WS and not self.acknowledged:
+            await self.close(code=4401, reason="Unauthorized: subscribe before connection_ack")
+            return
+        if op_id in self.live or op_id in self._subscriptions or op_id in self._operation_locks:
+            if self.subprotocol == TRANSPORT_WS:
+                await self.close(code=4409, reason=f"Subscriber for {op_id} already exists")
+            else:
+                await self.send_operation_errors(op_id, [graphql.GraphQLError(f"Subscription with id '{op_id}' already exists.")])
+            return
+        try:
+            await self.on_operation(op_id, payload)
+            variables, arguments = subscription_arguments(operation, payload.get("variables") or {})
+            after_seq = None
+            if arguments.get("after") is not None:
+                after_seq = await database_sync_to_async(publications.resume_point)(arguments["after"])
+        except Exception as error:
+            if not isinstance(error, graphql.GraphQLError):
+                error = graphql.GraphQLError(str(error), original_error=error)
+            await self.send_operation_errors(op_id, [error])
+            return
+        operation_name = payload.get("operationName")
+        cohort_key = (payload["query"], operation_name, json.dumps(variables, sort_keys=True, default=str))
+        subscription = LiveSubscription(self, op_id, cohort_key, document, operation_name, variables, arguments.get("author"), after_seq)
+        self.live[op_id] = subscription
+        await get_hub().subscribe(subscription)
+
+    def stop_live(self, op_id: str) -> None:
+        subscription = self.live.pop(op_id, None)
+        if subscription is not None:
+            get_hub().unsubscribe(subscription)
+
+    def stop_all_live(self) -> None:
+        for op_id in list(getattr(self, "live", {})):
+            self.stop_live(op_id)
+
+    def send_event(self, subscription: LiveSubscription, payload_json: str) -> None:
+        """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
+        kind = "next" if self.subprotocol == TRANSPORT_WS else "data"
+        self.socket.send_text(f'{{"type":"{kind}","id":{json.dumps(subscription.op_id)},"payload":{payload_json}}}')
+        telemetry.event_sent()
+        if self.socket.buffered_bytes() > settings.WS_MAX_BUFFERED_BYTES:
+            logger.warning("Closing a websocket that stopped reading (%d bytes unread)", self.socket.buffered_bytes())
+            self.stop_all_live()
+            self.socket.close(1013, "Too slow: reconnect and resume with your last cursor")
+
+    async def send_operation_errors(self, op_id: str, errors: list[graphql.GraphQLError]) -> None:
+        """An operation failed before it started: graphql-transport-ws `error`, legacy `data` + `complete`."""
+        if self.subprotocol == TRANSPORT_WS:
+            await self.send_json({"type": "error", "id": op_id, "payload": [format_error(error) for error in errors]})
+        else:
+            await self.send_json({"type": "data", "id": op_id, "payload": {"data": None, "errors": [format_error(error) for error in errors]}})
+            await self._send_gql_complete(op_id)

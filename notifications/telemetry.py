@@ -88,6 +88,11 @@ def message_received(consumer: Any, message: dict[str, Any]) -> None:
     )
 
 
-def event_delivered(payload: dict[str, Any]) -> None:
-    """One publication is going out to one subscriber now."""
-    metrics.event_delivered(payload.get("announced_at"))
+def event_sent() -> None:
+    """One event was written to one subscriber's socket (live or replayed)."""
+    metrics.event_delivered()
+
+
+def delivery_latency(payload: dict[str, Any]) -> None:
+    """A live publication reached one subscriber; `announced_at` was set by its broadcaster."""
+    metrics.delivery_latency(payload.get("announced_at"))

@@ -83,9 +83,12 @@ def broadcast_failed() -> None:
     BROADCAST_FAILURES.labels(instance_name()).inc()
 
 
-def event_delivered(announced_at: float | None) -> None:
-    """One event went to one subscriber; `announced_at` is the publisher's time.time()."""
+def event_delivered() -> None:
     EVENTS_DELIVERED.labels(instance_name()).inc()
+
+
+def delivery_latency(announced_at: float | None) -> None:
+    """`announced_at` is the broadcaster's time.time(); absent for publications read from the log."""
     if announced_at is not None:
         # Wall clocks of two hosts: clamp the skew that would make a latency negative.
         DELIVERY_SECONDS.labels(instance_name()).observe(max(0.0, time.time() - announced_at))
@@ -110,8 +113,8 @@ def websocket_closed(consumer: WebsocketConnection) -> None:
 
 
 def active_subscription_count(consumer: Any) -> int:
-    """Subscriptions a consumer is serving now (django-channels-graphql-ws keeps them by op id)."""
-    return len(getattr(consumer, "_subscriptions", ()))
+    """Subscriptions a consumer is serving now: its live ones (the hub's) and any the library runs."""
+    return len(getattr(consumer, "live", ())) + len(getattr(consumer, "_subscriptions", ()))
 
 
 class WebsocketCollector(Collector):

@@ -172,3 +172,10 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 # Websocket upgrades with an Origin header must come from one of these (scheme://host[:port]
 # or host patterns as in ALLOWED_HOSTS). Empty: the ALLOWED_HOSTS themselves.
 WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", "")
+
+# How far back `blogPublished(after: cursor)` can replay; older cursors must refetch.
+PUBLICATION_RETENTION_SECONDS = int(os.environ.get("PUBLICATION_RETENTION_SECONDS", str(7 * 24 * 3600)))
+# A subscriber whose socket holds more unread bytes than this is closed with 1013 (it resumes).
+WS_MAX_BUFFERED_BYTES = int(os.environ.get("WS_MAX_BUFFERED_BYTES", str(4 * 1024 * 1024)))
+# How long the hub waits for an out-of-order publication before reading it from the database.
+HUB_REORDER_WINDOW_SECONDS = float(os.environ.get("HUB_REORDER_WINDOW_SECONDS", "0.5"))

@@ -1,4 +1,4 @@
-"""`python -m stack [--instances N] [--sqlite]`: run the whole stack until Ctrl-C or SIGTERM."""
+"""Run Redis, PostgreSQL, N Daphne instances and nginx natively until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from stack.services import Stack, StackError
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """Make SIGTERM stop the stack exactly like Ctrl-C does."""
+    """Stop on SIGTERM exactly like on Ctrl-C (also when SIGINT was inherited as ignored)."""
     raise KeyboardInterrupt
 
 
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     stack = Stack(instances=args.instances, postgres=not args.sqlite)
     try:

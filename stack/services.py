@@ -260,9 +260,9 @@ class PostgresCluster(Service):
     stop_signal = signal.SIGINT
 
     def __init__(self, port: int | None = None) -> None:
+        self.bindir = pg_bindir()  # before the temp dir exists, so a failure leaks nothing
         super().__init__("postgres")
         self.port = port or free_port()
-        self.bindir = pg_bindir()
         self.data_dir = self.tmp / "data"
         self.socket_dir = self.tmp / "run"
         self.socket_dir.mkdir()
@@ -339,10 +339,11 @@ class DaphneInstance(Service):
 
     def start(self) -> None:
         env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
-        # -v 0: no Daphne access log; the app logs each request itself (project/logs.py).
         self._spawn(
-            [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(self.port),
-             "project.asgi:application"],
+            # --proxy-headers: behind nginx, the client address comes from X-Forwarded-For.
+            # -v 0: no Daphne access log; the app logs each request itself (project/logs.py).
+            [sys.executable, "-m", "daphne", "--proxy-headers", "-v", "0", "-b", "127.0.0.1",
+             "-p", str(self.port), "project.asgi:application"],
             env=env,
             cwd=self.cwd,
         )
@@ -440,9 +441,10 @@ class Stack:
     started is stopped in reverse order, also when starting fails halfway.
     """
 
-    def __init__(self, instances: int = 3, postgres: bool = True) -> None:
+    def __init__(self, instances: int = 3, postgres: bool = True, env: Mapping[str, str] | None = None) -> None:
         self.instance_count = instances
         self.use_postgres = postgres
+        self.extra_env = dict(env or {})
         self.redis: RedisServer | None = None
         self.postgres: PostgresCluster | None = None
         self.instances: list[DaphneInstance] = []
@@ -498,6 +500,7 @@ class Stack:
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SECURE_SSL_REDIRECT": "0",
+                **self.extra_env,
             }
             migrate(self.env)
 

@@ -1,12 +1,9 @@
 """Helpers for talking to a running server the way a client does: HTTP, Redis, GraphQL documents."""
 
-import asyncio
 import secrets
-import time
 from typing import Any
 
 import httpx
-import redis
 
 SIGN_UP = """
 mutation SignUp($username: String!, $password: String!, $bio: String) {
@@ -19,8 +16,8 @@ mutation CreateBlog($title: String!, $content: String!) {
 }
 """
 BLOG_PUBLISHED = """
-subscription OnBlogPublished($author: String) {
-  blogPublished(author: $author) { cursor blog { id title content publishedAt author { id username bio } } }
+subscription OnBlogPublished($author: String, $after: String) {
+  blogPublished(author: $author, after: $after) { cursor blog { id title content publishedAt author { id username bio } } }
 }
 """
 
@@ -61,30 +58,4 @@ class LiveApi:
     def create_blog(self, token: str, title: str, content: str = "Some content.") -> dict[str, Any]:
         return assert_no_errors(self.post(CREATE_BLOG, {"title": title, "content": content}, token))["createBlog"]["blog"]
 
-
-def subscription_group(group: str) -> str:
-    """The Redis key channels-redis keeps a blogPublished group's members in."""
-    from notifications.subscriptions import BlogPublished
-
-    return f"asgi:group:{BlogPublished._group_name(group)}"
-
-
-async def wait_group_size(redis_url: str, group: str, expected: int, timeout: float = 10) -> None:
-    """Wait until `expected` channels have joined a subscription group in Redis.
-
-    The protocols have no "subscribed" acknowledgement, so tests look where the server
-    records it instead of sleeping and hoping.
-    """
-    key = subscription_group(group)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            size = client.zcard(key)
-            if size >= expected:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {size} of {expected} subscribers joined {group!r}")
-            await asyncio.sleep(0.02)
-    finally:
-        client.close()
+LATEST_CURSOR = "query { latestCursor }"

@@ -7,9 +7,8 @@ import pytest
 from django.test import RequestFactory
 from prometheus_client.parser import text_string_to_metric_families
 
-from notifications.subscriptions import author_group
 from project.metrics import scrape_allowed
-from tests.live import BLOG_PUBLISHED, LiveApi, wait_group_size
+from tests.live import BLOG_PUBLISHED, LiveApi
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 
 Samples = dict[tuple[str, frozenset], float]
@@ -32,15 +31,14 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, sample_labels), v in samples.items() if n == name and wanted <= sample_labels)
 
 
-async def test_counters_and_gauges_follow_real_traffic(web_server, redis_server):
+async def test_counters_and_gauges_follow_real_traffic(web_server):
     api = LiveApi(web_server.url)
     username, token = api.sign_up()
     before = scrape(web_server)
     clients = [await GraphQLWSClient(web_server.ws_url, protocol).connect() for protocol in (TRANSPORT_WS, LEGACY_WS)]
     try:
         for client in clients:
-            await client.start(BLOG_PUBLISHED, {"author": username})
-        await wait_group_size(redis_server.url, author_group(username), 2)
+            await client.subscribe(BLOG_PUBLISHED, {"author": username})
         during = scrape(web_server)
         for protocol in (TRANSPORT_WS, LEGACY_WS):
             labels = {"instance_name": "web-1", "protocol": protocol}
@@ -81,12 +79,11 @@ async def test_counters_and_gauges_follow_real_traffic(web_server, redis_server)
     assert requests_timed == 1  # createBlog
 
 
-async def test_gauges_fall_back_when_sockets_close(web_server, redis_server):
+async def test_gauges_fall_back_when_sockets_close(web_server):
     api = LiveApi(web_server.url)
     username, _ = api.sign_up()
     client = await GraphQLWSClient(web_server.ws_url, LEGACY_WS).connect()
-    await client.start(BLOG_PUBLISHED, {"author": username})
-    await wait_group_size(redis_server.url, author_group(username), 1)
+    await client.subscribe(BLOG_PUBLISHED, {"author": username})
     open_now = value(scrape(web_server), "blogpush_subscriptions_active", protocol=LEGACY_WS)
     await client.close()
     for _ in range(100):

@@ -1,29 +1,26 @@
 /* The live page: the latest blogs over HTTP, new ones pushed over graphql-transport-ws.
  *
- * No framework and no build step. On every (re)connect it subscribes first and only then
- * re-reads the latest blogs, merging by id: a blog published while the socket was down still
- * shows up after the reconnect, and none shows up twice.
+ * No framework and no build step. It reads the latest blogs together with `latestCursor`, then
+ * subscribes with `blogPublished(after: <cursor>)`: the server replays whatever was published
+ * in between, so nothing falls into the gap. After a drop it resubscribes after the last cursor
+ * it saw and gets what it missed, once and in order. Blogs are merged by id all the same.
  */
 "use strict";
 
 (function () {
-  // After a drop, resubscribe with `blogPublished(after: <last cursor seen>)` so the server
-  // replays what was missed. A server without that argument answers GRAPHQL_VALIDATION_FAILED;
-  // the page then stops asking and relies on re-reading the latest blogs alone.
-  const RESUME_WITH_AFTER = true;
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 15000;
   const MAX_SHOWN = 100;
   const EXCERPT_CHARS = 280;
 
   const BLOG_FIELDS = "id title content publishedAt author { username }";
+  // latestCursor first: fields resolve in order, so a blog published in between is in the list
+  // or replayed after the cursor (or both, and merged), never in neither.
   const LATEST_BLOGS = `query LatestBlogs($first: Int!, $author: String) {
+    latestCursor
     blogs(first: $first, author: $author) { edges { node { ${BLOG_FIELDS} } } }
   }`;
-  const BLOG_PUBLISHED = `subscription LiveBlogs($author: String) {
-    blogPublished(author: $author) { cursor blog { ${BLOG_FIELDS} } }
-  }`;
-  const BLOG_PUBLISHED_AFTER = `subscription LiveBlogsAfter($author: String, $after: String) {
+  const BLOG_PUBLISHED = `subscription LiveBlogs($author: String, $after: String) {
     blogPublished(author: $author, after: $after) { cursor blog { ${BLOG_FIELDS} } }
   }`;
 
@@ -33,13 +30,12 @@
   const status = document.getElementById("status");
 
   const shown = new Map(); // blog id -> its <li>
-  let lastCursor = null;
-  let resumeWithAfter = RESUME_WITH_AFTER;
+  let lastCursor = null; // where the next subscription resumes
   let socket = null;
   let failedAttempts = 0;
   let reconnectTimer = null;
   let nextOperationId = 1;
-  let liveOperation = null; // {id, resumed}
+  let liveOperation = null; // the subscription's operation id
 
   function setStatus(state, text) {
     status.dataset.state = state;
@@ -119,6 +115,7 @@
     }
     result.data.blogs.edges.forEach((edge) => show(edge.node, false));
     empty.hidden = shown.size > 0;
+    lastCursor = result.data.latestCursor;
   }
 
   function send(ws, message) {
@@ -128,34 +125,41 @@
   }
 
   function subscribe(ws) {
-    const resumed = resumeWithAfter && lastCursor !== null;
-    const variables = resumed ? { author: config.author, after: lastCursor } : { author: config.author };
-    liveOperation = { id: String(nextOperationId++), resumed };
+    liveOperation = String(nextOperationId++);
     send(ws, {
-      id: liveOperation.id,
+      id: liveOperation,
       type: "subscribe",
-      payload: { query: resumed ? BLOG_PUBLISHED_AFTER : BLOG_PUBLISHED, variables },
+      payload: { query: BLOG_PUBLISHED, variables: { author: config.author, after: lastCursor } },
     });
   }
 
-  function onAck(ws, payload) {
-    failedAttempts = 0;
-    const instance = payload && payload.instance ? ` · ${payload.instance}` : "";
-    subscribe(ws); // first, so nothing published during the read below is missed
-    loadLatest().then(
-      () => socket === ws && setStatus("live", `Live${instance}`),
+  // Read the list (and a cursor) when there is no cursor to resume from, then subscribe.
+  function start(ws, liveLabel) {
+    const ready = lastCursor === null ? loadLatest() : Promise.resolve();
+    ready.then(
+      () => {
+        if (socket !== ws) return;
+        subscribe(ws);
+        setStatus("live", liveLabel);
+      },
       (error) => {
         setStatus("error", `Could not load the latest blogs: ${error.message}`);
-        ws.close(); // reconnect, which reads them again
+        ws.close(); // reconnect, which tries again
       },
     );
   }
 
+  function onAck(ws, payload) {
+    failedAttempts = 0;
+    start(ws, payload && payload.instance ? `Live · ${payload.instance}` : "Live");
+  }
+
   function onOperationError(ws, errors) {
     const codes = (errors || []).map((error) => error.extensions && error.extensions.code);
-    if (liveOperation.resumed && codes.includes("GRAPHQL_VALIDATION_FAILED")) {
-      resumeWithAfter = false; // this server has no `after` yet
-      subscribe(ws);
+    if (codes.includes("BAD_USER_INPUT")) {
+      // The cursor is older than the server's replay window (or unknown to it): start afresh.
+      lastCursor = null;
+      start(ws, status.textContent);
       return;
     }
     const message = (errors && errors[0] && errors[0].message) || "unknown error";
@@ -163,7 +167,7 @@
   }
 
   function onMessage(ws, message) {
-    const forLiveOperation = liveOperation !== null && message.id === liveOperation.id;
+    const forLiveOperation = liveOperation !== null && message.id === liveOperation;
     switch (message.type) {
       case "connection_ack":
         onAck(ws, message.payload);
