@@ -81,7 +81,9 @@ async def test_live_page_reconnects_after_a_crash_and_shows_what_it_missed_once(
 
         # Reconnected: it resumed after the last cursor it saw, and the server replayed the missed blog.
         await expect(status).to_have_attribute("data-state", "live", timeout=30_000)
-        await expect(page.locator(f'.blog[data-id="{missed["id"]}"]')).to_be_visible()
+        missed_item = page.locator(f'.blog[data-id="{missed["id"]}"]')
+        await expect(missed_item).to_be_visible()
+        assert await missed_item.get_attribute("data-received-at")  # pushed (replayed), not re-read
         titles = await page.locator(".blog h2").all_inner_texts()
         assert titles == ["Published while the page was cut off", "Pushed before the crash"]
         await page.screenshot(path=artifact("live-page-after-reconnect.png"), full_page=True)
