@@ -24,6 +24,7 @@ from api.errors import format_error
 from api.selectors import author_by_token
 from notifications import publications, telemetry
 from notifications.hub import LiveSubscription, get_hub
+from notifications.shutdown import track_socket
 from notifications.transport import DirectSocket
 from project.schema import schema
 
@@ -107,6 +108,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         self.acknowledged = False
         self.live: dict[str, LiveSubscription] = {}
         self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
+        track_socket(self)
         await super().connect()
         telemetry.websocket_connected(self)
 
@@ -237,6 +239,11 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     def stop_all_live(self) -> None:
         for op_id in list(getattr(self, "live", {})):
             self.stop_live(op_id)
+
+    def going_away(self) -> None:
+        """The server is shutting down: 1001, so the client reconnects elsewhere and resumes."""
+        self.stop_all_live()
+        self.socket.close(1001, "Server shutting down: reconnect and resume with your last cursor", handshake_timeout=1)
 
     def send_event(self, subscription: LiveSubscription, payload_json: str) -> None:
         """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""

@@ -209,3 +209,31 @@ async def test_a_stalled_reader_is_closed_and_others_are_not_held_up(stack: Stac
         assert "resume" in reason
     finally:
         await good.close()
+
+
+async def test_sigterm_finishes_the_mutation_in_flight_and_closes_sockets_with_1001(stack: Stack, writer):
+    import psycopg
+
+    _, username, token = writer
+    instance = stack.instances[0]
+    api = LiveApi(instance.url)
+    client = await GraphQLWSClient(instance.ws_url).connect()
+    await client.subscribe(BLOG_PUBLISHED, {"author": username})
+    assert stack.postgres is not None
+    # Hold the publication counter's lock, so the mutation is still in flight when SIGTERM lands.
+    with psycopg.connect(stack.postgres.url) as blocker:
+        blocker.execute("SELECT last_seq FROM notifications_publicationcounter WHERE id = 1 FOR UPDATE")
+        mutation = asyncio.create_task(asyncio.to_thread(api.create_blog, token, "in flight during shutdown"))
+        await asyncio.sleep(1)
+        instance.terminate()
+        await asyncio.sleep(1)
+        assert not mutation.done()
+        blocker.rollback()
+    created = await asyncio.wait_for(mutation, 15)
+    assert created["title"] == "in flight during shutdown"
+    assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "in flight during shutdown"
+    with pytest.raises(websockets.ConnectionClosed):
+        await client.receive(timeout=15)
+    assert client.ws is not None and client.ws.close_code == 1001
+    assert await asyncio.to_thread(instance.wait, 15) is not None
+    instance.restart()
