@@ -22,7 +22,7 @@ from graphql.language.ast import OperationType
 from api.auth import bearer_token
 from api.errors import BadUserInput, NotAuthenticated, format_error
 from api.selectors import author_by_token
-from notifications import publications
+from notifications import publications, telemetry
 from notifications.hub import LiveSubscription, get_hub
 from notifications.limits import ConnectionLimits
 from notifications.shutdown import track_socket
@@ -117,8 +117,10 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         await super().connect()
         if self.subprotocol == LEGACY_WS:  # the library times out only graphql-transport-ws
             self.limits.watch_connection_init(self.connection_init_wait_timeout)
+        telemetry.websocket_connected(self)
 
     async def disconnect(self, code: int) -> None:
+        telemetry.websocket_disconnected(self, code)
         self.limits.release()
         self.stop_all_live()
         await super().disconnect(code)
@@ -163,6 +165,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         if problem:
             await self.reject_message(problem, content.get("id") if isinstance(content, dict) else None)
             return
+        telemetry.message_received(self, content)
         try:
             await self.receive_json(content)
         except graphql.GraphQLError as error:
@@ -264,6 +267,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
         kind = "next" if self.subprotocol == TRANSPORT_WS else "data"
         self.socket.send_text(f'{{"type":"{kind}","id":{json.dumps(subscription.op_id)},"payload":{payload_json}}}')
+        telemetry.event_sent()
         if self.socket.buffered_bytes() > settings.WS_MAX_BUFFERED_BYTES:
             logger.warning("Closing a websocket that stopped reading (%d bytes unread)", self.socket.buffered_bytes())
             self.stop_all_live()

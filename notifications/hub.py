@@ -26,7 +26,7 @@ from channels_graphql_ws.serializer import Serializer
 from django.conf import settings
 
 from api.errors import format_error
-from notifications import publications
+from notifications import publications, telemetry
 from notifications.subscriptions import BlogPublished
 
 if TYPE_CHECKING:
@@ -277,6 +277,7 @@ class Hub:
             payload_json = await cohort.render(payload)
             for subscription in list(cohort.members):
                 subscription.deliver(seq, payload_json)
+                telemetry.delivery_latency(payload)
 
     def _cohorts_for(self, author: str) -> Iterable[Cohort]:
         yield from self.cohorts_by_author.get(None, ())

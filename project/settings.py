@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from project.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -46,13 +48,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "pages",  # before graphene_django: its graphene/graphiql.html serves GraphiQL without a CDN
     "graphene_django",
     "api",
     "notifications",
 ]
 
 MIDDLEWARE = [
-    "api.request_id.RequestIdMiddleware",
+    "project.logs.RequestLogMiddleware",
+    "project.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -107,6 +111,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
+# GraphiQL's files, fetched by `make install` (scripts/fetch_static_assets.py).
+STATICFILES_DIRS = [BASE_DIR / "static-vendor"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -141,7 +147,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = False
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
@@ -158,17 +164,13 @@ GRAPHQL_WS_PING_SECONDS = float(os.environ.get("GRAPHQL_WS_PING_SECONDS", "25"))
 GRAPHQL_WS_CONNECTION_INIT_TIMEOUT = int(os.environ.get("GRAPHQL_WS_CONNECTION_INIT_TIMEOUT", "10"))
 
 LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.channels.server": {"level": "WARNING"},
-        "daphne": {"level": "WARNING"},
-    },
-}
+# JSON lines (one per request and websocket event, with ids) in production; text while developing.
+LOG_JSON = env_bool("DJANGO_LOG_JSON", not DEBUG)
+LOGGING = logging_config(structured=LOG_JSON, level=LOG_LEVEL)
+
+# /metrics answers requests from these addresses or networks, or bearing METRICS_TOKEN.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # Websocket upgrades with an Origin header must come from one of these (scheme://host[:port]
 # or host patterns as in ALLOWED_HOSTS). Empty: the ALLOWED_HOSTS themselves.

@@ -353,7 +353,8 @@ class DaphneInstance(Service):
         env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
         self._spawn(
             # --proxy-headers: behind nginx, the client address comes from X-Forwarded-For.
-            [sys.executable, "-m", "daphne", "--proxy-headers", "-b", "127.0.0.1",
+            # -v 0: no Daphne access log; the app logs each request itself (project/logs.py).
+            [sys.executable, "-m", "daphne", "--proxy-headers", "-v", "0", "-b", "127.0.0.1",
              "-p", str(self.port), "project.asgi:application"],
             env=env,
             cwd=self.cwd,

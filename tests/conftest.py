@@ -13,6 +13,9 @@ import pytest
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate
 from tests.live import LiveApi
 
+# Pages, browser and observability fixtures (web_server, restartable_server, browser).
+pytest_plugins = ["tests.fixtures_web"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
