@@ -26,7 +26,7 @@ from notifications import publications, telemetry
 from notifications.hub import LiveSubscription, get_hub
 from notifications.limits import ConnectionLimits
 from notifications.shutdown import track_socket
-from notifications.transport import DirectSocket
+from notifications.transport import DirectSocket, EventFrames
 from project.schema import schema
 
 logger = logging.getLogger(__name__)
@@ -263,10 +263,9 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         self.stop_all_live()
         self.socket.close(1001, "Server shutting down: reconnect and resume with your last cursor", handshake_timeout=1)
 
-    def send_event(self, subscription: LiveSubscription, payload_json: str) -> None:
+    def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
         """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
-        kind = "next" if self.subprotocol == TRANSPORT_WS else "data"
-        self.socket.send_text(f'{{"type":"{kind}","id":{json.dumps(subscription.op_id)},"payload":{payload_json}}}')
+        self.socket.send_event(frames, "next" if self.subprotocol == TRANSPORT_WS else "data", subscription.op_id)
         telemetry.event_sent()
         if self.socket.buffered_bytes() > settings.WS_MAX_BUFFERED_BYTES:
             logger.warning("Closing a websocket that stopped reading (%d bytes unread)", self.socket.buffered_bytes())

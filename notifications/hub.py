@@ -28,6 +28,7 @@ from django.conf import settings
 from api.errors import format_error
 from notifications import publications, telemetry
 from notifications.subscriptions import BlogPublished
+from notifications.transport import EventFrames
 
 if TYPE_CHECKING:
     from notifications.consumers import GraphqlConsumer
@@ -89,16 +90,16 @@ class LiveSubscription:
         self.author = author
         self.after_seq = after_seq
         # While catching up from the log, live events wait here (ordered by seq).
-        self.held: list[tuple[int, str]] | None = None
+        self.held: list[tuple[int, EventFrames]] | None = None
         self.active = True
 
-    def deliver(self, seq: int, payload_json: str) -> None:
+    def deliver(self, seq: int, frames: EventFrames) -> None:
         if not self.active:
             return
         if self.held is not None:
-            self.held.append((seq, payload_json))
+            self.held.append((seq, frames))
             return
-        self.consumer.send_event(self, payload_json)
+        self.consumer.send_event(self, frames)
 
 
 class Hub:
@@ -150,12 +151,12 @@ class Hub:
                 missed = await database_sync_to_async(publications.payloads_between)(subscription.after_seq, upto, subscription.author)
                 cohort = self.cohorts[subscription.cohort_key]
                 for payload in missed:
-                    subscription.consumer.send_event(subscription, await cohort.render(payload))
+                    subscription.consumer.send_event(subscription, EventFrames(await cohort.render(payload)))
             finally:
                 held, subscription.held = subscription.held or [], None
-            for seq, payload_json in held:
+            for seq, frames in held:
                 if seq > upto:
-                    subscription.consumer.send_event(subscription, payload_json)
+                    subscription.consumer.send_event(subscription, frames)
         else:
             self._add(subscription)
 
@@ -274,9 +275,9 @@ class Hub:
         author = payload["blog"]["author"]["username"]
         seq = payload["seq"]
         for cohort in list(self._cohorts_for(author)):
-            payload_json = await cohort.render(payload)
+            frames = EventFrames(await cohort.render(payload))
             for subscription in list(cohort.members):
-                subscription.deliver(seq, payload_json)
+                subscription.deliver(seq, frames)
                 telemetry.delivery_latency(payload)
 
     def _cohorts_for(self, author: str) -> Iterable[Cohort]:

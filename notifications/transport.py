@@ -9,7 +9,9 @@ wait in the socket's buffer (a stalled reader), and close with codes Autobahn's 
 
 import asyncio
 import functools
+import json
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +28,45 @@ def _daphne_protocol(send: Any) -> Any | None:
     return None
 
 
+def text_frame(data: bytes) -> bytes:
+    """A complete, unmasked websocket text frame (RFC 6455 section 5.2), as a server sends it."""
+    size = len(data)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + data
+
+
+class EventFrames:
+    """One event's result, wrapped once per (message type, operation id) and shared by every socket.
+
+    Clients mostly use the same operation id, so thousands of subscribers get the very same
+    bytes: framing costs nothing per subscriber, and writing them is one transport call each.
+    """
+
+    def __init__(self, payload_json: str) -> None:
+        self.payload_json = payload_json
+        self._texts: dict[tuple[str, str], str] = {}
+        self._frames: dict[tuple[str, str], bytes] = {}
+
+    def text(self, kind: str, op_id: str) -> str:
+        key = (kind, op_id)
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = f'{{"type":"{kind}","id":{json.dumps(op_id)},"payload":{self.payload_json}}}'
+        return text
+
+    def frame(self, kind: str, op_id: str) -> bytes:
+        key = (kind, op_id)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = text_frame(self.text(kind, op_id).encode())
+        return frame
+
+
 class DirectSocket:
     def __init__(self, send: Send) -> None:
         self.asgi_send = send
@@ -35,12 +76,12 @@ class DirectSocket:
     def is_open(self) -> bool:
         return self.protocol is None or self.protocol.state == self.protocol.STATE_OPEN
 
-    def send_text(self, text: str) -> None:
+    def send_event(self, frames: EventFrames, kind: str, op_id: str) -> None:
         if self.protocol is not None:
             if self.protocol.state == self.protocol.STATE_OPEN:
-                self.protocol.sendMessage(text.encode(), False)
+                self.protocol.transport.write(frames.frame(kind, op_id))
         else:
-            asyncio.ensure_future(self.asgi_send({"type": "websocket.send", "text": text}))
+            asyncio.ensure_future(self.asgi_send({"type": "websocket.send", "text": frames.text(kind, op_id)}))
 
     def buffered_bytes(self) -> int:
         """Bytes written but not yet taken by the client's TCP stack (0 when unknown)."""
