@@ -69,7 +69,9 @@ def _begin() -> None:
 async def shut_down() -> None:
     from twisted.internet import reactor, tcp
 
-    logger.info("SIGTERM: no new connections; finishing %d request(s), closing %d websocket(s)", _in_flight, len(_sockets))
+    logger.info(
+        "SIGTERM: no new connections; finishing %d request(s), closing %d websocket(s)", _in_flight, len(_sockets)
+    )
     for reader in list(reactor.getReaders()):
         if isinstance(reader, tcp.Port):
             reader.stopListening()

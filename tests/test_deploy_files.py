@@ -247,7 +247,13 @@ def test_dependencies_are_installed_in_a_layer_before_the_source_is_copied():
 def test_entrypoint_is_daphne_behind_the_proxy_on_port_8000_in_production_mode():
     (entrypoint,) = instruction_args("ENTRYPOINT")
     assert json.loads(entrypoint) == [
-        "daphne", "--proxy-headers", "-b", "0.0.0.0", "-p", "8000", "project.asgi:application"
+        "daphne",
+        "--proxy-headers",
+        "-b",
+        "0.0.0.0",
+        "-p",
+        "8000",
+        "project.asgi:application",
     ]
     assert dockerfile_env()["DJANGO_DEBUG"] == "0"
 

@@ -28,10 +28,15 @@ def author_token():
 
 
 def test_sign_up_returns_author_and_a_working_token(client):
-    data = assert_no_errors(post_graphql(client, SIGN_UP, {"username": "newbie", "password": "long enough", "bio": "Hello"}))
+    data = assert_no_errors(
+        post_graphql(client, SIGN_UP, {"username": "newbie", "password": "long enough", "bio": "Hello"})
+    )
     token = data["createAuthor"]["token"]
     assert data["createAuthor"]["author"]["username"] == "newbie"
-    assert assert_no_errors(post_graphql(client, VIEWER, token=token))["viewer"] == {"username": "newbie", "bio": "Hello"}
+    assert assert_no_errors(post_graphql(client, VIEWER, token=token))["viewer"] == {
+        "username": "newbie",
+        "bio": "Hello",
+    }
     assert not ApiToken.objects.filter(digest=token).exists()
 
 
@@ -60,7 +65,10 @@ def test_duplicate_username_is_bad_user_input(client):
 
 def test_log_in_gives_a_new_token_and_wrong_password_is_unauthenticated(client):
     author = AuthorFactory()
-    token = assert_no_errors(post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD}))["createToken"]["token"]
+    logged_in = assert_no_errors(
+        post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD})
+    )
+    token = logged_in["createToken"]["token"]
     assert assert_no_errors(post_graphql(client, VIEWER, token=token))["viewer"]["username"] == author.username
     result = post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": "not the password"})
     assert error_codes(result) == ["UNAUTHENTICATED"]
@@ -100,7 +108,9 @@ def test_create_blog_validation(client, author_token, title, content):
 def test_update_blog_by_its_author(client, author_token):
     author, token = author_token
     blog = BlogFactory(author=author)
-    data = assert_no_errors(post_graphql(client, UPDATE_BLOG, {"id": to_global_id("Blog", blog.pk), "content": "New body"}, token))
+    data = assert_no_errors(
+        post_graphql(client, UPDATE_BLOG, {"id": to_global_id("Blog", blog.pk), "content": "New body"}, token)
+    )
     assert data["updateBlog"]["blog"]["content"] == "New body"
     assert data["updateBlog"]["blog"]["title"] == blog.title
 
@@ -109,7 +119,9 @@ def test_another_author_cannot_update_or_delete(client, author_token):
     _, token = author_token
     blog = BlogFactory()
     global_id = to_global_id("Blog", blog.pk)
-    assert error_codes(post_graphql(client, UPDATE_BLOG, {"id": global_id, "title": "Mine now"}, token)) == ["FORBIDDEN"]
+    assert error_codes(post_graphql(client, UPDATE_BLOG, {"id": global_id, "title": "Mine now"}, token)) == [
+        "FORBIDDEN"
+    ]
     assert error_codes(post_graphql(client, DELETE_BLOG, {"id": global_id}, token)) == ["FORBIDDEN"]
     assert Blog.objects.get(pk=blog.pk).title == blog.title
 
@@ -118,7 +130,10 @@ def test_delete_blog(client, author_token):
     author, token = author_token
     blog = BlogFactory(author=author)
     global_id = to_global_id("Blog", blog.pk)
-    assert assert_no_errors(post_graphql(client, DELETE_BLOG, {"id": global_id}, token))["deleteBlog"]["deletedId"] == global_id
+    assert (
+        assert_no_errors(post_graphql(client, DELETE_BLOG, {"id": global_id}, token))["deleteBlog"]["deletedId"]
+        == global_id
+    )
     assert not Blog.objects.exists()
     assert error_codes(post_graphql(client, DELETE_BLOG, {"id": global_id}, token)) == ["NOT_FOUND"]
 

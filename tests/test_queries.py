@@ -57,9 +57,15 @@ def test_blog_by_id_and_missing_blog(client):
 
 def test_node_resolves_both_types(client):
     blog = BlogFactory(title="Noded")
-    assert assert_no_errors(post_graphql(client, NODE, {"id": to_global_id("Blog", blog.pk)}))["node"]["title"] == "Noded"
+    assert (
+        assert_no_errors(post_graphql(client, NODE, {"id": to_global_id("Blog", blog.pk)}))["node"]["title"] == "Noded"
+    )
     author_node = assert_no_errors(post_graphql(client, NODE, {"id": to_global_id("Author", blog.author.pk)}))["node"]
-    assert author_node == {"id": to_global_id("Author", blog.author.pk), "__typename": "Author", "username": blog.author.username}
+    assert author_node == {
+        "id": to_global_id("Author", blog.author.pk),
+        "__typename": "Author",
+        "username": blog.author.username,
+    }
     assert error_codes(post_graphql(client, NODE, {"id": "garbage"})) == ["BAD_USER_INPUT"]
 
 

@@ -74,7 +74,13 @@ def test_blog_create_needs_an_author():
 
 @pytest.mark.parametrize(
     ("title", "content", "field"),
-    [("", "c", "title"), ("   ", "c", "title"), ("x" * 201, "c", "title"), ("t", "", "content"), ("t", "x" * 100_001, "content")],
+    [
+        ("", "c", "title"),
+        ("   ", "c", "title"),
+        ("x" * 201, "c", "title"),
+        ("t", "", "content"),
+        ("t", "x" * 100_001, "content"),
+    ],
 )
 def test_blog_create_validates_lengths(title, content, field):
     with pytest.raises(ValidationError) as error:

@@ -28,7 +28,9 @@ INSTANCES = 3
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     # GraphiQL is off in production settings unless enabled, as operators would for a staging stack.
-    with Stack(instances=INSTANCES, postgres=True, env={"GRAPHQL_GRAPHIQL": "1", "RATE_LIMIT_MUTATIONS": "off"}) as running:
+    with Stack(
+        instances=INSTANCES, postgres=True, env={"GRAPHQL_GRAPHIQL": "1", "RATE_LIMIT_MUTATIONS": "off"}
+    ) as running:
         yield running
 
 

@@ -13,7 +13,9 @@ AUTHOR_BLOGS_IN_EVENT = """
 subscription { blogPublished { blog { title author { username blogs(first: 5) { edges { node { title } } } } } } }
 """
 BLOGS_OVER_WS = "query { blogs(first: 3) { edges { node { title author { username } } } } }"
-CREATE_BLOG_OVER_WS = 'mutation { createBlog(input: {title: "Over the socket", content: "c"}) { blog { title author { username } } } }'
+CREATE_BLOG_OVER_WS = (
+    'mutation { createBlog(input: {title: "Over the socket", content: "c"}) { blog { title author { username } } } }'
+)
 
 
 async def no_more_events(client: GraphQLWSClient, within: float = 0.5) -> None:
@@ -74,7 +76,9 @@ async def test_unfiltered_subscriber_gets_every_author_in_publish_order(daphne_s
         api.create_blog(first_token, "three")
         events = [(await client.next_data())["payload"]["data"]["blogPublished"] for _ in range(3)]
         assert [e["blog"]["title"] for e in events] == ["one", "two", "three"]
-        assert [e["cursor"] for e in events] == sorted({e["cursor"] for e in events}, key=[e["cursor"] for e in events].index)
+        assert [e["cursor"] for e in events] == sorted(
+            {e["cursor"] for e in events}, key=[e["cursor"] for e in events].index
+        )
     finally:
         await client.close()
 
@@ -141,13 +145,23 @@ async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, 
         with httpx.Client(base_url=daphne_server.url, follow_redirects=False, timeout=30) as browser:
             login_page = browser.get("/admin/login/")
             csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
-            logged_in = browser.post("/admin/login/?next=/admin/", data={"csrfmiddlewaretoken": csrf, "username": admin_name, "password": "admin password 1"})
+            logged_in = browser.post(
+                "/admin/login/?next=/admin/",
+                data={"csrfmiddlewaretoken": csrf, "username": admin_name, "password": "admin password 1"},
+            )
             assert logged_in.status_code == 302, logged_in.text[:500]
             add_page = browser.get("/admin/api/blog/add/")
             csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', add_page.text).group(1)
             saved = browser.post(
                 "/admin/api/blog/add/",
-                data={"csrfmiddlewaretoken": csrf, "author": author_pk, "title": "From the admin", "content": "c", "published_at_0": "2026-01-02", "published_at_1": "03:04:05"},
+                data={
+                    "csrfmiddlewaretoken": csrf,
+                    "author": author_pk,
+                    "title": "From the admin",
+                    "content": "c",
+                    "published_at_0": "2026-01-02",
+                    "published_at_1": "03:04:05",
+                },
             )
             assert saved.status_code == 302, saved.text[:2000]
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "From the admin"
@@ -173,7 +187,9 @@ async def test_queries_and_mutations_work_over_the_socket(daphne_server, api: Li
     client = await GraphQLWSClient(daphne_server.ws_url, protocol).connect({"authorization": f"Bearer {token}"})
     try:
         created = await client.execute(CREATE_BLOG_OVER_WS)
-        assert created["payload"] == {"data": {"createBlog": {"blog": {"title": "Over the socket", "author": {"username": username}}}}}
+        assert created["payload"] == {
+            "data": {"createBlog": {"blog": {"title": "Over the socket", "author": {"username": username}}}}
+        }
         listed = await client.execute(BLOGS_OVER_WS)
         assert "errors" not in listed["payload"], listed
         assert listed["payload"]["data"]["blogs"]["edges"][0]["node"]["title"] == "Over the socket"
