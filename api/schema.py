@@ -18,7 +18,8 @@ from api.models import Author, Blog
 
 
 class ConnectionField(DjangoConnectionField):
-    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra `offset` argument."""
+    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra
+    `offset` argument."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

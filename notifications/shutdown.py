@@ -20,6 +20,7 @@ _sockets: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _in_flight = 0
 _installed = False
 _stopping = False
+_shutdown_task: "asyncio.Task[None] | None" = None  # the loop keeps only a weak reference to tasks
 
 
 def track_socket(consumer: Any) -> None:
@@ -60,10 +61,10 @@ def _install() -> None:
 
 
 def _begin() -> None:
-    global _stopping
+    global _stopping, _shutdown_task
     if not _stopping:
         _stopping = True
-        asyncio.ensure_future(shut_down())
+        _shutdown_task = asyncio.ensure_future(shut_down())
 
 
 async def shut_down() -> None:

@@ -17,7 +17,9 @@ mutation CreateBlog($title: String!, $content: String!) {
 """
 BLOG_PUBLISHED = """
 subscription OnBlogPublished($author: String, $after: String) {
-  blogPublished(author: $author, after: $after) { cursor blog { id title content publishedAt author { id username bio } } }
+  blogPublished(author: $author, after: $after) {
+    cursor blog { id title content publishedAt author { id username bio } }
+  }
 }
 """
 

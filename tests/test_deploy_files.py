@@ -12,8 +12,8 @@ import os
 import re
 import shlex
 import shutil
-import sys
 import subprocess
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any

@@ -103,7 +103,7 @@ def hostile_frames(start: str) -> list[Callable[[random.Random, str], Frame]]:
         lambda rng, op: operation(start, op, nested_selections(rng.randrange(201, 400))),
         lambda rng, op: operation(start, op, "{ authors { edges { node { blogs { edges { node { title } } } } } } }"),
         lambda rng, op: operation(
-            start, op, "{ blogs(first: %d) { edges { cursor } } }" % rng.choice([-1, 101, 2**31 - 1])
+            start, op, "{ blogs(first: " + str(rng.choice([-1, 101, 2**31 - 1])) + ") { edges { cursor } } }"
         ),
         lambda rng, op: operation(start, op, "{ viewer { id } }" + " " * rng.randrange(20_001, 400_000)),
         lambda rng, op: operation(start, op, "{ viewer { " + "id " * rng.randrange(2_001, 5_000) + "} }"),
@@ -116,7 +116,7 @@ def hostile_frames(start: str) -> list[Callable[[random.Random, str], Frame]]:
             variables={"n": rng.choice(["x", 1.5, None, [1]])},
         ),
         lambda rng, op: operation(
-            start, op, "subscription { blogPublished(author: %s) { cursor } }" % rng.choice(["5", "true", "[1]"])
+            start, op, "subscription { blogPublished(author: " + rng.choice(["5", "true", "[1]"]) + ") { cursor } }"
         ),
         lambda rng, op: operation(
             start, op, 'mutation { createBlog(input: {title: "t", content: "c"}) { blog { id } } }'
@@ -124,8 +124,9 @@ def hostile_frames(start: str) -> list[Callable[[random.Random, str], Frame]]:
         lambda rng, op: operation(
             start,
             op,
-            'mutation { createToken(input: {username: "nobody_%d", password: "nope"}) { token } }'
-            % rng.randrange(10**9),
+            'mutation { createToken(input: {username: "nobody_'
+            + str(rng.randrange(10**9))
+            + '", password: "nope"}) { token } }',
         ),
     ]
 

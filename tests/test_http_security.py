@@ -220,7 +220,10 @@ def test_malformed_bodies_get_a_coded_400_never_an_internal_error(client, case):
 def test_batching_when_enabled_limits_each_operation_and_the_batch_size(client, settings):
     settings.GRAPHQL_BATCH = True
     settings.GRAPHQL_BATCH_MAX = 2
-    deep = "{ blogs { edges { node { author { blogs { edges { node { author { blogs { edges { node { title } } } } } } } } } } } }"
+    deep = (
+        "{ blogs { edges { node { author { blogs { edges { node { author {"
+        " blogs { edges { node { title } } } } } } } } } } } }"
+    )
     response = client.post(
         "/graphql/", data=json.dumps([{"query": VIEWER}, {"query": deep}]), content_type="application/json"
     )

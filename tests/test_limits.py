@@ -15,7 +15,10 @@ from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 
 PATHS = ["http", TRANSPORT_WS, LEGACY_WS]
 
-DEEP_QUERY = "{ blogs { edges { node { author { blogs { edges { node { author { blogs { edges { node { title } } } } } } } } } } } }"
+DEEP_QUERY = (
+    "{ blogs { edges { node { author { blogs { edges { node { author {"
+    " blogs { edges { node { title } } } } } } } } } } } }"
+)
 DEEP_SUBSCRIPTION = (
     "subscription { blogPublished { blog { author { blogs(first: 1) { edges { node { author {"
     " blogs(first: 1) { edges { node { author { username } } } } } } } } } } } }"

@@ -10,7 +10,9 @@ from tests.live import CREATE_BLOG, SIGN_UP, assert_no_errors, error_codes
 pytestmark = pytest.mark.django_db
 
 CREATE_TOKEN = """
-mutation LogIn($username: String!, $password: String!) { createToken(input: {username: $username, password: $password}) { token } }
+mutation LogIn($username: String!, $password: String!) {
+  createToken(input: {username: $username, password: $password}) { token }
+}
 """
 UPDATE_BLOG = """
 mutation Edit($id: ID!, $title: String, $content: String) {

@@ -18,7 +18,10 @@ query Blogs($first: Int, $after: String, $last: Int, $before: String, $author: S
 BLOG = "query Blog($id: ID!) { blog(id: $id) { id title content publishedAt author { username bio } } }"
 NODE = "query Node($id: ID!) { node(id: $id) { id __typename ... on Blog { title } ... on Author { username } } }"
 AUTHORS = "query { authors(first: 10) { edges { node { username blogs(first: 5) { edges { node { title } } } } } } }"
-AUTHOR = "query Author($username: String!) { author(username: $username) { username bio blogs(last: 1) { edges { node { title } } } } }"
+AUTHOR = (
+    "query Author($username: String!) {"
+    " author(username: $username) { username bio blogs(last: 1) { edges { node { title } } } } }"
+)
 VIEWER = "query { viewer { username } }"
 
 

@@ -133,7 +133,7 @@ async def wait_readyz(urls: list[str], status: int, timeout: float = 20) -> dict
 
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         answers = await asyncio.gather(*(poll(client, url) for url in urls))
-    return dict(zip(urls, answers))
+    return dict(zip(urls, answers, strict=True))
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -167,14 +167,14 @@ async def test_a_blog_created_on_any_instance_reaches_subscribers_on_every_other
     username, token = await asyncio.to_thread(writers[0].sign_up)
     clients = []
     try:
-        for instance, protocol in zip(stack.instances, PROTOCOLS * INSTANCES):
+        for instance, protocol in zip(stack.instances, PROTOCOLS * INSTANCES, strict=False):
             client = await GraphQLWSClient(instance.ws_url, protocol).connect()
             clients.append(client)
             assert client.instance == instance.name
             await client.subscribe(BLOG_PUBLISHED, {"author": username})
 
         titles = []
-        for instance, writer in zip(stack.instances, writers):
+        for instance, writer in zip(stack.instances, writers, strict=True):
             titles += await asyncio.to_thread(publish, writer, token, [f"written on {instance.name}"])
         for client in clients:
             assert titles_of(await next_events(client, len(titles))) == titles

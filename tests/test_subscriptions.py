@@ -105,7 +105,10 @@ async def test_blog_created_with_the_orm_in_a_shell_is_pushed(daphne_server, api
     username, _ = api.sign_up()
     client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
-        code = f"from api.models import Author, Blog; Blog.objects.create(author=Author.objects.get(username='{username}'), title='From a shell', content='c')"
+        code = (
+            "from api.models import Author, Blog; "
+            f"Blog.objects.create(author=Author.objects.get(username='{username}'), title='From a shell', content='c')"
+        )
         await asyncio.to_thread(run_manage, "shell", "-c", code)
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "From a shell"
         await no_more_events(client)
@@ -122,7 +125,8 @@ async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, 
             "from api.models import Author, Blog\n"
             "try:\n"
             "    with transaction.atomic():\n"
-            f"        Blog.objects.create(author=Author.objects.get(username='{username}'), title='Rolled back', content='c')\n"
+            f"        Blog.objects.create(author=Author.objects.get(username='{username}'),"
+            " title='Rolled back', content='c')\n"
             "        raise RuntimeError('abort')\n"
             "except RuntimeError:\n"
             "    pass\n"
@@ -138,7 +142,11 @@ async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, 
 async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, redis_server, run_manage, live_env):
     username, _ = api.sign_up()
     admin_name = unique_name("admin")
-    code = f"from api.models import Author; Author.objects.create_superuser('{admin_name}', password='admin password 1'); print(Author.objects.get(username='{username}').pk)"
+    code = (
+        "from api.models import Author; "
+        f"Author.objects.create_superuser('{admin_name}', password='admin password 1'); "
+        f"print(Author.objects.get(username='{username}').pk)"
+    )
     author_pk = (await asyncio.to_thread(run_manage, "shell", "-c", code)).stdout.split()[-1]
     client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
