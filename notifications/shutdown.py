@@ -73,7 +73,8 @@ async def shut_down() -> None:
     logger.info(
         "SIGTERM: no new connections; finishing %d request(s), closing %d websocket(s)", _in_flight, len(_sockets)
     )
-    for reader in list(reactor.getReaders()):
+    # zope.interface declares the reactor's methods without `self`; mypy needs the mypy-zope plugin for them.
+    for reader in list(reactor.getReaders()):  # type: ignore[misc]
         if isinstance(reader, tcp.Port):
             reader.stopListening()
     loop = asyncio.get_running_loop()
@@ -83,4 +84,4 @@ async def shut_down() -> None:
     for consumer in list(_sockets):
         consumer.going_away()
     await asyncio.sleep(0.5)  # let close frames reach the clients
-    reactor.stop()
+    reactor.stop()  # type: ignore[misc]

@@ -102,7 +102,7 @@ def _database_ok() -> None:
 
 async def _channel_layer_ok() -> None:
     layer = get_channel_layer()
-    if hasattr(layer, "connection"):  # channels-redis: ask Redis itself
+    if layer is not None and hasattr(layer, "connection"):  # channels-redis: ask Redis itself
         await layer.connection(0).ping()
 
 

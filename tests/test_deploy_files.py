@@ -66,7 +66,9 @@ def dockerfile_env() -> dict[str, str]:
 
 
 def major_version(image: str) -> int:
-    return int(re.match(r"[^:]+:(\d+)", image).group(1))
+    match = re.match(r"[^:]+:(\d+)", image)
+    assert match is not None, f"no major version in {image!r}"
+    return int(match.group(1))
 
 
 def render_like_the_nginx_image(template: str, env: dict[str, str]) -> str:

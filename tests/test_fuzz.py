@@ -181,7 +181,7 @@ async def test_fuzzed_connection_is_answered_and_the_subscriber_misses_nothing(f
     listener = asyncio.create_task(listen())
     answers: dict[str, int] = {}
     try:
-        published = []
+        published: list[str] = []
         rss_before = rss_after_warm_up = rss_kib(fuzz_server.pid)
         began = time.monotonic()
         rss_series = []

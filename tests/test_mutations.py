@@ -25,7 +25,7 @@ VIEWER = "query { viewer { username bio } }"
 
 @pytest.fixture
 def author_token():
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     return author, services.token_create(author=author)
 
 
@@ -59,14 +59,14 @@ def test_sign_up_validation_errors_are_bad_user_input(client, variables, field):
 
 
 def test_duplicate_username_is_bad_user_input(client):
-    AuthorFactory(username="taken")
+    AuthorFactory.create(username="taken")
     result = post_graphql(client, SIGN_UP, {"username": "taken", "password": "long enough"})
     assert error_codes(result) == ["BAD_USER_INPUT"]
     assert "already taken" in result["errors"][0]["message"]
 
 
 def test_log_in_gives_a_new_token_and_wrong_password_is_unauthenticated(client):
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     logged_in = assert_no_errors(
         post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD})
     )
@@ -109,7 +109,7 @@ def test_create_blog_validation(client, author_token, title, content):
 
 def test_update_blog_by_its_author(client, author_token):
     author, token = author_token
-    blog = BlogFactory(author=author)
+    blog = BlogFactory.create(author=author)
     data = assert_no_errors(
         post_graphql(client, UPDATE_BLOG, {"id": to_global_id("Blog", blog.pk), "content": "New body"}, token)
     )
@@ -119,7 +119,7 @@ def test_update_blog_by_its_author(client, author_token):
 
 def test_another_author_cannot_update_or_delete(client, author_token):
     _, token = author_token
-    blog = BlogFactory()
+    blog = BlogFactory.create()
     global_id = to_global_id("Blog", blog.pk)
     assert error_codes(post_graphql(client, UPDATE_BLOG, {"id": global_id, "title": "Mine now"}, token)) == [
         "FORBIDDEN"
@@ -130,7 +130,7 @@ def test_another_author_cannot_update_or_delete(client, author_token):
 
 def test_delete_blog(client, author_token):
     author, token = author_token
-    blog = BlogFactory(author=author)
+    blog = BlogFactory.create(author=author)
     global_id = to_global_id("Blog", blog.pk)
     assert (
         assert_no_errors(post_graphql(client, DELETE_BLOG, {"id": global_id}, token))["deleteBlog"]["deletedId"]

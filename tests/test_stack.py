@@ -241,6 +241,7 @@ async def test_killed_instance_clients_reconnect_elsewhere_and_restart_rejoins(s
 async def test_readyz_answers_503_while_redis_is_out_and_200_once_it_is_back(stack: Stack, outage: str):
     """Stopped: connections are refused. Frozen (SIGSTOP): they hang, as behind a lost network."""
     redis = stack.redis
+    assert redis is not None
     urls = [stack.url] + [instance.url for instance in stack.instances]
     await wait_readyz(urls, 200)
 

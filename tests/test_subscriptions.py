@@ -23,6 +23,12 @@ async def no_more_events(client: GraphQLWSClient, within: float = 0.5) -> None:
         await client.receive(timeout=within)
 
 
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert match is not None, html[:500]
+    return match.group(1)
+
+
 async def subscribed(url: str, protocol: str, author: str | None, init: dict | None = None) -> GraphQLWSClient:
     client = await GraphQLWSClient(url, protocol).connect(init)
     await client.subscribe(BLOG_PUBLISHED, {"author": author})
@@ -152,14 +158,14 @@ async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, 
     try:
         with httpx.Client(base_url=daphne_server.url, follow_redirects=False, timeout=30) as browser:
             login_page = browser.get("/admin/login/")
-            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
+            csrf = csrf_token(login_page.text)
             logged_in = browser.post(
                 "/admin/login/?next=/admin/",
                 data={"csrfmiddlewaretoken": csrf, "username": admin_name, "password": "admin password 1"},
             )
             assert logged_in.status_code == 302, logged_in.text[:500]
             add_page = browser.get("/admin/api/blog/add/")
-            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', add_page.text).group(1)
+            csrf = csrf_token(add_page.text)
             saved = browser.post(
                 "/admin/api/blog/add/",
                 data={
