@@ -41,8 +41,8 @@ run: migrate
 	@echo "Serving on http://$(HOST):$(PORT)/  (GraphiQL: http://$(HOST):$(PORT)/graphql/)"
 	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) project.asgi:application
 
-## test: install everything the tests need (system packages too, when root) and run them
-test: install-dev
+## test: lint (below), then install everything the tests need (system packages too, when root) and run them
+test: install-dev lint
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m pytest
 

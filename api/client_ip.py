@@ -45,7 +45,9 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted_proxies: Iter
 
 
 def request_ip(request: HttpRequest) -> str:
-    return client_ip(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"), settings.TRUSTED_PROXIES)
+    return client_ip(
+        request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"), settings.TRUSTED_PROXIES
+    )
 
 
 def scope_ip(scope: Mapping[str, Any]) -> str:

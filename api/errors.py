@@ -32,7 +32,9 @@ class BadUserInput(Exception):
 def _validation_message(error: ValidationError) -> tuple[str, dict[str, list[str]]]:
     if hasattr(error, "error_dict"):
         fields = {field: [str(m) for m in ValidationError(errs).messages] for field, errs in error.error_dict.items()}
-        message = "; ".join(f"{field}: {' '.join(msgs)}" if field != "__all__" else " ".join(msgs) for field, msgs in fields.items())
+        message = "; ".join(
+            f"{field}: {' '.join(msgs)}" if field != "__all__" else " ".join(msgs) for field, msgs in fields.items()
+        )
         return message, fields
     return " ".join(str(m) for m in error.messages), {}
 
@@ -48,7 +50,9 @@ def format_error(error: Exception) -> dict[str, Any]:
     if original is None:
         # Parse and validation errors come from graphql-core itself.
         if "code" not in extensions:
-            extensions["code"] = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+            extensions["code"] = (
+                "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+            )
     elif isinstance(original, GraphQLError) and original.extensions and "code" in original.extensions:
         extensions.update(original.extensions)
         formatted["message"] = original.message

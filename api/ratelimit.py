@@ -37,7 +37,9 @@ def _key(scope: str, identity: str, window: int) -> str:
 
 
 def _limited(scope: str, retry_after: int) -> RateLimited:
-    return RateLimited(f"Too many requests ({scope}); try again in {retry_after} s.", scope=scope, retry_after=retry_after)
+    return RateLimited(
+        f"Too many requests ({scope}); try again in {retry_after} s.", scope=scope, retry_after=retry_after
+    )
 
 
 def hit(scope: str, identity: str) -> None:

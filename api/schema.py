@@ -18,7 +18,8 @@ from api.models import Author, Blog
 
 
 class ConnectionField(DjangoConnectionField):
-    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra `offset` argument."""
+    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra
+    `offset` argument."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,7 +159,9 @@ class CreateAuthor(ThrottledMutation):
     token = graphene.String(required=True, description="Shown once; send it as 'Authorization: Bearer <token>'.")
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, username: str, password: str, bio: str = "", **_: Any) -> "CreateAuthor":
+    def mutate_and_get_payload(
+        cls, root: None, info: graphene.ResolveInfo, username: str, password: str, bio: str = "", **_: Any
+    ) -> "CreateAuthor":
         author = services.author_create(username=username, password=password, bio=bio)
         return CreateAuthor(author=author, token=services.token_create(author=author))
 
@@ -171,7 +174,9 @@ class CreateToken(ThrottledMutation):
     token = graphene.String(required=True)
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, username: str, password: str, **_: Any) -> "CreateToken":
+    def mutate_and_get_payload(
+        cls, root: None, info: graphene.ResolveInfo, username: str, password: str, **_: Any
+    ) -> "CreateToken":
         author = services.author_authenticate(username=username, password=password)
         return CreateToken(token=services.token_create(author=author))
 
@@ -184,7 +189,9 @@ class CreateBlog(ThrottledMutation):
     blog = graphene.Field(BlogType, required=True)
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, title: str, content: str, **_: Any) -> "CreateBlog":
+    def mutate_and_get_payload(
+        cls, root: None, info: graphene.ResolveInfo, title: str, content: str, **_: Any
+    ) -> "CreateBlog":
         return CreateBlog(blog=services.blog_create(author=require_viewer(info), title=title, content=content))
 
 
@@ -197,7 +204,15 @@ class UpdateBlog(ThrottledMutation):
     blog = graphene.Field(BlogType, required=True)
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, id: str, title: str | None = None, content: str | None = None, **_: Any) -> "UpdateBlog":
+    def mutate_and_get_payload(
+        cls,
+        root: None,
+        info: graphene.ResolveInfo,
+        id: str,
+        title: str | None = None,
+        content: str | None = None,
+        **_: Any,
+    ) -> "UpdateBlog":
         blog = services.blog_update(author=require_viewer(info), blog_id=blog_pk(id), title=title, content=content)
         return UpdateBlog(blog=blog)
 

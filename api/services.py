@@ -54,7 +54,7 @@ def author_authenticate(*, username: str, password: str) -> Author:
     if author is None:
         ratelimit.hit("loginFailure", username)
         raise NotAuthenticated("Invalid username or password.")
-    return author  # type: ignore[return-value]
+    return author
 
 
 def _validate_blog(blog: Blog) -> None:

@@ -133,7 +133,8 @@ def cost_limit_rule(max_cost: int, variables: dict[str, Any]) -> type[Validation
                 if cost > max_cost:
                     self.report_error(
                         limit_error(
-                            f"The operation's cost {cost} exceeds the limit of {max_cost}: ask for fewer items with first/last.",
+                            f"The operation's cost {cost} exceeds the limit of {max_cost}: "
+                            "ask for fewer items with first/last.",
                             "cost",
                             cost=cost,
                             max=max_cost,
@@ -216,7 +217,8 @@ class _CostWalk:
                 if not 0 <= value <= self.max_page:
                     self.context.report_error(
                         limit_error(
-                            f"'{argument.name.value}' on '{node.name.value}' must be between 0 and {self.max_page}, got {value}.",
+                            f"'{argument.name.value}' on '{node.name.value}' "
+                            f"must be between 0 and {self.max_page}, got {value}.",
                             "pageSize",
                             max=self.max_page,
                         )

@@ -20,6 +20,7 @@ _sockets: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _in_flight = 0
 _installed = False
 _stopping = False
+_shutdown_task: "asyncio.Task[None] | None" = None  # the loop keeps only a weak reference to tasks
 
 
 def track_socket(consumer: Any) -> None:
@@ -60,17 +61,20 @@ def _install() -> None:
 
 
 def _begin() -> None:
-    global _stopping
+    global _stopping, _shutdown_task
     if not _stopping:
         _stopping = True
-        asyncio.ensure_future(shut_down())
+        _shutdown_task = asyncio.ensure_future(shut_down())
 
 
 async def shut_down() -> None:
     from twisted.internet import reactor, tcp
 
-    logger.info("SIGTERM: no new connections; finishing %d request(s), closing %d websocket(s)", _in_flight, len(_sockets))
-    for reader in list(reactor.getReaders()):
+    logger.info(
+        "SIGTERM: no new connections; finishing %d request(s), closing %d websocket(s)", _in_flight, len(_sockets)
+    )
+    # zope.interface declares the reactor's methods without `self`; mypy needs the mypy-zope plugin for them.
+    for reader in list(reactor.getReaders()):  # type: ignore[misc]
         if isinstance(reader, tcp.Port):
             reader.stopListening()
     loop = asyncio.get_running_loop()
@@ -80,4 +84,4 @@ async def shut_down() -> None:
     for consumer in list(_sockets):
         consumer.going_away()
     await asyncio.sleep(0.5)  # let close frames reach the clients
-    reactor.stop()
+    reactor.stop()  # type: ignore[misc]

@@ -41,7 +41,9 @@ class BlogPublished(channels_graphql_ws.Subscription):
         )
 
     @staticmethod
-    async def publish(payload: dict[str, Any], info: graphene.ResolveInfo, author: str | None = None, after: str | None = None) -> "BlogPublished":
+    async def publish(
+        payload: dict[str, Any], info: graphene.ResolveInfo, author: str | None = None, after: str | None = None
+    ) -> "BlogPublished":
         return BlogPublished(cursor=payload["cursor"], blog=blog_from_payload(payload["blog"]))
 
     @classmethod

@@ -10,8 +10,9 @@ import re
 import time
 from typing import Any
 
+from api.request_id import new_request_id
 from project import metrics
-from project.logs import connection_id_var, new_id
+from project.logs import connection_id_var
 
 logger = logging.getLogger("notifications.websocket")
 
@@ -26,7 +27,7 @@ def _client(scope: dict[str, Any]) -> str | None:
 
 def websocket_connected(consumer: Any) -> None:
     """The handshake was accepted: name the connection; every later line of it carries the id."""
-    connection_id = new_id()
+    connection_id = new_request_id()
     consumer.scope["connection_id"] = connection_id
     consumer.scope[_STARTED_AT] = time.monotonic()
     # Channels runs all of a connection's handlers in one task, so this sticks to the connection.

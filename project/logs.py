@@ -20,7 +20,6 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
 from api.request_id import HEADER as REQUEST_ID_HEADER
-from api.request_id import new_request_id as new_id
 from api.request_id import request_id_from, request_id_var
 
 if TYPE_CHECKING:  # settings.py imports this module: keep its import light

@@ -54,12 +54,22 @@ class GraphQLView(BaseGraphQLView):
             raise HttpError(HttpResponseBadRequest("The JSON body is nested too deeply.")) from error
         if self.batch:
             if len(data) > settings.GRAPHQL_BATCH_MAX:
-                raise HttpError(HttpResponseBadRequest(f"A batch holds at most {settings.GRAPHQL_BATCH_MAX} operations."))
+                raise HttpError(
+                    HttpResponseBadRequest(f"A batch holds at most {settings.GRAPHQL_BATCH_MAX} operations.")
+                )
             if not all(isinstance(entry, dict) for entry in data):
                 raise HttpError(HttpResponseBadRequest("Each operation in a batch must be a JSON object."))
         return data
 
-    def execute_graphql_request(self, request: HttpRequest, data: Any, query: Any, variables: Any, operation_name: Any, show_graphiql: bool = False) -> ExecutionResult | None:
+    def execute_graphql_request(
+        self,
+        request: HttpRequest,
+        data: Any,
+        query: Any,
+        variables: Any,
+        operation_name: Any,
+        show_graphiql: bool = False,
+    ) -> ExecutionResult | None:
         """Enforce the limits the websocket enforces too (api/validation.py), then run as usual."""
         if query is None or (show_graphiql and not query):
             return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
@@ -92,7 +102,7 @@ def _database_ok() -> None:
 
 async def _channel_layer_ok() -> None:
     layer = get_channel_layer()
-    if hasattr(layer, "connection"):  # channels-redis: ask Redis itself
+    if layer is not None and hasattr(layer, "connection"):  # channels-redis: ask Redis itself
         await layer.connection(0).ping()
 
 

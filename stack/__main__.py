@@ -25,9 +25,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("--instances", type=int, default=3, help="Daphne instances (default 3)")
-    parser.add_argument(
-        "--sqlite", action="store_true", help="use a SQLite file instead of a PostgreSQL cluster"
-    )
+    parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead of a PostgreSQL cluster")
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGINT, _interrupt)

@@ -201,8 +201,7 @@ class Service:
             ).returncode
         if code:
             raise StackError(
-                f"{self.name}: {cmd[0]} exited with code {code}\n"
-                f"--- {self.log_path}:\n{log_tail(self.log_path)}"
+                f"{self.name}: {cmd[0]} exited with code {code}\n--- {self.log_path}:\n{log_tail(self.log_path)}"
             )
 
     def _wait_ready(self, predicate: Callable[[], bool], what: str) -> None:
@@ -238,8 +237,19 @@ class RedisServer(Service):
     def start(self) -> None:
         # --save '' and --appendonly no: a restart loses all data, like a crash.
         self._spawn(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ]
         )
         self._wait_ready(lambda: _redis_pings(self.port), "PING")
 
@@ -300,15 +310,22 @@ class PostgresCluster(Service):
     def _init_cluster(self) -> None:
         # -U blog makes `blog` the bootstrap superuser, so no extra role is needed.
         self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "blog",
-             "--auth=trust", "--no-locale", "--encoding=UTF8", "--no-sync",
-             "--no-instructions"],
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "blog",
+                "--auth=trust",
+                "--no-locale",
+                "--encoding=UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
             **self._as_owner,
         )
         # Trust only the private socket dir and 127.0.0.1; durability off for speed.
-        (self.data_dir / "pg_hba.conf").write_text(
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-        )
+        (self.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"\n# stack.PostgresCluster\n"
@@ -354,8 +371,19 @@ class DaphneInstance(Service):
         self._spawn(
             # --proxy-headers: behind nginx, the client address comes from X-Forwarded-For.
             # -v 0: no Daphne access log; the app logs each request itself (project/logs.py).
-            [sys.executable, "-m", "daphne", "--proxy-headers", "-v", "0", "-b", "127.0.0.1",
-             "-p", str(self.port), "project.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "--proxy-headers",
+                "-v",
+                "0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "project.asgi:application",
+            ],
             env=env,
             cwd=self.cwd,
         )
@@ -387,9 +415,7 @@ class Nginx(Service):
 
     def start(self) -> None:
         # -e stderr: errors go to our log from the very start, before the config is read.
-        self._spawn(
-            ["nginx", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"]
-        )
+        self._spawn(["nginx", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"])
         self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz through nginx")
 
     def check_config(self) -> None:
@@ -398,9 +424,7 @@ class Nginx(Service):
 
     def render_template(self) -> str:
         """The template with only our two variables replaced; nginx's own $vars stay."""
-        servers = "\n    ".join(
-            f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.upstream_ports
-        )
+        servers = "\n    ".join(f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.upstream_ports)
         return (
             self.template.read_text()
             .replace("${NGINX_UPSTREAM_SERVERS}", servers)
@@ -542,9 +566,7 @@ class Stack:
                 for done in [pool.submit(migrate, self.env), pool.submit(collectstatic, self.env)]:
                     done.result()
 
-            self.instances = [
-                DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)
-            ]
+            self.instances = [DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)]
             for instance in self.instances:
                 cleanup.callback(instance.stop)
             # Each instance spends most of its start importing Django: overlap them.

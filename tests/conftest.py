@@ -116,7 +116,7 @@ def manage(env: dict[str, str], *args: str, stdin: str | None = None) -> subproc
 
 
 @pytest.fixture(scope="session")
-def run_manage(live_env: dict[str, str]):  # type: ignore[no-untyped-def]
+def run_manage(live_env: dict[str, str]):
     return lambda *args, stdin=None: manage(live_env, *args, stdin=stdin)
 
 
@@ -157,7 +157,7 @@ print(session.session_key)
 
 
 @pytest.fixture(scope="session")
-def browser_session(api: LiveApi, run_manage) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def browser_session(api: LiveApi, run_manage) -> tuple[str, str]:
     """(username, session key) of an author signed in the way a browser is: with a session cookie."""
     username, _ = api.sign_up()
     return username, run_manage("shell", "-c", OPEN_SESSION.format(username=username)).stdout.split()[-1]

@@ -17,7 +17,9 @@ mutation CreateBlog($title: String!, $content: String!) {
 """
 BLOG_PUBLISHED = """
 subscription OnBlogPublished($author: String, $after: String) {
-  blogPublished(author: $author, after: $after) { cursor blog { id title content publishedAt author { id username bio } } }
+  blogPublished(author: $author, after: $after) {
+    cursor blog { id title content publishedAt author { id username bio } }
+  }
 }
 """
 
@@ -52,10 +54,14 @@ class LiveApi:
 
     def sign_up(self, username: str | None = None, password: str = "correct horse") -> tuple[str, str]:
         username = username or unique_name()
-        data = assert_no_errors(self.post(SIGN_UP, {"username": username, "password": password, "bio": f"I am {username}"}))
+        data = assert_no_errors(
+            self.post(SIGN_UP, {"username": username, "password": password, "bio": f"I am {username}"})
+        )
         return username, data["createAuthor"]["token"]
 
     def create_blog(self, token: str, title: str, content: str = "Some content.") -> dict[str, Any]:
-        return assert_no_errors(self.post(CREATE_BLOG, {"title": title, "content": content}, token))["createBlog"]["blog"]
+        data = assert_no_errors(self.post(CREATE_BLOG, {"title": title, "content": content}, token))
+        return data["createBlog"]["blog"]
+
 
 LATEST_CURSOR = "query { latestCursor }"

@@ -38,7 +38,7 @@ def test_sign_ups_are_limited_per_client_ip(strict_servers):
     client_from(first, ip).sign_up()
     client_from(second, ip).sign_up()
     refused = client_from(first, ip).post(
-        "mutation($u: String!) { createAuthor(input: {username: $u, password: \"correct horse\"}) { token } }",
+        'mutation($u: String!) { createAuthor(input: {username: $u, password: "correct horse"}) { token } }',
         {"u": unique_name()},
     )
     assert_rate_limited(refused, "createAuthor")
@@ -50,7 +50,10 @@ def test_log_ins_per_client_ip_are_counted_across_instances(strict_servers):
     first, second = strict_servers
     username, _ = client_from(first, fake_ip()).sign_up(password=PASSWORD)
     ip = fake_ip()
-    answers = [client_from(server, ip).post(CREATE_TOKEN, {"username": username, "password": PASSWORD}) for server in (first, second) * 3]
+    answers = [
+        client_from(server, ip).post(CREATE_TOKEN, {"username": username, "password": PASSWORD})
+        for server in (first, second) * 3
+    ]
     for answer in answers[:4]:
         assert assert_no_errors(answer)["createToken"]["token"]
     assert_rate_limited(answers[4], "createToken")
@@ -64,7 +67,9 @@ def test_failed_log_ins_for_a_username_are_refused_from_any_address(strict_serve
         wrong = client_from(server, fake_ip()).post(CREATE_TOKEN, {"username": username, "password": "wrong password"})
         assert error_codes(wrong) == ["UNAUTHENTICATED"]
     # Even the right password, from a fresh address: brute force gains nothing more for a while.
-    assert_rate_limited(client_from(second, fake_ip()).post(CREATE_TOKEN, {"username": username, "password": PASSWORD}), "loginFailure")
+    assert_rate_limited(
+        client_from(second, fake_ip()).post(CREATE_TOKEN, {"username": username, "password": PASSWORD}), "loginFailure"
+    )
     other, _ = client_from(first, fake_ip()).sign_up(password=PASSWORD)
     assert assert_no_errors(client_from(first, fake_ip()).post(CREATE_TOKEN, {"username": other, "password": PASSWORD}))
 
@@ -128,7 +133,9 @@ async def test_introspection_and_suggestions_when_explicitly_enabled(strict_serv
     """GRAPHQL_INTROSPECTION=1 turns both on even with DJANGO_DEBUG off, on both paths."""
     server = strict_servers[0]
     http = LiveApi(server.url)
-    assert assert_no_errors(http.post("{ __schema { queryType { name } } }")) == {"__schema": {"queryType": {"name": "Query"}}}
+    assert assert_no_errors(http.post("{ __schema { queryType { name } } }")) == {
+        "__schema": {"queryType": {"name": "Query"}}
+    }
     assert "Did you mean 'blogs'" in http.post("{ blgs { edges { cursor } } }")["errors"][0]["message"]
     client = await GraphQLWSClient(server.ws_url, protocol).connect()
     try:

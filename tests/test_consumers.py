@@ -28,7 +28,9 @@ async def closed_with(client: GraphQLWSClient) -> int | None:
         json.dumps({"type": "launch_missiles"}),
         json.dumps({"type": "subscribe", "payload": {"query": "subscription { blogPublished { cursor } }"}}),
         json.dumps({"type": "subscribe", "id": "1", "payload": {"query": 42}}),
-        json.dumps({"type": "subscribe", "id": "1", "payload": {"query": "{ blogs { edges { cursor } } }", "variables": [1]}}),
+        json.dumps(
+            {"type": "subscribe", "id": "1", "payload": {"query": "{ blogs { edges { cursor } } }", "variables": [1]}}
+        ),
     ],
 )
 async def test_transport_ws_closes_4400_on_malformed_messages(daphne_server, frame):

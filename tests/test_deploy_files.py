@@ -12,8 +12,8 @@ import os
 import re
 import shlex
 import shutil
-import sys
 import subprocess
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,9 @@ def dockerfile_env() -> dict[str, str]:
 
 
 def major_version(image: str) -> int:
-    return int(re.match(r"[^:]+:(\d+)", image).group(1))
+    match = re.match(r"[^:]+:(\d+)", image)
+    assert match is not None, f"no major version in {image!r}"
+    return int(match.group(1))
 
 
 def render_like_the_nginx_image(template: str, env: dict[str, str]) -> str:
@@ -247,7 +249,13 @@ def test_dependencies_are_installed_in_a_layer_before_the_source_is_copied():
 def test_entrypoint_is_daphne_behind_the_proxy_on_port_8000_in_production_mode():
     (entrypoint,) = instruction_args("ENTRYPOINT")
     assert json.loads(entrypoint) == [
-        "daphne", "--proxy-headers", "-b", "0.0.0.0", "-p", "8000", "project.asgi:application"
+        "daphne",
+        "--proxy-headers",
+        "-b",
+        "0.0.0.0",
+        "-p",
+        "8000",
+        "project.asgi:application",
     ]
     assert dockerfile_env()["DJANGO_DEBUG"] == "0"
 

@@ -82,26 +82,52 @@ def hostile_frames(start: str) -> list[Callable[[random.Random, str], Frame]]:
         lambda rng, op: "[" * 100_000 + "]" * 100_000,
         lambda rng, op: json.dumps({"type": rng.choice([7, None, ["subscribe"], {"t": 1}])}),
         lambda rng, op: json.dumps({"type": rng.choice(["launch", "SUBSCRIBE_ALL", "", "next"]), "id": op}),
-        lambda rng, op: json.dumps({"type": start, "id": rng.choice([7, "", None, ["1"]]), "payload": {"query": "{ viewer { id } }"}}),
-        lambda rng, op: json.dumps({"type": start, "id": op, "payload": rng.choice(["{ viewer { id } }", 5, [], None])}),
+        lambda rng, op: json.dumps(
+            {"type": start, "id": rng.choice([7, "", None, ["1"]]), "payload": {"query": "{ viewer { id } }"}}
+        ),
+        lambda rng, op: json.dumps(
+            {"type": start, "id": op, "payload": rng.choice(["{ viewer { id } }", 5, [], None])}
+        ),
         lambda rng, op: operation(start, op, rng.choice([42, None, ["{ viewer { id } }"], {"q": 1}])),
         lambda rng, op: operation(start, op, "{ viewer { id } }", variables=rng.choice([[1], "x", 3])),
         lambda rng, op: operation(start, op, "{ viewer { id } }", operationName=rng.choice([5, ["a"], {"b": 1}])),
         lambda rng, op: operation(start, op, "query A { viewer { id } }", operationName="B"),
         lambda rng, op: operation(start, op, "query A { viewer { id } } query B { viewer { id } }"),
-        lambda rng, op: operation(start, op, rng.choice(["{ viewer {", "query ($: Int) {}", "}{", "subscription", "{ blogs(first: ) }"])),
-        lambda rng, op: operation(start, op, "{ " + rng.choice(["blgs", "viewr", "node", "__schema { types { name } }"]) + " }"),
+        lambda rng, op: operation(
+            start, op, rng.choice(["{ viewer {", "query ($: Int) {}", "}{", "subscription", "{ blogs(first: ) }"])
+        ),
+        lambda rng, op: operation(
+            start, op, "{ " + rng.choice(["blgs", "viewr", "node", "__schema { types { name } }"]) + " }"
+        ),
         lambda rng, op: operation(start, op, deep_query(rng.randrange(3, 12))),
         lambda rng, op: operation(start, op, nested_selections(rng.randrange(201, 400))),
         lambda rng, op: operation(start, op, "{ authors { edges { node { blogs { edges { node { title } } } } } } }"),
-        lambda rng, op: operation(start, op, "{ blogs(first: %d) { edges { cursor } } }" % rng.choice([-1, 101, 2**31 - 1])),
+        lambda rng, op: operation(
+            start, op, "{ blogs(first: " + str(rng.choice([-1, 101, 2**31 - 1])) + ") { edges { cursor } } }"
+        ),
         lambda rng, op: operation(start, op, "{ viewer { id } }" + " " * rng.randrange(20_001, 400_000)),
         lambda rng, op: operation(start, op, "{ viewer { " + "id " * rng.randrange(2_001, 5_000) + "} }"),
-        lambda rng, op: operation(start, op, "{" + "a" * rng.randrange(600_000, 900_000) + "}"),  # over the message limit
-        lambda rng, op: operation(start, op, "query($n: Int!) { blogs(first: $n) { edges { cursor } } }", variables={"n": rng.choice(["x", 1.5, None, [1]])}),
-        lambda rng, op: operation(start, op, "subscription { blogPublished(author: %s) { cursor } }" % rng.choice(["5", "true", "[1]"])),
-        lambda rng, op: operation(start, op, 'mutation { createBlog(input: {title: "t", content: "c"}) { blog { id } } }'),
-        lambda rng, op: operation(start, op, 'mutation { createToken(input: {username: "nobody_%d", password: "nope"}) { token } }' % rng.randrange(10**9)),
+        # Over the message limit:
+        lambda rng, op: operation(start, op, "{" + "a" * rng.randrange(600_000, 900_000) + "}"),
+        lambda rng, op: operation(
+            start,
+            op,
+            "query($n: Int!) { blogs(first: $n) { edges { cursor } } }",
+            variables={"n": rng.choice(["x", 1.5, None, [1]])},
+        ),
+        lambda rng, op: operation(
+            start, op, "subscription { blogPublished(author: " + rng.choice(["5", "true", "[1]"]) + ") { cursor } }"
+        ),
+        lambda rng, op: operation(
+            start, op, 'mutation { createBlog(input: {title: "t", content: "c"}) { blog { id } } }'
+        ),
+        lambda rng, op: operation(
+            start,
+            op,
+            'mutation { createToken(input: {username: "nobody_'
+            + str(rng.randrange(10**9))
+            + '", password: "nope"}) { token } }',
+        ),
     ]
 
 
@@ -117,7 +143,9 @@ async def answer_to(client: GraphQLWSClient, op_id: str) -> dict[str, Any] | int
     try:
         while True:
             message = await client.receive(timeout=20)
-            earlier = isinstance(message.get("id"), str) and message["id"].startswith("fuzz-") and message["id"] != op_id
+            earlier = (
+                isinstance(message.get("id"), str) and message["id"].startswith("fuzz-") and message["id"] != op_id
+            )
             if message["type"] == "complete" or earlier:
                 continue  # the tail of an earlier operation's answer
             return message
@@ -153,7 +181,7 @@ async def test_fuzzed_connection_is_answered_and_the_subscriber_misses_nothing(f
     listener = asyncio.create_task(listen())
     answers: dict[str, int] = {}
     try:
-        published = []
+        published: list[str] = []
         rss_before = rss_after_warm_up = rss_kib(fuzz_server.pid)
         began = time.monotonic()
         rss_series = []
@@ -202,7 +230,12 @@ async def test_fuzzed_connection_is_answered_and_the_subscriber_misses_nothing(f
             "seconds": round(elapsed, 2),
             "frames_per_second": round(FRAMES / elapsed, 1),
             "answers": answers,
-            "rss_kib": {"start": rss_before, "after_warm_up": rss_after_warm_up, "end": rss_after, "every_100_frames": rss_series},
+            "rss_kib": {
+                "start": rss_before,
+                "after_warm_up": rss_after_warm_up,
+                "end": rss_after,
+                "every_100_frames": rss_series,
+            },
         }
         (REPO_ROOT / "test-artifacts" / "fuzz.json").write_text(json.dumps(stats, indent=2))
         assert growth_mib < 16, f"the server grew by {growth_mib:.1f} MiB after warm-up: {stats}"

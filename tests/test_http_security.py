@@ -20,6 +20,7 @@ BLOGS = "query { blogs(first: 1) { edges { cursor } } }"
 SIGN_UP_FORM = 'mutation { createAuthor(input: {username: "forged_by_evil", password: "correct horse"}) { token } }'
 EVIL_ORIGIN = "https://evil.example"
 
+
 def http(server) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=30)
 
@@ -49,7 +50,11 @@ def test_a_same_origin_request_with_session_and_csrf_token_sees_the_user(daphne_
         response = client.post(
             "/graphql/",
             json={"query": VIEWER},
-            headers={"Cookie": f"sessionid={session}; csrftoken={csrf}", "X-CSRFToken": csrf, "Origin": daphne_server.url},
+            headers={
+                "Cookie": f"sessionid={session}; csrftoken={csrf}",
+                "X-CSRFToken": csrf,
+                "Origin": daphne_server.url,
+            },
         )
     assert response.status_code == 200, response.text[:300]
     assert response.json() == {"data": {"viewer": {"username": username}}}
@@ -103,7 +108,9 @@ def test_subscriptions_over_http_are_refused_with_a_pointer_to_the_websocket(api
 @pytest.fixture(scope="module")
 def broken_database_server(live_env):
     """An instance whose database refuses connections: every query fails unexpectedly."""
-    server = DaphneInstance("broken-db", {**live_env, "DATABASE_URL": f"postgresql://blog@127.0.0.1:{free_port()}/blog"})
+    server = DaphneInstance(
+        "broken-db", {**live_env, "DATABASE_URL": f"postgresql://blog@127.0.0.1:{free_port()}/blog"}
+    )
     try:
         server.start()
         yield server
@@ -132,7 +139,9 @@ def test_unexpected_errors_reach_http_clients_masked_with_the_request_id_of_the_
     assert "OperationalError" in logged_with(broken_database_server, request_id)
 
 
-async def test_unexpected_errors_reach_websocket_clients_masked_with_the_request_id_of_the_log_line(broken_database_server):
+async def test_unexpected_errors_reach_websocket_clients_masked_with_the_request_id_of_the_log_line(
+    broken_database_server,
+):
     client = await GraphQLWSClient(broken_database_server.ws_url, TRANSPORT_WS).connect()
     try:
         result = await client.execute(BLOGS)
@@ -147,15 +156,25 @@ async def test_unexpected_errors_reach_websocket_clients_masked_with_the_request
 
 def test_a_well_formed_proxy_request_id_is_kept_and_anything_else_replaced(daphne_server):
     with http(daphne_server) as client:
-        kept = client.post("/graphql/", json={"query": VIEWER}, headers={"X-Request-ID": "0123456789abcdef0123456789abcdef"})
-        replaced = client.post("/graphql/", json={"query": VIEWER}, headers={"X-Request-ID": "evil; INFO forged log line"})
+        kept = client.post(
+            "/graphql/", json={"query": VIEWER}, headers={"X-Request-ID": "0123456789abcdef0123456789abcdef"}
+        )
+        replaced = client.post(
+            "/graphql/", json={"query": VIEWER}, headers={"X-Request-ID": "evil; INFO forged log line"}
+        )
     assert kept.headers["X-Request-ID"] == "0123456789abcdef0123456789abcdef"
     assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["X-Request-ID"])
 
 
 def test_production_settings_pass_check_deploy_without_warnings():
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "GRAPHQL_", "RATE_LIMIT_"))}
-    environment |= {"DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": secrets.token_urlsafe(64), "DJANGO_ALLOWED_HOSTS": "blog.example.com"}
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "GRAPHQL_", "RATE_LIMIT_"))
+    }
+    environment |= {
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "DJANGO_ALLOWED_HOSTS": "blog.example.com",
+    }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=REPO_ROOT,
@@ -180,7 +199,10 @@ BAD_BODIES = {
     "variables not JSON": ('{"query": "{ viewer { username } }", "variables": "{oops"}', "BAD_REQUEST"),
     "operationName not a string": ('{"query": "{ viewer { username } }", "operationName": 7}', "BAD_USER_INPUT"),
     "unknown operation": ('{"query": "query A { viewer { username } }", "operationName": "B"}', "BAD_USER_INPUT"),
-    "nested too deeply": ('{"query": "{ viewer { username } }", "variables": ' + "[" * 50_000 + "]" * 50_000 + "}", "BAD_REQUEST"),
+    "nested too deeply": (
+        '{"query": "{ viewer { username } }", "variables": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        "BAD_REQUEST",
+    ),
     "not JSON": ("{query", "BAD_REQUEST"),
 }
 
@@ -198,8 +220,13 @@ def test_malformed_bodies_get_a_coded_400_never_an_internal_error(client, case):
 def test_batching_when_enabled_limits_each_operation_and_the_batch_size(client, settings):
     settings.GRAPHQL_BATCH = True
     settings.GRAPHQL_BATCH_MAX = 2
-    deep = "{ blogs { edges { node { author { blogs { edges { node { author { blogs { edges { node { title } } } } } } } } } } } }"
-    response = client.post("/graphql/", data=json.dumps([{"query": VIEWER}, {"query": deep}]), content_type="application/json")
+    deep = (
+        "{ blogs { edges { node { author { blogs { edges { node { author {"
+        " blogs { edges { node { title } } } } } } } } } } } }"
+    )
+    response = client.post(
+        "/graphql/", data=json.dumps([{"query": VIEWER}, {"query": deep}]), content_type="application/json"
+    )
     first, second = response.json()
     assert first["data"] == {"viewer": None}
     assert error_codes(second) == ["BAD_USER_INPUT"]
@@ -219,7 +246,9 @@ def test_graphiql_follows_its_setting(client, settings, enabled):
 @pytest.mark.django_db
 def test_introspection_and_suggestions_follow_the_introspection_setting(client, settings):
     settings.GRAPHQL_INTROSPECTION = False
-    assert set(error_codes(post_graphql(client, "{ __schema { queryType { name } } }"))) == {"GRAPHQL_VALIDATION_FAILED"}
+    assert set(error_codes(post_graphql(client, "{ __schema { queryType { name } } }"))) == {
+        "GRAPHQL_VALIDATION_FAILED"
+    }
     assert "Did you mean" not in post_graphql(client, "{ blgs { edges { cursor } } }")["errors"][0]["message"]
     settings.GRAPHQL_INTROSPECTION = True
     assert_no_errors(post_graphql(client, "{ __schema { queryType { name } } }"))

@@ -15,7 +15,10 @@ from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 
 PATHS = ["http", TRANSPORT_WS, LEGACY_WS]
 
-DEEP_QUERY = "{ blogs { edges { node { author { blogs { edges { node { author { blogs { edges { node { title } } } } } } } } } } } }"
+DEEP_QUERY = (
+    "{ blogs { edges { node { author { blogs { edges { node { author {"
+    " blogs { edges { node { title } } } } } } } } } } } }"
+)
 DEEP_SUBSCRIPTION = (
     "subscription { blogPublished { blog { author { blogs(first: 1) { edges { node { author {"
     " blogs(first: 1) { edges { node { author { username } } } } } } } } } } } }"
@@ -43,7 +46,9 @@ HOSTILE = {
 }
 
 
-async def ws_errors(url: str, protocol: str, query: str, variables: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+async def ws_errors(
+    url: str, protocol: str, query: str, variables: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """The errors the server answers one operation with, whichever message carries them."""
     client = await GraphQLWSClient(url, protocol).connect()
     try:
@@ -59,7 +64,9 @@ async def ws_errors(url: str, protocol: str, query: str, variables: dict[str, An
         await client.close()
 
 
-async def errors_via(path: str, daphne_server, api: LiveApi, query: str, variables: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+async def errors_via(
+    path: str, daphne_server, api: LiveApi, query: str, variables: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     if path == "http":
         return api.post(query, variables).get("errors") or []
     return await ws_errors(daphne_server.ws_url, path, query, variables)
@@ -139,7 +146,9 @@ async def test_at_most_20_active_subscriptions_per_connection(daphne_server, red
 async def test_an_oversized_message_closes_graphql_transport_ws_with_4400(daphne_server):
     client = await GraphQLWSClient(daphne_server.ws_url, TRANSPORT_WS).connect()
     padding = "x" * (512 * 1024)
-    await client.send({"type": "subscribe", "id": "1", "payload": {"query": "{ viewer { id } }", "variables": {"pad": padding}}})
+    await client.send(
+        {"type": "subscribe", "id": "1", "payload": {"query": "{ viewer { id } }", "variables": {"pad": padding}}}
+    )
     assert client.ws is not None
     with pytest.raises(websockets.ConnectionClosed):
         await client.receive(timeout=10)
@@ -150,7 +159,11 @@ async def test_an_oversized_message_is_an_error_on_the_legacy_protocol(daphne_se
     client = await GraphQLWSClient(daphne_server.ws_url, LEGACY_WS).connect()
     try:
         # 300,000 characters, but 600,000 bytes of UTF-8: the limit counts bytes.
-        message = {"type": "start", "id": "1", "payload": {"query": "{ viewer { id } }", "variables": {"pad": "é" * 300_000}}}
+        message = {
+            "type": "start",
+            "id": "1",
+            "payload": {"query": "{ viewer { id } }", "variables": {"pad": "é" * 300_000}},
+        }
         await client.send(json.dumps(message, ensure_ascii=False))
         reply = await client.receive()
         assert reply["type"] == "error"
@@ -165,7 +178,7 @@ async def test_a_large_blog_still_fits_in_one_message(daphne_server, api: LiveAp
     _, token = api.sign_up()
     client = await GraphQLWSClient(daphne_server.ws_url, TRANSPORT_WS).connect({"authorization": f"Bearer {token}"})
     try:
-        mutation = "mutation($c: String!) { createBlog(input: {title: \"Long\", content: $c}) { blog { title } } }"
+        mutation = 'mutation($c: String!) { createBlog(input: {title: "Long", content: $c}) { blog { title } } }'
         # As browsers send it (JSON.stringify keeps non-ASCII as UTF-8): 200,000 bytes of content.
         message = {"type": "subscribe", "id": "big", "payload": {"query": mutation, "variables": {"c": "ü" * 100_000}}}
         await client.send(json.dumps(message, ensure_ascii=False))

@@ -13,8 +13,10 @@ from tests.test_mutations import CREATE_TOKEN
 def test_without_redis_the_limits_count_in_the_process_memory_cache(client, settings):
     assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "createToken": (2, 10**9)}
-    author = AuthorFactory()
-    answers = [post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD}) for _ in range(3)]
+    author = AuthorFactory.create()
+    answers = [
+        post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD}) for _ in range(3)
+    ]
     assert [error_codes(answer) for answer in answers] == [[], [], ["RATE_LIMITED"]]
 
 

@@ -125,7 +125,11 @@ async def test_replay_skips_deleted_blogs_and_respects_the_author_filter(daphne_
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize(
     ("cursor", "reason"),
-    [("not a cursor!", "not a blogPublished cursor"), ("cHViOjk5OTk5OTk", "Unknown cursor"), ("cHViOi0x", "not a blogPublished cursor")],
+    [
+        ("not a cursor!", "not a blogPublished cursor"),
+        ("cHViOjk5OTk5OTk", "Unknown cursor"),
+        ("cHViOi0x", "not a blogPublished cursor"),
+    ],
 )
 async def test_bad_cursors_are_bad_user_input(daphne_server, protocol, cursor, reason):
     client = await GraphQLWSClient(daphne_server.ws_url, protocol).connect()
@@ -149,7 +153,8 @@ async def test_cursor_older_than_the_replay_window_is_bad_user_input(daphne_serv
     code = (
         "from datetime import timedelta; from django.utils import timezone; from graphql_relay import from_global_id; "
         "from notifications.models import Publication; "
-        f"Publication.objects.filter(blog_id=from_global_id('{blog['id']}')[1]).update(created_at=timezone.now() - timedelta(days=30))"
+        f"Publication.objects.filter(blog_id=from_global_id('{blog['id']}')[1])"
+        ".update(created_at=timezone.now() - timedelta(days=30))"
     )
     await asyncio.to_thread(run_manage, "shell", "-c", code)
     client = await GraphQLWSClient(daphne_server.ws_url).connect()

@@ -28,7 +28,9 @@ INSTANCES = 3
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     # GraphiQL is off in production settings unless enabled, as operators would for a staging stack.
-    with Stack(instances=INSTANCES, postgres=True, env={"GRAPHQL_GRAPHIQL": "1", "RATE_LIMIT_MUTATIONS": "off"}) as running:
+    with Stack(
+        instances=INSTANCES, postgres=True, env={"GRAPHQL_GRAPHIQL": "1", "RATE_LIMIT_MUTATIONS": "off"}
+    ) as running:
         yield running
 
 
@@ -131,7 +133,7 @@ async def wait_readyz(urls: list[str], status: int, timeout: float = 20) -> dict
 
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         answers = await asyncio.gather(*(poll(client, url) for url in urls))
-    return dict(zip(urls, answers))
+    return dict(zip(urls, answers, strict=True))
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -165,14 +167,14 @@ async def test_a_blog_created_on_any_instance_reaches_subscribers_on_every_other
     username, token = await asyncio.to_thread(writers[0].sign_up)
     clients = []
     try:
-        for instance, protocol in zip(stack.instances, PROTOCOLS * INSTANCES):
+        for instance, protocol in zip(stack.instances, PROTOCOLS * INSTANCES, strict=False):
             client = await GraphQLWSClient(instance.ws_url, protocol).connect()
             clients.append(client)
             assert client.instance == instance.name
             await client.subscribe(BLOG_PUBLISHED, {"author": username})
 
         titles = []
-        for instance, writer in zip(stack.instances, writers):
+        for instance, writer in zip(stack.instances, writers, strict=True):
             titles += await asyncio.to_thread(publish, writer, token, [f"written on {instance.name}"])
         for client in clients:
             assert titles_of(await next_events(client, len(titles))) == titles
@@ -239,6 +241,7 @@ async def test_killed_instance_clients_reconnect_elsewhere_and_restart_rejoins(s
 async def test_readyz_answers_503_while_redis_is_out_and_200_once_it_is_back(stack: Stack, outage: str):
     """Stopped: connections are refused. Frozen (SIGSTOP): they hang, as behind a lost network."""
     redis = stack.redis
+    assert redis is not None
     urls = [stack.url] + [instance.url for instance in stack.instances]
     await wait_readyz(urls, 200)
 

@@ -13,12 +13,20 @@ AUTHOR_BLOGS_IN_EVENT = """
 subscription { blogPublished { blog { title author { username blogs(first: 5) { edges { node { title } } } } } } }
 """
 BLOGS_OVER_WS = "query { blogs(first: 3) { edges { node { title author { username } } } } }"
-CREATE_BLOG_OVER_WS = 'mutation { createBlog(input: {title: "Over the socket", content: "c"}) { blog { title author { username } } } }'
+CREATE_BLOG_OVER_WS = (
+    'mutation { createBlog(input: {title: "Over the socket", content: "c"}) { blog { title author { username } } } }'
+)
 
 
 async def no_more_events(client: GraphQLWSClient, within: float = 0.5) -> None:
     with pytest.raises(TimeoutError):
         await client.receive(timeout=within)
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert match is not None, html[:500]
+    return match.group(1)
 
 
 async def subscribed(url: str, protocol: str, author: str | None, init: dict | None = None) -> GraphQLWSClient:
@@ -74,7 +82,9 @@ async def test_unfiltered_subscriber_gets_every_author_in_publish_order(daphne_s
         api.create_blog(first_token, "three")
         events = [(await client.next_data())["payload"]["data"]["blogPublished"] for _ in range(3)]
         assert [e["blog"]["title"] for e in events] == ["one", "two", "three"]
-        assert [e["cursor"] for e in events] == sorted({e["cursor"] for e in events}, key=[e["cursor"] for e in events].index)
+        assert [e["cursor"] for e in events] == sorted(
+            {e["cursor"] for e in events}, key=[e["cursor"] for e in events].index
+        )
     finally:
         await client.close()
 
@@ -101,7 +111,10 @@ async def test_blog_created_with_the_orm_in_a_shell_is_pushed(daphne_server, api
     username, _ = api.sign_up()
     client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
-        code = f"from api.models import Author, Blog; Blog.objects.create(author=Author.objects.get(username='{username}'), title='From a shell', content='c')"
+        code = (
+            "from api.models import Author, Blog; "
+            f"Blog.objects.create(author=Author.objects.get(username='{username}'), title='From a shell', content='c')"
+        )
         await asyncio.to_thread(run_manage, "shell", "-c", code)
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "From a shell"
         await no_more_events(client)
@@ -118,7 +131,8 @@ async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, 
             "from api.models import Author, Blog\n"
             "try:\n"
             "    with transaction.atomic():\n"
-            f"        Blog.objects.create(author=Author.objects.get(username='{username}'), title='Rolled back', content='c')\n"
+            f"        Blog.objects.create(author=Author.objects.get(username='{username}'),"
+            " title='Rolled back', content='c')\n"
             "        raise RuntimeError('abort')\n"
             "except RuntimeError:\n"
             "    pass\n"
@@ -134,20 +148,34 @@ async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, 
 async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, redis_server, run_manage, live_env):
     username, _ = api.sign_up()
     admin_name = unique_name("admin")
-    code = f"from api.models import Author; Author.objects.create_superuser('{admin_name}', password='admin password 1'); print(Author.objects.get(username='{username}').pk)"
+    code = (
+        "from api.models import Author; "
+        f"Author.objects.create_superuser('{admin_name}', password='admin password 1'); "
+        f"print(Author.objects.get(username='{username}').pk)"
+    )
     author_pk = (await asyncio.to_thread(run_manage, "shell", "-c", code)).stdout.split()[-1]
     client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
         with httpx.Client(base_url=daphne_server.url, follow_redirects=False, timeout=30) as browser:
             login_page = browser.get("/admin/login/")
-            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
-            logged_in = browser.post("/admin/login/?next=/admin/", data={"csrfmiddlewaretoken": csrf, "username": admin_name, "password": "admin password 1"})
+            csrf = csrf_token(login_page.text)
+            logged_in = browser.post(
+                "/admin/login/?next=/admin/",
+                data={"csrfmiddlewaretoken": csrf, "username": admin_name, "password": "admin password 1"},
+            )
             assert logged_in.status_code == 302, logged_in.text[:500]
             add_page = browser.get("/admin/api/blog/add/")
-            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', add_page.text).group(1)
+            csrf = csrf_token(add_page.text)
             saved = browser.post(
                 "/admin/api/blog/add/",
-                data={"csrfmiddlewaretoken": csrf, "author": author_pk, "title": "From the admin", "content": "c", "published_at_0": "2026-01-02", "published_at_1": "03:04:05"},
+                data={
+                    "csrfmiddlewaretoken": csrf,
+                    "author": author_pk,
+                    "title": "From the admin",
+                    "content": "c",
+                    "published_at_0": "2026-01-02",
+                    "published_at_1": "03:04:05",
+                },
             )
             assert saved.status_code == 302, saved.text[:2000]
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "From the admin"
@@ -173,7 +201,9 @@ async def test_queries_and_mutations_work_over_the_socket(daphne_server, api: Li
     client = await GraphQLWSClient(daphne_server.ws_url, protocol).connect({"authorization": f"Bearer {token}"})
     try:
         created = await client.execute(CREATE_BLOG_OVER_WS)
-        assert created["payload"] == {"data": {"createBlog": {"blog": {"title": "Over the socket", "author": {"username": username}}}}}
+        assert created["payload"] == {
+            "data": {"createBlog": {"blog": {"title": "Over the socket", "author": {"username": username}}}}
+        }
         listed = await client.execute(BLOGS_OVER_WS)
         assert "errors" not in listed["payload"], listed
         assert listed["payload"]["data"]["blogs"]["edges"][0]["node"]["title"] == "Over the socket"

@@ -14,7 +14,9 @@ VIEWER = "query { viewer { username } }"
 async def test_websockets_from_a_foreign_origin_are_refused(daphne_server, origin):
     """Cross-site websocket hijacking: a page elsewhere must not ride on a visitor's cookies."""
     with pytest.raises(websockets.InvalidStatus) as refused:
-        await websockets.connect(daphne_server.ws_url, subprotocols=[TRANSPORT_WS], additional_headers={"Origin": origin})
+        await websockets.connect(
+            daphne_server.ws_url, subprotocols=[TRANSPORT_WS], additional_headers={"Origin": origin}
+        )
     assert refused.value.response.status_code == 403
 
 
@@ -29,7 +31,9 @@ async def test_websockets_from_an_allowed_origin_connect(daphne_server, host):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_a_browser_on_the_same_origin_is_signed_in_by_its_session_cookie(daphne_server, browser_session, protocol):
+async def test_a_browser_on_the_same_origin_is_signed_in_by_its_session_cookie(
+    daphne_server, browser_session, protocol
+):
     username, session = browser_session
     headers = {"Origin": daphne_server.url, "Cookie": f"sessionid={session}"}
     client = await GraphQLWSClient(daphne_server.ws_url, protocol).connect(additional_headers=headers)

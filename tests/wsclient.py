@@ -7,9 +7,10 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
-TRANSPORT_WS = "graphql-transport-ws"
-LEGACY_WS = "graphql-ws"
+TRANSPORT_WS = Subprotocol("graphql-transport-ws")
+LEGACY_WS = Subprotocol("graphql-ws")
 PROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
 
 
@@ -28,7 +29,9 @@ class GraphQLWSClient:
         return self.ack_payload.get("instance")
 
     async def connect(self, init_payload: dict[str, Any] | None = None, **connect_kwargs: Any) -> "GraphQLWSClient":
-        self.ws = await websockets.connect(self.url, subprotocols=[self.protocol], open_timeout=10, **connect_kwargs)
+        self.ws = await websockets.connect(
+            self.url, subprotocols=[Subprotocol(self.protocol)], open_timeout=10, **connect_kwargs
+        )
         await self.send({"type": "connection_init", "payload": init_payload or {}})
         ack = await self.receive(skip_keepalive=True)
         assert ack["type"] == "connection_ack", ack
