@@ -50,13 +50,17 @@ def run_orm_resolvers_in_thread(next_: Any, root: Any, info: graphql.GraphQLReso
     run their (sync, ORM-backed) resolvers in Django's thread instead. Subscription events are
     built from broadcast data, so only connection fields (which query the database) leave the loop.
     """
-    if info.operation.operation is OperationType.SUBSCRIPTION and not _named_type_name(info.return_type).endswith("Connection"):
+    if info.operation.operation is OperationType.SUBSCRIPTION and not _named_type_name(info.return_type).endswith(
+        "Connection"
+    ):
         return next_(root, info, **args)
     return database_sync_to_async(next_)(root, info, **args)
 
 
 @functools.lru_cache(maxsize=512)
-def parse_operation(query: str, operation_name: str | None) -> tuple[graphql.DocumentNode | None, graphql.OperationDefinitionNode | None, tuple[graphql.GraphQLError, ...]]:
+def parse_operation(
+    query: str, operation_name: str | None
+) -> tuple[graphql.DocumentNode | None, graphql.OperationDefinitionNode | None, tuple[graphql.GraphQLError, ...]]:
     """Parse and validate once per distinct document: subscribers mostly send the same few."""
     try:
         document = graphql.parse(query)
@@ -67,19 +71,27 @@ def parse_operation(query: str, operation_name: str | None) -> tuple[graphql.Doc
         return None, None, tuple(errors)
     operation = graphql.utilities.get_operation_ast(document, operation_name)
     if operation is None:
-        message = f"Unknown operation named '{operation_name}'." if operation_name else "Must provide operation name if query contains multiple operations."
+        message = (
+            f"Unknown operation named '{operation_name}'."
+            if operation_name
+            else "Must provide operation name if query contains multiple operations."
+        )
         return None, None, (graphql.GraphQLError(message),)
     return document, operation, ()
 
 
-def subscription_arguments(operation: graphql.OperationDefinitionNode, raw_variables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def subscription_arguments(
+    operation: graphql.OperationDefinitionNode, raw_variables: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Coerced variables and the root field's arguments; GraphQLError when the variables do not fit."""
-    coerced = graphql.execution.values.get_variable_values(schema.graphql_schema, operation.variable_definitions or (), raw_variables or {})
+    coerced = graphql.execution.values.get_variable_values(
+        schema.graphql_schema, operation.variable_definitions or (), raw_variables or {}
+    )
     if isinstance(coerced, list):
         raise coerced[0]
     field_node = operation.selection_set.selections[0]
     assert isinstance(field_node, graphql.FieldNode)
-    field_def = schema.graphql_schema.subscription_type.fields[field_node.name.value]  # type: ignore[union-attr]
+    field_def = schema.graphql_schema.subscription_type.fields[field_node.name.value]
     return coerced, graphql.execution.values.get_argument_values(field_def, field_node, coerced)
 
 
@@ -212,7 +224,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         kind = content["type"].lower()
         if kind in ("subscribe", "start"):
             payload = content["payload"]
-            document, operation, errors = parse_operation(payload["query"], payload.get("operationName"))
+            document, operation, _errors = parse_operation(payload["query"], payload.get("operationName"))
             if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
                 await self.start_live(content["id"], payload, document, operation)  # type: ignore[arg-type]
                 return
@@ -222,7 +234,13 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             return
         await super().receive_json(content)
 
-    async def start_live(self, op_id: str, payload: dict[str, Any], document: graphql.DocumentNode, operation: graphql.OperationDefinitionNode) -> None:
+    async def start_live(
+        self,
+        op_id: str,
+        payload: dict[str, Any],
+        document: graphql.DocumentNode,
+        operation: graphql.OperationDefinitionNode,
+    ) -> None:
         if self.subprotocol == TRANSPORT_WS and not self.acknowledged:
             await self.close(code=4401, reason="Unauthorized: subscribe before connection_ack")
             return
@@ -230,7 +248,9 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             if self.subprotocol == TRANSPORT_WS:
                 await self.close(code=4409, reason=f"Subscriber for {op_id} already exists")
             else:
-                await self.send_operation_errors(op_id, [graphql.GraphQLError(f"Subscription with id '{op_id}' already exists.")])
+                await self.send_operation_errors(
+                    op_id, [graphql.GraphQLError(f"Subscription with id '{op_id}' already exists.")]
+                )
             return
         try:
             await self.on_operation(op_id, payload)
@@ -245,7 +265,9 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             return
         operation_name = payload.get("operationName")
         cohort_key = (payload["query"], operation_name, json.dumps(variables, sort_keys=True, default=str))
-        subscription = LiveSubscription(self, op_id, cohort_key, document, operation_name, variables, arguments.get("author"), after_seq)
+        subscription = LiveSubscription(
+            self, op_id, cohort_key, document, operation_name, variables, arguments.get("author"), after_seq
+        )
         self.live[op_id] = subscription
         await get_hub().subscribe(subscription)
 

@@ -24,6 +24,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels_graphql_ws.serializer import Serializer
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from api.errors import format_error
 from notifications import publications, telemetry
@@ -79,8 +80,17 @@ class CohortContext:
 class LiveSubscription:
     """One `blogPublished` operation on one socket."""
 
-    def __init__(self, consumer: GraphqlConsumer, op_id: str, cohort_key: tuple[Any, ...], document: graphql.DocumentNode,
-                 operation_name: str | None, variables: dict[str, Any], author: str | None, after_seq: int | None) -> None:
+    def __init__(
+        self,
+        consumer: GraphqlConsumer,
+        op_id: str,
+        cohort_key: tuple[Any, ...],
+        document: graphql.DocumentNode,
+        operation_name: str | None,
+        variables: dict[str, Any],
+        author: str | None,
+        after_seq: int | None,
+    ) -> None:
         self.consumer = consumer
         self.op_id = op_id
         self.cohort_key = cohort_key
@@ -104,8 +114,11 @@ class LiveSubscription:
 
 class Hub:
     def __init__(self) -> None:
-        self.layer = get_channel_layer()
-        self.channel: str | None = None
+        layer = get_channel_layer()
+        if layer is None:
+            raise ImproperlyConfigured("CHANNEL_LAYERS needs a default layer: subscriptions are delivered through it.")
+        self.layer = layer
+        self.channel = ""  # the hub's own channel, named once it starts
         self.last_seq = 0
         self.cohorts: dict[tuple[Any, ...], Cohort] = {}
         self.cohorts_by_author: dict[str | None, set[Cohort]] = defaultdict(set)
@@ -148,7 +161,9 @@ class Hub:
             upto = self.last_seq
             self._add(subscription)
             try:
-                missed = await database_sync_to_async(publications.payloads_between)(subscription.after_seq, upto, subscription.author)
+                missed = await database_sync_to_async(publications.payloads_between)(
+                    subscription.after_seq, upto, subscription.author
+                )
                 cohort = self.cohorts[subscription.cohort_key]
                 for payload in missed:
                     subscription.consumer.send_event(subscription, EventFrames(await cohort.render(payload)))
@@ -163,7 +178,13 @@ class Hub:
     def _add(self, subscription: LiveSubscription) -> None:
         cohort = self.cohorts.get(subscription.cohort_key)
         if cohort is None:
-            cohort = Cohort(subscription.cohort_key, subscription.document, subscription.operation_name, subscription.variables, subscription.author)
+            cohort = Cohort(
+                subscription.cohort_key,
+                subscription.document,
+                subscription.operation_name,
+                subscription.variables,
+                subscription.author,
+            )
             self.cohorts[cohort.key] = cohort
             self.cohorts_by_author[cohort.author].add(cohort)
         cohort.members.add(subscription)
@@ -187,7 +208,6 @@ class Hub:
     # ------------------------------------------------------------------ receiving
 
     async def _receive_loop(self) -> None:
-        assert self.channel is not None
         failures = 0
         while True:
             try:
@@ -203,7 +223,9 @@ class Hub:
             except Exception as error:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures) * random.uniform(0.5, 1.0)
-                logger.warning("Hub cannot reach the channel layer (%s); retrying in %.1fs", error or type(error).__name__, delay)
+                logger.warning(
+                    "Hub cannot reach the channel layer (%s); retrying in %.1fs", error or type(error).__name__, delay
+                )
                 await asyncio.sleep(delay)
                 continue
             if message.get("type") == "broadcast":

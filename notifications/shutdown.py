@@ -81,6 +81,9 @@ async def shut_down() -> None:
     deadline = loop.time() + settings.GRACEFUL_SHUTDOWN_SECONDS
     while _in_flight and loop.time() < deadline:
         await asyncio.sleep(0.05)
+    # Publications those requests just committed come back through Redis within milliseconds:
+    # deliver them here rather than make every client replay them after reconnecting.
+    await asyncio.sleep(0.2)
     for consumer in list(_sockets):
         consumer.going_away()
     await asyncio.sleep(0.5)  # let close frames reach the clients

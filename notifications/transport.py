@@ -71,6 +71,12 @@ class DirectSocket:
     def __init__(self, send: Send) -> None:
         self.asgi_send = send
         self.protocol = _daphne_protocol(send)
+        self.pending: set[asyncio.Future[None]] = set()  # ASGI sends in flight (not under Daphne)
+
+    def _asgi(self, message: dict[str, Any]) -> None:
+        future = asyncio.ensure_future(self.asgi_send(message))
+        self.pending.add(future)
+        future.add_done_callback(self.pending.discard)
 
     @property
     def is_open(self) -> bool:
@@ -81,7 +87,7 @@ class DirectSocket:
             if self.protocol.state == self.protocol.STATE_OPEN:
                 self.protocol.transport.write(frames.frame(kind, op_id))
         else:
-            asyncio.ensure_future(self.asgi_send({"type": "websocket.send", "text": frames.text(kind, op_id)}))
+            self._asgi({"type": "websocket.send", "text": frames.text(kind, op_id)})
 
     def buffered_bytes(self) -> int:
         """Bytes written but not yet taken by the client's TCP stack (0 when unknown)."""
@@ -102,7 +108,7 @@ class DirectSocket:
                 self.protocol.closeHandshakeTimeout = handshake_timeout
                 self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120] or None)
         else:
-            asyncio.ensure_future(self.asgi_send({"type": "websocket.close", "code": code, "reason": reason}))
+            self._asgi({"type": "websocket.close", "code": code, "reason": reason})
 
 
 class DirectSocketMiddleware:

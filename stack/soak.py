@@ -26,7 +26,7 @@ import psycopg
 from stack.services import Stack
 
 SIGN_UP = 'mutation { createAuthor(input: {username: "soak", password: "soak password", bio: "soak"}) { token } }'
-CREATE_BLOG = "mutation($title: String!) { createBlog(input: {title: $title, content: \"soak\"}) { blog { id } } }"
+CREATE_BLOG = 'mutation($title: String!) { createBlog(input: {title: $title, content: "soak"}) { blog { id } } }'
 
 
 def publish(stack: Stack, token: str, rate: float, stop: threading.Event, errors: list[str]) -> None:
@@ -35,7 +35,9 @@ def publish(stack: Stack, token: str, rate: float, stop: threading.Event, errors
         while not stop.is_set():
             n += 1
             try:
-                client.post("/graphql/", json={"query": CREATE_BLOG, "variables": {"title": f"soak {n}"}}).raise_for_status()
+                client.post(
+                    "/graphql/", json={"query": CREATE_BLOG, "variables": {"title": f"soak {n}"}}
+                ).raise_for_status()
             except httpx.HTTPError as error:  # an instance died mid-request; the log tells what committed
                 errors.append(str(error))
             stop.wait(1 / rate)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import websockets
@@ -22,7 +23,11 @@ MAX_BUFFERED = 256 * 1024
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    env = {"CHANNEL_GROUP_EXPIRY": str(GROUP_EXPIRY), "WS_MAX_BUFFERED_BYTES": str(MAX_BUFFERED), "RATE_LIMIT_MUTATIONS": "off"}
+    env = {
+        "CHANNEL_GROUP_EXPIRY": str(GROUP_EXPIRY),
+        "WS_MAX_BUFFERED_BYTES": str(MAX_BUFFERED),
+        "RATE_LIMIT_MUTATIONS": "off",
+    }
     with Stack(instances=3, postgres=True, env=env) as running:
         yield running
 
@@ -57,7 +62,10 @@ async def test_subscribers_outlive_the_channel_layer_group_expiry(stack: Stack, 
 
 async def test_redis_restart_with_data_loss_does_not_silence_subscribers(stack: Stack, writer):
     api, username, token = writer
-    clients = [await GraphQLWSClient(instance.ws_url, protocol).connect() for instance, protocol in zip(stack.instances, [TRANSPORT_WS, LEGACY_WS, TRANSPORT_WS])]
+    clients = [
+        await GraphQLWSClient(instance.ws_url, protocol).connect()
+        for instance, protocol in zip(stack.instances, [TRANSPORT_WS, LEGACY_WS, TRANSPORT_WS], strict=True)
+    ]
     try:
         for client in clients:
             await client.subscribe(BLOG_PUBLISHED, {"author": username})
@@ -84,7 +92,7 @@ async def test_blog_created_while_redis_is_down_is_kept_and_delivered_when_it_re
             stack.redis.start()
         assert created["title"] == "written during the outage"
         assert await titles_of(client, 1, timeout=30) == ["written during the outage"]
-        logs = "".join(open(instance.log_path).read() for instance in stack.instances)
+        logs = "".join(Path(instance.log_path).read_text() for instance in stack.instances)
         assert "failed after commit" in logs
     finally:
         await client.close()
@@ -202,7 +210,9 @@ async def test_a_stalled_reader_is_closed_and_others_are_not_held_up(stack: Stac
         big = "x" * 90_000
         count = 100  # 100 x 90 KB is far more than loopback socket buffers plus MAX_BUFFERED
         # Published from a thread, so this test's event loop keeps reading for the good client.
-        publishing = asyncio.create_task(asyncio.to_thread(lambda: [api.create_blog(token, f"big {i}", big) for i in range(count)]))
+        publishing = asyncio.create_task(
+            asyncio.to_thread(lambda: [api.create_blog(token, f"big {i}", big) for i in range(count)])
+        )
         assert await titles_of(good, count) == [f"big {i}" for i in range(count)]
         await publishing
         code, reason = await asyncio.to_thread(stalled.read_until_closed) or (None, "")
@@ -215,7 +225,8 @@ async def test_a_stalled_reader_is_closed_and_others_are_not_held_up(stack: Stac
 async def test_sigterm_finishes_the_mutation_in_flight_and_closes_sockets_with_1001(stack: Stack, writer):
     import psycopg
 
-    _, username, token = writer
+    api_writer, username, token = writer
+    start = assert_no_errors(api_writer.post(LATEST_CURSOR))["latestCursor"]
     instance = stack.instances[0]
     api = LiveApi(instance.url)
     client = await GraphQLWSClient(instance.ws_url).connect()
@@ -230,11 +241,24 @@ async def test_sigterm_finishes_the_mutation_in_flight_and_closes_sockets_with_1
         await asyncio.sleep(1)
         assert not mutation.done()
         blocker.rollback()
-    created = await asyncio.wait_for(mutation, 15)
+    created = await asyncio.wait_for(mutation, 15)  # answered, not cancelled
     assert created["title"] == "in flight during shutdown"
-    assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "in flight during shutdown"
+    received = []
     with pytest.raises(websockets.ConnectionClosed):
-        await client.receive(timeout=15)
+        while True:
+            received.append((await client.next_data(15))["payload"]["data"]["blogPublished"])
     assert client.ws is not None and client.ws.close_code == 1001
+    # The client resumes on another instance with its last cursor and misses nothing.
+    resumed = await GraphQLWSClient(stack.instances[1].ws_url).connect()
+    try:
+        after = received[-1]["cursor"] if received else start
+        await resumed.subscribe(BLOG_PUBLISHED, {"author": username, "after": after})
+        if not received:
+            received.append((await resumed.next_data(15))["payload"]["data"]["blogPublished"])
+        with pytest.raises(TimeoutError):
+            await resumed.receive(timeout=0.5)
+    finally:
+        await resumed.close()
+    assert [event["blog"]["title"] for event in received] == ["in flight during shutdown"]
     assert await asyncio.to_thread(instance.wait, 15) is not None
     instance.restart()
