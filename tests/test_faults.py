@@ -262,3 +262,52 @@ async def test_sigterm_finishes_the_mutation_in_flight_and_closes_sockets_with_1
     assert [event["blog"]["title"] for event in received] == ["in flight during shutdown"]
     assert await asyncio.to_thread(instance.wait, 15) is not None
     instance.restart()
+
+
+async def test_killed_instance_mid_stream_its_subscribers_resume_and_miss_nothing(stack: Stack, writer):
+    """Three instances behind nginx, 200 publications, one instance SIGKILLed a third of the way in."""
+    from blogclient import BlogListener
+
+    _, username, token = writer
+    publisher = LiveApi(stack.instances[0].url)  # the instance that survives
+    victim = stack.instances[2]
+    total, subscribers = 200, 12
+    received: list[list[str]] = [[] for _ in range(subscribers)]
+    listening = [asyncio.Event() for _ in range(subscribers)]
+    instances_seen: set[str] = set()
+
+    async def listen(index: int) -> None:
+        listener = BlogListener(stack.ws_url, author=username, backoff_first=0.1, backoff_max=1)
+
+        def status(message: str) -> None:
+            if message.startswith("listening"):
+                instances_seen.add(listener.instance or "")
+                listening[index].set()
+
+        listener.on_status = status
+        async for event in listener.events():
+            received[index].append(event["blog"]["title"])
+
+    tasks = [asyncio.create_task(listen(i)) for i in range(subscribers)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in listening)), 30)
+        assert victim.name in instances_seen, instances_seen
+
+        def publish_all() -> None:
+            for i in range(total):
+                publisher.create_blog(token, f"stream {i}")
+                if i == total // 3:
+                    victim.kill()
+
+        await asyncio.to_thread(publish_all)
+        expected = [f"stream {i}" for i in range(total)]
+        deadline = asyncio.get_running_loop().time() + 60
+        while any(len(titles) < total for titles in received) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+        for titles in received:
+            assert titles == expected  # all 200, in publish order, none twice
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        victim.restart()
