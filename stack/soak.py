@@ -72,8 +72,10 @@ def published_ids(stack: Stack) -> list[str]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from blogclient import BlogListener
 
-    # One author publishes for minutes on end: lift the per-author mutation rate limit.
-    with Stack(instances=args.instances, postgres=True, env={"RATE_LIMIT_MUTATIONS": "off"}) as stack:
+    # One author publishes for minutes on end, and every subscriber comes from 127.0.0.1:
+    # lift the per-author mutation rate limit and the per-address connection limit.
+    env = {"RATE_LIMIT_MUTATIONS": "off", "GRAPHQL_WS_MAX_CONNECTIONS_PER_IP": str(args.subscribers * 2)}
+    with Stack(instances=args.instances, postgres=True, env=env) as stack:
         token = httpx.post(f"{stack.url}/graphql/", json={"query": SIGN_UP}).json()["data"]["createAuthor"]["token"]
         received: list[list[str]] = [[] for _ in range(args.subscribers)]
         ready = [asyncio.Event() for _ in range(args.subscribers)]
