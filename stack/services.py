@@ -444,7 +444,10 @@ class Nginx(Service):
             f"worker_processes 1;\n"
             f"pid {t}/nginx.pid;\n"
             f"error_log stderr notice;\n"
-            f"events {{}}\n"
+            # Each proxied websocket holds two connections (client and upstream): leave room
+            # for thousands, not nginx's default 512.
+            f"worker_rlimit_nofile 65536;\n"
+            f"events {{ worker_connections 16384; }}\n"
             f"http {{\n"
             f"    access_log {self.access_log_path};\n"
             f"    client_body_temp_path {t}/client_body;\n"
