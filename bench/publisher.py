@@ -89,5 +89,11 @@ class Publisher:
             raise RuntimeError(f"createBlog failed: {result}")
         return Published(result["data"]["createBlog"]["blog"]["id"], sent, answered)
 
+    def reconnect(self) -> None:
+        """A fresh HTTP client, after the server behind the old one's keep-alive was restarted."""
+        base_url = self.client.base_url
+        self.client.close()
+        self.client = httpx.Client(base_url=base_url, timeout=120, trust_env=False)
+
     def close(self) -> None:
         self.client.close()

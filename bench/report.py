@@ -74,9 +74,10 @@ def render(results: dict[str, Any]) -> str:
     out += [
         f"**Push vs the polling baseline**: sent → push p50 {_v(_g(ours, 'sent_to_push_ms', 'p50'), ' ms')} vs "
         f"{_v(_g(base, 'sent_to_push_ms', 'p50'), ' ms')} (**{_ratio(_g(base, 'sent_to_push_ms', 'p50'), _g(ours, 'sent_to_push_ms', 'p50'))} faster**); "
-        f"idle DB transactions/s: {_v(idle.get('db_xacts_per_s'))} with {_v(idle.get('subscribers'))} subscribers vs "
-        f"{_v(_g(base, 'idle', 'db_xacts_per_s'))} with {_v(base.get('subscribers'))} polling subscribers "
-        f"({_v(_g(base, 'idle', 'db_tuples_returned_per_s'))} tuples read/s); idle CPU {_v(idle.get('cpu_s_per_s'))} s/s vs "
+        f"idle DB queries/s (scans of the app's tables): {_v(idle.get('db_app_table_scans_per_s'))} with "
+        f"{_v(idle.get('subscribers'))} subscribers vs {_v(_g(base, 'idle', 'db_app_table_scans_per_s'))} with "
+        f"{_v(base.get('subscribers'))} polling subscribers ({_v(_g(base, 'idle', 'db_xacts_per_s'))} transactions/s, "
+        f"{_v(_g(base, 'idle', 'db_tuples_returned_per_s'))} tuples read/s); idle CPU {_v(idle.get('cpu_s_per_s'))} s/s vs "
         f"{_v(_g(base, 'idle', 'cpu_s_per_s'))} s/s.",
         "",
         "**Fan-out**, one event at a time to every subscriber (times in ms; CPU = Daphne user+system seconds per event):",
@@ -113,14 +114,16 @@ def render(results: dict[str, Any]) -> str:
         out += [f"**Idle**, {_v(idle.get('subscribers'))} subscribers on one instance for {_v(idle.get('seconds'))} s: "
                 f"RSS {_v(idle.get('rss_kb_per_connection'))} KB per connection ({_v(idle.get('rss_mb'))} MB in all, "
                 f"{_v(idle.get('empty_instance_rss_mb'))} MB empty), CPU {_v(idle.get('cpu_s_per_s'))} s/s, "
-                f"DB transactions {_v(idle.get('db_xacts_per_s'))}/s.", ""]
+                f"DB: {_v(idle.get('db_app_table_scans_per_s'))} app-table scans/s, "
+                f"{_v(idle.get('db_xacts_per_s'))} transactions/s (any client, autovacuum included).", ""]
 
     storm = two.get("storm") if two else None
     if storm:
         out += [f"**Reconnect storm**: {storm['killed']} killed with {_v(storm['subscribers_on_killed'])} subscribers; "
                 f"{_v(storm['reconnected'])} reconnected through nginx in {_v(storm['reconnect_all_s'])} s; "
-                f"next event reached {_v(storm['next_event_received'])}, the one after {_v(storm['second_event_received'])} "
-                f"of {_v(two.get('connected'))}: **{_v(storm['subscriptions_lost'])} subscriptions lost**.", ""]
+                f"the next event reached {_v(storm['next_event_received'])}"
+                + (f", the one after {_v(storm['second_event_received'])}" if storm.get("second_event_received") is not None else "")
+                + f" of {_v(two.get('connected'))}: **{_v(storm['subscriptions_lost'])} subscriptions lost**.", ""]
 
     rows = []
     scale = sorted((int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"scale_\d+", k) and not v.get("skipped"))
