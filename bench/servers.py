@@ -57,14 +57,26 @@ def rss_bytes(pid: int | None) -> int:
 
 
 class BenchNginx(Nginx):
-    """nginx with enough connections and file descriptors for the big phases."""
+    """nginx with enough connections and file descriptors for the big phases.
 
+    A proxied websocket holds two descriptors in nginx. RLIMIT_NOFILE is per process (20,000 here,
+    and it cannot be raised without CAP_SYS_RESOURCE), so 10,000 websockets need two workers,
+    and `reuseport` has the kernel spread new connections evenly over them.
+    """
+
+    workers = 2
     worker_connections = 65536
+
+    def render_template(self) -> str:
+        text = super().render_template()
+        return text.replace(f"listen 127.0.0.1:{self.port};", f"listen 127.0.0.1:{self.port} reuseport backlog=4096;")
 
     def _write_config(self) -> Path:
         conf = super()._write_config()
-        text = conf.read_text().replace(
-            "events {}\n", f"worker_rlimit_nofile {self.worker_connections * 2};\n"
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nofile = self.worker_connections * 2 if nofile == resource.RLIM_INFINITY else nofile
+        text = conf.read_text().replace("worker_processes 1;\n", f"worker_processes {self.workers};\n").replace(
+            "events {}\n", f"worker_rlimit_nofile {nofile};\n"
             f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n"
         )
         # Keep access logging off the hot path (a line per websocket/mutation is pure overhead here).
