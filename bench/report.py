@@ -123,7 +123,9 @@ def render(results: dict[str, Any]) -> str:
                 f"{_v(storm['reconnected'])} reconnected through nginx in {_v(storm['reconnect_all_s'])} s; "
                 f"the next event reached {_v(storm['next_event_received'])}"
                 + (f", the one after {_v(storm['second_event_received'])}" if storm.get("second_event_received") is not None else "")
-                + f" of {_v(two.get('connected'))}: **{_v(storm['subscriptions_lost'])} subscriptions lost**.", ""]
+                + f" of {_v(two.get('connected'))}: **{_v(storm['subscriptions_lost'])} subscriptions lost** "
+                f"(subscribed before the event but never received it; {_v(storm.get('not_reconnected_in_time'))} "
+                "still reconnecting, not counted).", ""]
 
     rows = []
     scale = sorted((int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"scale_\d+", k) and not v.get("skipped"))
