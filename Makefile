@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev static-assets run migrate test stack soak schema lint format clean
+.PHONY: install install-dev static-assets run migrate test stack soak bench bench-quick schema lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -55,6 +55,16 @@ stack: install
 soak: install-dev
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m stack.soak $(SOAK_ARGS)
+
+## bench: issue-7 benchmark on real processes (~15 min): bench/results/<date>.json + .md, README table
+bench: install-dev
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## bench-quick: the same harness with tiny sizes (under a minute); results in test-artifacts/bench-quick
+bench-quick: install-dev
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m bench --quick --out test-artifacts/bench-quick $(BENCH_ARGS)
 
 ## schema: rewrite schema.graphql from the live schema (then review the diff)
 schema: install

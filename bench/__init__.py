@@ -1,0 +1,1 @@
+"""The issue-7 benchmark harness: see bench/README.md and `make bench`."""

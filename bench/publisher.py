@@ -1,0 +1,99 @@
+"""The benchmark's author: signs up once, then publishes blogs over HTTP and times each mutation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from stack.services import REPO_ROOT
+
+SIGN_UP = """
+mutation SignUp($username: String!, $password: String!, $bio: String) {
+  createAuthor(input: {username: $username, password: $password, bio: $bio}) { author { id username } token }
+}
+"""
+CREATE_BLOG = """
+mutation CreateBlog($title: String!, $content: String!) {
+  createBlog(input: {title: $title, content: $content}) { blog { id title } }
+}
+"""
+
+# Used only when createAuthor fails (it did on PostgreSQL before the token-prefix fix of
+# 2026-11, 'value too long for type character varying(8)'): the same rows, made with the ORM.
+_ORM_SIGN_UP = """
+import secrets
+from api.models import ApiToken, Author
+from api.selectors import token_digest
+author, _ = Author.objects.get_or_create(username={username!r}, defaults={{"bio": "benchmark author"}})
+raw = "blog_" + secrets.token_urlsafe(32)
+ApiToken.objects.create(author=author, digest=token_digest(raw), prefix=raw[:8])
+print(raw)
+"""
+
+
+@dataclass
+class Published:
+    blog_id: str
+    sent: float  # time.time() just before the request was written
+    answered: float  # time.time() right after the response was read
+
+    @property
+    def round_trip(self) -> float:
+        return self.answered - self.sent
+
+
+class Publisher:
+    def __init__(self, base_url: str) -> None:
+        # No proxy from the environment: loopback traffic only.
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=120, trust_env=False)
+        self.token: str | None = None
+        self.notes: list[str] = []
+        self.count = 0
+
+    def post(self, query: str, variables: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self.client.post("/graphql/", json={"query": query, "variables": variables}, headers=headers)
+        return response.json()
+
+    def sign_up(self, username: str, env: Mapping[str, str]) -> str:
+        result = self.post(SIGN_UP, {"username": username, "password": "benchmark password", "bio": "benchmark author"})
+        if not result.get("errors") and result.get("data"):
+            self.token = result["data"]["createAuthor"]["token"]
+            return self.token
+        self.notes.append(
+            f"createAuthor failed over HTTP ({result.get('errors')}); the author's token was made with the ORM instead"
+        )
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", _ORM_SIGN_UP.format(username=username)],
+            cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=True,
+        )
+        self.token = done.stdout.strip().splitlines()[-1]
+        return self.token
+
+    def publish(self, title: str, content: str = "Benchmark content.") -> Published:
+        self.count += 1
+        variables = {"title": title, "content": content}
+        headers = {"Authorization": f"Bearer {self.token}"}
+        sent = time.time()
+        response = self.client.post("/graphql/", json={"query": CREATE_BLOG, "variables": variables}, headers=headers)
+        answered = time.time()
+        result = response.json()
+        if result.get("errors") or not result.get("data"):
+            raise RuntimeError(f"createBlog failed: {result}")
+        return Published(result["data"]["createBlog"]["blog"]["id"], sent, answered)
+
+    def reconnect(self) -> None:
+        """A fresh HTTP client, after the server behind the old one's keep-alive was restarted."""
+        base_url = self.client.base_url
+        self.client.close()
+        self.client = httpx.Client(base_url=base_url, timeout=120, trust_env=False)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,48 @@
+"""`make bench-quick`: the benchmark harness runs end to end with tiny sizes and produces results.
+
+Only that it produces results is asserted: timings on a shared 2-core machine are not a test.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stack.services import REPO_ROOT
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_quick_produces_results(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [json_path] = tmp_path.glob("*.json")
+    [md_path] = tmp_path.glob("*.md")
+    results = json.loads(json_path.read_text())
+    phases = results["phases"]
+
+    assert results["machine"]["cores"] and results["machine"]["python"]
+    for name in ("latency_1_instance", "latency_2_instances"):
+        assert phases[name]["delivered"] > 0 and phases[name]["sent_to_push_ms"]["p50"] is not None, phases[name]
+    assert phases["latency_2_instances"]["subscriber_instance"] == "web-2"
+    assert phases["baseline_polling"]["events"] > 0 and phases["baseline_polling"]["sent_to_push_ms"]["p50"] is not None
+    fanout = [v for k, v in phases.items() if k.startswith("fanout_")]
+    assert fanout and fanout[0]["events"] > 0 and fanout[0]["server_cpu_s_per_event"] is not None
+    assert phases["idle"]["cpu_s_per_s"] is not None
+    assert phases["two_instances"]["storm"]["next_event_received"] > 0
+    assert any(k.startswith("scale_") and v.get("deliveries_per_s") for k, v in phases.items())
+    assert results["targets"]
+
+    table = md_path.read_text()
+    assert "BASELINE" in table and "faster" in table and "| target |" in table
+    assert table.strip() in done.stdout  # printed too
+    # A quick run never rewrites the README's table.
+    assert "quick sizes" not in (REPO_ROOT / "README.md").read_text()
