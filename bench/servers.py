@@ -75,9 +75,14 @@ class BenchNginx(Nginx):
         conf = super()._write_config()
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = self.worker_connections * 2 if nofile == resource.RLIM_INFINITY else nofile
-        text = conf.read_text().replace("worker_processes 1;\n", f"worker_processes {self.workers};\n").replace(
-            "events {}\n", f"worker_rlimit_nofile {nofile};\n"
-            f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n"
+        text = (
+            conf.read_text()
+            .replace("worker_processes 1;\n", f"worker_processes {self.workers};\n")
+            .replace(
+                "events {}\n",
+                f"worker_rlimit_nofile {nofile};\n"
+                f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n",
+            )
         )
         # Keep access logging off the hot path (a line per websocket/mutation is pure overhead here).
         text = text.replace(f"access_log {self.access_log_path};", "access_log off;")
@@ -101,9 +106,7 @@ class PollingDaphne(DaphneInstance):
 class PgCounters:
     """pg_stat_database counters of one database: a proxy for 'queries' (each autocommit query is a transaction)."""
 
-    QUERY = (
-        "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = %s"
-    )
+    QUERY = "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = %s"
     # Every query of the app reads one of its tables; autovacuum and our own sampling do not scan them.
     SCANS = "SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_user_tables"
 
@@ -122,7 +125,12 @@ class PgCounters:
             scans = cursor.fetchone()
         self.samples += 1
         assert row is not None and scans is not None
-        return {"xacts": int(row[0]), "tup_returned": int(row[1]), "tup_fetched": int(row[2]), "app_scans": int(scans[0])}
+        return {
+            "xacts": int(row[0]),
+            "tup_returned": int(row[1]),
+            "tup_fetched": int(row[2]),
+            "app_scans": int(scans[0]),
+        }
 
     @staticmethod
     def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
