@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 from bench.clients import PROBE_PREFIX, ClientPool
 from bench.publisher import Published, Publisher
 from bench.servers import BenchNginx, PgCounters, PollingDaphne, cpu_seconds, raise_nofile, rss_bytes
-from stack.services import DaphneInstance, PostgresCluster, RedisServer, migrate
+from stack.services import DaphneInstance, PostgresCluster, RedisServer, migrate, production_env
 
 AUTHOR = "bench"
 RESERVE = 40.0  # seconds kept at the end of the run for closing sockets and stopping servers
@@ -236,12 +235,7 @@ class Bench:
         else:
             database_url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-sqlite-')}/db.sqlite3"
         self.env = {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": self.redis.url,
-            "DJANGO_DEBUG": "0",
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DJANGO_SECURE_SSL_REDIRECT": "0",
+            **production_env(database_url, self.redis.url),
             "DJANGO_LOG_LEVEL": "WARNING",
             # Every simulated client connects from 127.0.0.1 and one author publishes everything:
             # the abuse limits (per-address websockets, per-author mutations) would refuse them.

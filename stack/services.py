@@ -477,6 +477,18 @@ def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
         raise StackError(f"manage.py {args[0]} exited with code {result.returncode}:\n{tail}")
 
 
+def production_env(database_url: str, redis_url: str) -> dict[str, str]:
+    """Production settings as every instance here runs them: DEBUG off, a fresh secret, plain HTTP on loopback."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+    }
+
+
 def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
     """Apply Django migrations once, before any instance starts."""
     manage(env, "migrate", "--noinput", cwd=cwd)
@@ -553,12 +565,7 @@ class Stack:
             static_dir = Path(tempfile.mkdtemp(prefix="stack-static-"))
             cleanup.callback(_remove_tmp, static_dir)
             self.env = {
-                "DATABASE_URL": database_url,
-                "REDIS_URL": self.redis.url,
-                "DJANGO_DEBUG": "0",
-                "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-                "DJANGO_SECURE_SSL_REDIRECT": "0",
+                **production_env(database_url, self.redis.url),
                 # nginx is the instances' only peer: believe the client address it forwards.
                 "TRUSTED_PROXIES": "127.0.0.1",
                 "DJANGO_STATIC_ROOT": str(static_dir),

@@ -1,7 +1,6 @@
 """Fixtures: real Redis and Daphne processes on free loopback ports, stopped by whoever started them."""
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate
+from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate, production_env
 from tests.live import LiveApi
 
 # Pages, browser and observability fixtures (web_server, restartable_server, browser).
@@ -30,12 +29,7 @@ def live_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
     """Production-like settings shared by the live instances and by `manage.py` subprocesses."""
     database = tmp_path_factory.mktemp("live-db") / "db.sqlite3"
     env = {
-        "DATABASE_URL": f"sqlite:///{database}",
-        "REDIS_URL": redis_server.url,
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        **production_env(f"sqlite:///{database}", redis_server.url),
         "DJANGO_SECURE_COOKIES": "0",
         "GRAPHQL_WS_PING_SECONDS": "3",
         # The whole suite signs up from 127.0.0.1: the shared servers count, but never refuse.
