@@ -96,12 +96,19 @@ class Client:
             )
             await self._send({"type": "connection_init", "payload": {}})
             while True:
-                ack = json.loads(await asyncio.wait_for(self.ws.recv(), 30))
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+                # that arrives as the message does, and the task then lives on after close.
+                async with asyncio.timeout(30):
+                    raw = await self.ws.recv()
+                ack = json.loads(raw)
                 if ack.get("type") == "connection_ack":
                     break
                 if ack.get("type") not in ("ka", "ping", "pong"):
                     raise RuntimeError(f"expected connection_ack, got {ack}")
             self.instance = (ack.get("payload") or {}).get("instance")
+            if self.closing:
+                self.ws.transport.close()
+                return
             await self.subscribe()
         self.error = None
         self.subscribed.set()
@@ -140,6 +147,24 @@ class Client:
     @property
     def alive(self) -> bool:
         return self.ws is not None and self.subscribed.is_set()
+
+
+async def stop_clients(clients: list[Client]) -> None:
+    """End these clients for good: close their sockets, cancel their tasks, never hang on one."""
+    for client in clients:
+        client.closing = True
+    for attempt in range(3):
+        for client in clients:
+            # Like a closed browser tab: the TCP connection ends (FIN) without waiting for the
+            # close handshake, which a server busy with thousands of disconnects answers slowly.
+            if client.ws is not None:
+                client.ws.transport.close()
+            if client.task is not None and not client.task.done():
+                client.task.cancel()
+        pending = [c.task for c in clients if c.task is not None and not c.task.done()]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=5)
 
 
 class Worker:
@@ -209,14 +234,7 @@ class Worker:
         late = [c for c in new if not c.alive]
         errors = Counter(c.error or "still connecting at the deadline" for c in late)
         # Whoever is not subscribed by the deadline is given up, so it cannot disturb what follows.
-        for client in late:
-            client.closing = True
-            if client.task is not None:
-                client.task.cancel()
-        await asyncio.gather(*(c.task for c in late if c.task), return_exceptions=True)
-        for client in late:
-            if client.ws is not None:
-                client.ws.transport.close()
+        await stop_clients(late)
         given_up = set(late)
         self.clients = [c for c in self.clients if c not in given_up]
         return {"ok": len(ok), "failed": len(late), "errors": dict(errors.most_common(3)),
@@ -289,16 +307,7 @@ class Worker:
 
     async def cmd_close(self) -> dict[str, Any]:
         clients, self.clients = self.clients, []
-        for client in clients:
-            client.closing = True
-            # Like a closed browser tab: the TCP connection ends (FIN) without waiting for the
-            # close handshake, which a server busy with thousands of disconnects answers slowly.
-            if client.ws is not None:
-                client.ws.transport.close()
-        for client in clients:
-            if client.task is not None:
-                client.task.cancel()
-        await asyncio.gather(*(c.task for c in clients if c.task), return_exceptions=True)
+        await stop_clients(clients)
         self.cmd_clear()
         return {"closed": len(clients)}
 
@@ -336,11 +345,15 @@ class ClientPool:
     """N worker processes; commands go to all (or some) and their replies are gathered."""
 
     def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self.seq = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conns: list[multiprocessing.connection.Connection] = []
-        self.seq = 0
         self.procs: list[multiprocessing.process.BaseProcess] = []
-        for i in range(processes):
+        for i in range(self.processes):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(child, i), name=f"bench-client-{i}", daemon=True)
             proc.start()
@@ -453,6 +466,17 @@ class ClientPool:
 
     def close_clients(self) -> None:
         self.call({"cmd": "close"}, timeout=120)
+
+    def restart(self) -> None:
+        """Kill the workers (their sockets close with them) and start fresh ones: the way out when
+        a worker stopped answering, so one stuck phase cannot spoil the next."""
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(10)
+        for conn in self.conns:
+            conn.close()
+        self._spawn()
 
     def stop(self) -> None:
         for conn in self.conns:

@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -178,12 +179,15 @@ class Bench:
             yield record
         except Exception as error:
             record["error"] = f"{type(error).__name__}: {error}"[:500]
-            self.note(f"phase {name} failed: {record['error']}")
+            record["traceback"] = traceback.format_exc()[-3000:]
+            if error.__context__ is not None:  # what was going on when cleanup failed too
+                record["during"] = f"{type(error.__context__).__name__}: {error.__context__}"[:500]
+            self.note(f"phase {name} failed: {record['error']}" + (f" (during: {record['during']})" if "during" in record else ""))
             if self.pool is not None:
                 try:
                     self.pool.close_clients()
-                except Exception:  # noqa: BLE001 - best effort
-                    pass
+                except Exception:  # noqa: BLE001 - a worker that does not answer is replaced
+                    self.pool.restart()
         finally:
             record["elapsed_s"] = round(time.monotonic() - began, 1)
             self.results["phases"][name] = record
@@ -247,7 +251,11 @@ class Bench:
         """Close every subscriber, then wait until the servers are done with the disconnects."""
         assert self.pool is not None
         began = time.monotonic()
-        self.pool.close_clients()
+        try:
+            self.pool.close_clients()
+        except TimeoutError as error:
+            self.note(f"closing subscribers: {error}; client processes restarted")
+            self.pool.restart()
         deadline = time.monotonic() + max(0.0, min(settle, self.left() - 15))
         previous = self.server_cpu()
         while time.monotonic() < deadline:
@@ -260,6 +268,7 @@ class Bench:
 
     def nginx(self, instances: list[DaphneInstance]) -> BenchNginx:
         server = BenchNginx([i.port for i in instances])
+        self.stack.callback(server.stop)  # also stopped when a phase fails before its own stop()
         server.start()
         return server
 
