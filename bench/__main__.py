@@ -1,8 +1,8 @@
 """python -m bench: run the issue-7 benchmark, write bench/results/<date>.json and .md, print the table.
 
-    python -m bench                     # the full run (`make bench`), updates README's table
-    python -m bench --quick --out DIR   # tiny sizes, a smoke run (`make bench-quick`)
-    python -m bench --fanout-sizes 1000,2000 --idle-seconds 5 --no-readme
+python -m bench                     # the full run (`make bench`), updates README's table
+python -m bench --quick --out DIR   # tiny sizes, a smoke run (`make bench-quick`)
+python -m bench --fanout-sizes 1000,2000 --idle-seconds 5 --no-readme
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds not minutes (a smoke run)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where to write results")
     parser.add_argument("--no-readme", action="store_true", help="do not update README.md's bench table")
@@ -40,11 +41,16 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
         value = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, list):
-            parser.add_argument(flag, type=lambda s: [int(x) for x in s.split(",") if x], default=None,
-                                help=f"comma-separated (default {','.join(map(str, value))})")
+            parser.add_argument(
+                flag,
+                type=lambda s: [int(x) for x in s.split(",") if x],
+                default=None,
+                help=f"comma-separated (default {','.join(map(str, value))})",
+            )
         elif isinstance(value, bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "yes", "true", "on"), default=None,
-                                help=f"(default {value})")
+            parser.add_argument(
+                flag, type=lambda s: s.lower() in ("1", "yes", "true", "on"), default=None, help=f"(default {value})"
+            )
         else:
             parser.add_argument(flag, type=type(value), default=None, help=f"(default {value})")
     args = parser.parse_args(argv)
@@ -70,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     md_path.write_text(markdown + "\n")
     print("\n" + markdown, flush=True)
     print(f"results: {json_path}\n         {md_path}")
-    if not args.quick and not args.no_readme:
-        if update_readme(ROOT / "README.md", markdown, f"bench/results/{md_path.name}"):
-            print("README.md: benchmark table updated")
+    if (
+        not args.quick
+        and not args.no_readme
+        and update_readme(ROOT / "README.md", markdown, f"bench/results/{md_path.name}")
+    ):
+        print("README.md: benchmark table updated")
     failed = [name for name, phase in results["phases"].items() if phase.get("error")]
     if failed:
         print(f"phases that failed: {', '.join(failed)}", file=sys.stderr)

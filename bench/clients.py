@@ -15,15 +15,15 @@ and never mixed into measurements.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import multiprocessing.connection
-import os
 import random
 import statistics
 import time
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, cast
 
 PROBE_PREFIX = "probe-"
 TRANSPORT_WS = "graphql-transport-ws"
@@ -59,13 +59,15 @@ class Client:
         try:
             if self.ws is not None:
                 await self._send(message)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     async def subscribe(self) -> None:
         self.op += 1
         kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
-        await self._send({"type": kind, "id": str(self.op), "payload": {"query": self.query, "variables": self.variables}})
+        await self._send(
+            {"type": kind, "id": str(self.op), "payload": {"query": self.query, "variables": self.variables}}
+        )
 
     async def resubscribe(self, query: str, variables: dict[str, Any]) -> None:
         """Start another operation on the same socket; the old one stays until complete_old().
@@ -88,11 +90,17 @@ class Client:
 
     async def _session(self) -> None:
         import websockets
+        from websockets.typing import Subprotocol
 
         async with self.worker.connect_slots:
             self.ws = await websockets.connect(
-                self.url, subprotocols=[self.protocol], open_timeout=30, ping_interval=None,
-                compression=None, max_queue=None, close_timeout=2,
+                self.url,
+                subprotocols=[Subprotocol(self.protocol)],
+                open_timeout=30,
+                ping_interval=None,
+                compression=None,
+                max_queue=None,
+                close_timeout=2,
             )
             await self._send({"type": "connection_init", "payload": {}})
             while True:
@@ -124,7 +132,7 @@ class Client:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - every failure is counted and reported
+            except Exception as error:
                 self.error = f"{type(error).__name__}: {error}"[:200]
             if self.subscribed.is_set():
                 established = True
@@ -153,7 +161,7 @@ async def stop_clients(clients: list[Client]) -> None:
     """End these clients for good: close their sockets, cancel their tasks, never hang on one."""
     for client in clients:
         client.closing = True
-    for attempt in range(3):
+    for _ in range(3):
         for client in clients:
             # Like a closed browser tab: the TCP connection ends (FIN) without waiting for the
             # close handshake, which a server busy with thousands of disconnects answers slowly.
@@ -180,6 +188,7 @@ class Worker:
         self.duplicates = 0
         self.errors_in_payload = 0
         self.changed = asyncio.Event()
+        self.background: set[asyncio.Future[None]] = set()  # fire-and-forget sends, kept referenced
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     # --- receiving -------------------------------------------------------------------------
@@ -208,11 +217,22 @@ class Worker:
                 self.received[blog_id].append(now)
             self.changed.set()
         elif kind == "ping":
-            asyncio.ensure_future(client.send_quietly({"type": "pong"}))
+            pong = asyncio.ensure_future(client.send_quietly({"type": "pong"}))
+            self.background.add(pong)
+            pong.add_done_callback(self.background.discard)
 
     # --- commands --------------------------------------------------------------------------
-    async def cmd_connect(self, n: int, urls: list[str], subs: list[list[Any]], offset: int, protocol: str,
-                          concurrency: int, reconnect: bool, timeout: float) -> dict[str, Any]:
+    async def cmd_connect(
+        self,
+        n: int,
+        urls: list[str],
+        subs: list[list[Any]],
+        offset: int,
+        protocol: str,
+        concurrency: int,
+        reconnect: bool,
+        timeout: float,
+    ) -> dict[str, Any]:
         self.connect_slots = asyncio.Semaphore(concurrency)
         self.reconnect = reconnect
         began = time.time()
@@ -225,10 +245,8 @@ class Worker:
             new.append(client)
         self.clients.extend(new)
         failures_before = self.connect_failures
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(c.subscribed.wait() for c in new)), timeout)
-        except TimeoutError:
-            pass
         elapsed = time.time() - began
         ok = [c for c in new if c.alive]
         late = [c for c in new if not c.alive]
@@ -237,9 +255,14 @@ class Worker:
         await stop_clients(late)
         given_up = set(late)
         self.clients = [c for c in self.clients if c not in given_up]
-        return {"ok": len(ok), "failed": len(late), "errors": dict(errors.most_common(3)),
-                "retries": self.connect_failures - failures_before,
-                "instances": dict(Counter(c.instance for c in ok)), "elapsed": elapsed}
+        return {
+            "ok": len(ok),
+            "failed": len(late),
+            "errors": dict(errors.most_common(3)),
+            "retries": self.connect_failures - failures_before,
+            "instances": dict(Counter(c.instance for c in ok)),
+            "elapsed": elapsed,
+        }
 
     async def cmd_resubscribe(self, subs: list[list[Any]], offset: int) -> dict[str, Any]:
         for i, client in enumerate(self.clients):
@@ -254,13 +277,18 @@ class Worker:
 
     def cmd_status(self) -> dict[str, Any]:
         alive = [c for c in self.clients if c.alive]
-        return {"clients": len(self.clients), "alive": len(alive), "probed": sum(c.probed for c in self.clients),
-                "connect_failures": self.connect_failures,
-                "reconnects": sum(c.reconnects for c in self.clients),
-                "reconnected": sum(1 for c in alive if c.reconnects),
-                "instances": dict(Counter(c.instance for c in alive)),
-                "duplicates": self.duplicates, "errors_in_payload": self.errors_in_payload,
-                "errors": dict(Counter(c.error for c in self.clients if c.error).most_common(3))}
+        return {
+            "clients": len(self.clients),
+            "alive": len(alive),
+            "probed": sum(c.probed for c in self.clients),
+            "connect_failures": self.connect_failures,
+            "reconnects": sum(c.reconnects for c in self.clients),
+            "reconnected": sum(1 for c in alive if c.reconnects),
+            "instances": dict(Counter(c.instance for c in alive)),
+            "duplicates": self.duplicates,
+            "errors_in_payload": self.errors_in_payload,
+            "errors": dict(Counter(c.error for c in self.clients if c.error).most_common(3)),
+        }
 
     def cmd_probe_reset(self) -> dict[str, Any]:
         for client in self.clients:
@@ -286,10 +314,8 @@ class Worker:
             if left <= 0:
                 break
             self.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(left, 0.5))
-            except TimeoutError:
-                pass
         return self.cmd_collect(ids, full=False)
 
     def cmd_collect(self, ids: list[str], full: bool) -> dict[str, Any]:
@@ -299,8 +325,7 @@ class Worker:
             if full:
                 out[i] = {"count": len(times), "times": sorted(times)}
             elif times:
-                out[i] = {"count": len(times), "min": min(times), "max": max(times),
-                          "median": statistics.median(times)}
+                out[i] = {"count": len(times), "min": min(times), "max": max(times), "median": statistics.median(times)}
             else:
                 out[i] = {"count": 0}
         return {"ids": out, "clients": len(self.clients)}
@@ -332,7 +357,7 @@ class Worker:
             seq = command.pop("seq", None)
             try:
                 reply = await self.handle(command)
-            except Exception as error:  # noqa: BLE001 - reported to the orchestrator
+            except Exception as error:
                 reply = {"error": f"{type(error).__name__}: {error}"}
             self.conn.send({"seq": seq, "reply": reply})
 
@@ -368,12 +393,12 @@ class ClientPool:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.pid]
 
-    def call(self, command: dict[str, Any] | list[dict[str, Any]], timeout: float = 600) -> list[Any]:
-        """Send a command to every worker (or one command per worker) and return their replies."""
-        commands = command if isinstance(command, list) else [command] * len(self.conns)
-        targets = [c for c, cmd in zip(self.conns, commands) if cmd is not None]
+    def call(self, command: dict[str, Any] | list[dict[str, Any] | None], timeout: float = 600) -> list[Any]:
+        """Send a command to every worker (or one command per worker, None: none) and return their replies."""
+        commands: list[dict[str, Any] | None] = command if isinstance(command, list) else [command] * len(self.conns)
+        targets = [c for c, cmd in zip(self.conns, commands, strict=True) if cmd is not None]
         self.seq += 1
-        for conn, cmd in zip(self.conns, commands):
+        for conn, cmd in zip(self.conns, commands, strict=True):
             if cmd is not None:
                 conn.send({**cmd, "seq": self.seq})
         replies: dict[int, Any] = {}
@@ -383,8 +408,9 @@ class ClientPool:
             if left <= 0:
                 name = next(c for c in commands if c is not None).get("cmd")
                 raise TimeoutError(f"client workers did not answer {name} in {timeout:.0f}s")
-            for conn in multiprocessing.connection.wait([c for c in targets if id(c) not in replies], left):
-                answer = conn.recv()  # type: ignore[union-attr]
+            for ready in multiprocessing.connection.wait([c for c in targets if id(c) not in replies], left):
+                conn = cast(multiprocessing.connection.Connection, ready)
+                answer = conn.recv()
                 # A reply to a command that timed out earlier arrives late: skip it.
                 if answer.get("seq") == self.seq:
                     replies[id(conn)] = answer["reply"]
@@ -394,17 +420,36 @@ class ClientPool:
                 raise RuntimeError(f"client worker failed: {reply['error']}")
         return out
 
-    def connect(self, n: int, urls: list[str], subs: list[tuple[str, dict[str, Any]]], *, protocol: str = TRANSPORT_WS,
-                concurrency: int = 200, reconnect: bool = False, timeout: float = 120) -> dict[str, Any]:
+    def connect(
+        self,
+        n: int,
+        urls: list[str],
+        subs: list[tuple[str, dict[str, Any]]],
+        *,
+        protocol: str = TRANSPORT_WS,
+        concurrency: int = 200,
+        reconnect: bool = False,
+        timeout: float = 120,
+    ) -> dict[str, Any]:
         """Open n subscribers spread over the workers; returns totals."""
         per = [n // len(self) + (1 if i < n % len(self) else 0) for i in range(len(self))]
         offsets = [sum(per[:i]) for i in range(len(self))]
         slots = max(1, concurrency // len(self))
-        commands = [
-            {"cmd": "connect", "n": k, "urls": urls, "subs": [list(s) for s in subs], "offset": off,
-             "protocol": protocol, "concurrency": slots, "reconnect": reconnect, "timeout": timeout}
-            if k else None
-            for k, off in zip(per, offsets)
+        commands: list[dict[str, Any] | None] = [
+            {
+                "cmd": "connect",
+                "n": k,
+                "urls": urls,
+                "subs": [list(s) for s in subs],
+                "offset": off,
+                "protocol": protocol,
+                "concurrency": slots,
+                "reconnect": reconnect,
+                "timeout": timeout,
+            }
+            if k
+            else None
+            for k, off in zip(per, offsets, strict=True)
         ]
         began = time.time()
         replies = self.call(commands, timeout=timeout + 30)
@@ -439,10 +484,14 @@ class ClientPool:
     def complete_old(self) -> None:
         self.call({"cmd": "complete_old"})
 
-    def await_ids(self, ids: list[str], timeout: float, expected_per_worker: list[int] | None = None) -> dict[str, dict[str, Any]]:
+    def await_ids(
+        self, ids: list[str], timeout: float, expected_per_worker: list[int] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Wait (up to timeout) until every client got every id; merged count/min/max per id."""
-        commands = [{"cmd": "await", "ids": ids, "expected": e, "timeout": timeout}
-                    for e in (expected_per_worker or [None] * len(self))]
+        expected: list[int | None] = list(expected_per_worker) if expected_per_worker else [None] * len(self)
+        commands: list[dict[str, Any] | None] = [
+            {"cmd": "await", "ids": ids, "expected": e, "timeout": timeout} for e in expected
+        ]
         return self._merge(self.call(commands, timeout=timeout + 30))
 
     def collect(self, ids: list[str], full: bool = False) -> dict[str, dict[str, Any]]:
@@ -480,10 +529,8 @@ class ClientPool:
 
     def stop(self) -> None:
         for conn in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.send({"cmd": "exit"})
-            except OSError:
-                pass
         for proc in self.procs:
             proc.join(10)
             if proc.is_alive():

@@ -125,5 +125,5 @@ class PollingConsumer(AsyncJsonWebsocketConsumer):
 
 
 application = ProtocolTypeRouter(
-    {"http": django_asgi_app, "websocket": URLRouter([path("graphql/", PollingConsumer.as_asgi())])}
+    {"http": django_asgi_app, "websocket": URLRouter([path("graphql/", PollingConsumer.as_asgi())])}  # type: ignore[list-item, arg-type]
 )

@@ -72,7 +72,12 @@ class Publisher:
         )
         done = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", _ORM_SIGN_UP.format(username=username)],
-            cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
         self.token = done.stdout.strip().splitlines()[-1]
         return self.token

@@ -1,5 +1,7 @@
 """Results as Markdown: the tables printed by `make bench`, saved beside the JSON and put in README."""
 
+# ruff: noqa: RUF001  (the multiplication sign, en dash and arrows are meant: the report prints them)
+
 from __future__ import annotations
 
 import re
@@ -39,7 +41,7 @@ def _ratio(slow: Any, fast: Any) -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def render(results: dict[str, Any]) -> str:
@@ -57,44 +59,88 @@ def render(results: dict[str, Any]) -> str:
         "arrives before the mutation's HTTP response):",
         "",
     ]
-    rows = []
-    for name, label in (("latency_1_instance", "push, 1 instance"),
-                        ("latency_2_instances", "push, subscriber on the other instance via nginx"),
-                        ("baseline_polling", "BASELINE: seed's 1 s DB polling")):
+    rows: list[list[Any]] = []
+    for name, label in (
+        ("latency_1_instance", "push, 1 instance"),
+        ("latency_2_instances", "push, subscriber on the other instance via nginx"),
+        ("baseline_polling", "BASELINE: seed's 1 s DB polling"),
+    ):
         r = phases.get(name, {})
-        rows.append([label, _v(r.get("events")),
-                     _v(_g(r, "sent_to_push_ms", "p50")), _v(_g(r, "sent_to_push_ms", "p95")), _v(_g(r, "sent_to_push_ms", "p99")),
-                     _v(_g(r, "response_to_push_ms", "p50")), _v(_g(r, "response_to_push_ms", "p95")),
-                     _v(_g(r, "response_to_push_ms", "p99")), _v(_g(r, "mutation_rtt_ms", "p50"))])
-    out += _table(["path", "events", "sent→push p50", "p95", "p99", "response→push p50", "p95", "p99", "mutation RTT p50"], rows)
+        rows.append(
+            [
+                label,
+                _v(r.get("events")),
+                _v(_g(r, "sent_to_push_ms", "p50")),
+                _v(_g(r, "sent_to_push_ms", "p95")),
+                _v(_g(r, "sent_to_push_ms", "p99")),
+                _v(_g(r, "response_to_push_ms", "p50")),
+                _v(_g(r, "response_to_push_ms", "p95")),
+                _v(_g(r, "response_to_push_ms", "p99")),
+                _v(_g(r, "mutation_rtt_ms", "p50")),
+            ]
+        )
+    out += _table(
+        ["path", "events", "sent→push p50", "p95", "p99", "response→push p50", "p95", "p99", "mutation RTT p50"], rows
+    )
 
     base = phases.get("baseline_polling", {})
     ours = phases.get("latency_1_instance", {})
     idle = phases.get("idle", {})
+    base_p50, ours_p50 = _g(base, "sent_to_push_ms", "p50"), _g(ours, "sent_to_push_ms", "p50")
     out += [
-        f"**Push vs the polling baseline**: sent → push p50 {_v(_g(ours, 'sent_to_push_ms', 'p50'), ' ms')} vs "
-        f"{_v(_g(base, 'sent_to_push_ms', 'p50'), ' ms')} (**{_ratio(_g(base, 'sent_to_push_ms', 'p50'), _g(ours, 'sent_to_push_ms', 'p50'))} faster**); "
+        f"**Push vs the polling baseline**: sent → push p50 {_v(ours_p50, ' ms')} vs "
+        f"{_v(base_p50, ' ms')} (**{_ratio(base_p50, ours_p50)} faster**); "
         f"idle DB queries/s (scans of the app's tables): {_v(idle.get('db_app_table_scans_per_s'))} with "
         f"{_v(idle.get('subscribers'))} subscribers vs {_v(_g(base, 'idle', 'db_app_table_scans_per_s'))} with "
         f"{_v(base.get('subscribers'))} polling subscribers ({_v(_g(base, 'idle', 'db_xacts_per_s'))} transactions/s, "
-        f"{_v(_g(base, 'idle', 'db_tuples_returned_per_s'))} tuples read/s); idle CPU {_v(idle.get('cpu_s_per_s'))} s/s vs "
+        f"{_v(_g(base, 'idle', 'db_tuples_returned_per_s'))} tuples read/s); "
+        f"idle CPU {_v(idle.get('cpu_s_per_s'))} s/s vs "
         f"{_v(_g(base, 'idle', 'cpu_s_per_s'))} s/s.",
         "",
-        "**Fan-out**, one event at a time to every subscriber (times in ms; CPU = Daphne user+system seconds per event):",
+        "**Fan-out**, one event at a time to every subscriber "
+        "(times in ms; CPU = Daphne user+system seconds per event):",
         "",
     ]
     rows = []
-    fan = sorted((int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"fanout_\d+", k) and not v.get("skipped"))
+    fan = sorted(
+        (int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"fanout_\d+", k) and not v.get("skipped")
+    )
     two = phases.get("two_instances", {})
-    two_rows = [(f"{_v(two.get('subscribers'))} over 2 instances via nginx", two)] if two and not two.get("skipped") else []
+    two_rows = (
+        [(f"{_v(two.get('subscribers'))} over 2 instances via nginx", two)] if two and not two.get("skipped") else []
+    )
     for label, r in [(f"{n:,} on 1 instance", r) for n, r in fan] + two_rows:
-        rows.append([label, _v(r.get("connected")), f"{_v(r.get('events'))}/{_v(r.get('events_requested'))}",
-                     f"{_v(r.get('events_fully_delivered'))}", _v(_g(r, "response_to_last_ms", "p50")),
-                     _v(_g(r, "response_to_last_ms", "max")), _v(_g(r, "sent_to_last_ms", "p50")),
-                     _v(_g(r, "mutation_rtt_ms", "p50")), _v(r.get("server_cpu_s_per_event")),
-                     _v(r.get("events_per_s_sequential")), _v(_g(r, "connect", "elapsed"))])
-    out += _table(["subscribers", "connected", "events", "all delivered", "response→last p50", "max", "sent→last p50",
-                   "mutation RTT p50", "CPU s/event", "events/s (one at a time)", "connect s"], rows)
+        rows.append(
+            [
+                label,
+                _v(r.get("connected")),
+                f"{_v(r.get('events'))}/{_v(r.get('events_requested'))}",
+                f"{_v(r.get('events_fully_delivered'))}",
+                _v(_g(r, "response_to_last_ms", "p50")),
+                _v(_g(r, "response_to_last_ms", "max")),
+                _v(_g(r, "sent_to_last_ms", "p50")),
+                _v(_g(r, "mutation_rtt_ms", "p50")),
+                _v(r.get("server_cpu_s_per_event")),
+                _v(r.get("events_per_s_sequential")),
+                _v(_g(r, "connect", "elapsed")),
+            ]
+        )
+    out += _table(
+        [
+            "subscribers",
+            "connected",
+            "events",
+            "all delivered",
+            "response→last p50",
+            "max",
+            "sent→last p50",
+            "mutation RTT p50",
+            "CPU s/event",
+            "events/s (one at a time)",
+            "connect s",
+        ],
+        rows,
+    )
 
     rows = []
     big = fan[-1][1] if fan else {}
@@ -102,38 +148,80 @@ def render(results: dict[str, Any]) -> str:
     for count in _g(results, "config", "mixed_combos") or []:
         r = big if count == 1 else phases.get(f"mixed_{count}", {})
         cpu = r.get("server_cpu_s_per_event")
-        rows.append([count, _v(r.get("connected") or r.get("subscribers")), f"{_v(r.get('events'))}",
-                     _v(r.get("events_fully_delivered")), _v(_g(r, "response_to_last_ms", "p50")),
-                     _v(_g(r, "sent_to_last_ms", "p50")), _v(cpu), f"{cpu / base_cpu:.2f}×" if cpu and base_cpu else "–"])
+        rows.append(
+            [
+                count,
+                _v(r.get("connected") or r.get("subscribers")),
+                f"{_v(r.get('events'))}",
+                _v(r.get("events_fully_delivered")),
+                _v(_g(r, "response_to_last_ms", "p50")),
+                _v(_g(r, "sent_to_last_ms", "p50")),
+                _v(cpu),
+                f"{cpu / base_cpu:.2f}×" if cpu and base_cpu else "–",
+            ]
+        )
     if rows:
-        out += ["**Mixed subscriptions** on one instance (distinct (document, variables) pairs; 1 = the last fan-out row):", ""]
-        out += _table(["distinct", "subscribers", "events", "all delivered", "response→last p50", "sent→last p50",
-                       "CPU s/event", "CPU vs 1"], rows)
+        out += [
+            "**Mixed subscriptions** on one instance (distinct (document, variables) pairs; 1 = the last fan-out row):",
+            "",
+        ]
+        out += _table(
+            [
+                "distinct",
+                "subscribers",
+                "events",
+                "all delivered",
+                "response→last p50",
+                "sent→last p50",
+                "CPU s/event",
+                "CPU vs 1",
+            ],
+            rows,
+        )
 
     if idle and not idle.get("skipped"):
-        out += [f"**Idle**, {_v(idle.get('subscribers'))} subscribers on one instance for {_v(idle.get('seconds'))} s: "
-                f"RSS {_v(idle.get('rss_kb_per_connection'))} KB per connection ({_v(idle.get('rss_mb'))} MB in all, "
-                f"{_v(idle.get('empty_instance_rss_mb'))} MB empty), CPU {_v(idle.get('cpu_s_per_s'))} s/s, "
-                f"DB: {_v(idle.get('db_app_table_scans_per_s'))} app-table scans/s, "
-                f"{_v(idle.get('db_xacts_per_s'))} transactions/s (any client, autovacuum included).", ""]
+        out += [
+            f"**Idle**, {_v(idle.get('subscribers'))} subscribers on one instance for {_v(idle.get('seconds'))} s: "
+            f"RSS {_v(idle.get('rss_kb_per_connection'))} KB per connection ({_v(idle.get('rss_mb'))} MB in all, "
+            f"{_v(idle.get('empty_instance_rss_mb'))} MB empty), CPU {_v(idle.get('cpu_s_per_s'))} s/s, "
+            f"DB: {_v(idle.get('db_app_table_scans_per_s'))} app-table scans/s, "
+            f"{_v(idle.get('db_xacts_per_s'))} transactions/s (any client, autovacuum included).",
+            "",
+        ]
 
     storm = two.get("storm") if two else None
     if storm:
-        out += [f"**Reconnect storm**: {storm['killed']} killed with {_v(storm['subscribers_on_killed'])} subscribers; "
-                f"{_v(storm['reconnected'])} reconnected through nginx in {_v(storm['reconnect_all_s'])} s; "
-                f"the next event reached {_v(storm['next_event_received'])}"
-                + (f", the one after {_v(storm['second_event_received'])}" if storm.get("second_event_received") is not None else "")
-                + f" of {_v(two.get('connected'))}: **{_v(storm['subscriptions_lost'])} subscriptions lost** "
-                f"(subscribed before the event but never received it; {_v(storm.get('not_reconnected_in_time'))} "
-                "still reconnecting, not counted).", ""]
+        out += [
+            f"**Reconnect storm**: {storm['killed']} killed with {_v(storm['subscribers_on_killed'])} subscribers; "
+            f"{_v(storm['reconnected'])} reconnected through nginx in {_v(storm['reconnect_all_s'])} s; "
+            f"the next event reached {_v(storm['next_event_received'])}"
+            + (
+                f", the one after {_v(storm['second_event_received'])}"
+                if storm.get("second_event_received") is not None
+                else ""
+            )
+            + f" of {_v(two.get('connected'))}: **{_v(storm['subscriptions_lost'])} subscriptions lost** "
+            f"(subscribed before the event but never received it; {_v(storm.get('not_reconnected_in_time'))} "
+            "still reconnecting, not counted).",
+            "",
+        ]
 
     rows = []
-    scale = sorted((int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"scale_\d+", k) and not v.get("skipped"))
+    scale = sorted(
+        (int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"scale_\d+", k) and not v.get("skipped")
+    )
     one = scale[0][1].get("deliveries_per_s") if scale else None
     for count, r in scale:
-        rows.append([count, _v(r.get("subscribers")), _v(r.get("events")),
-                     f"{_v(r.get('deliveries'))}/{_v(r.get('deliveries_expected'))}", _v(r.get("deliveries_per_s")),
-                     f"{r['deliveries_per_s'] / one:.2f}×" if one and r.get("deliveries_per_s") else "–"])
+        rows.append(
+            [
+                count,
+                _v(r.get("subscribers")),
+                _v(r.get("events")),
+                f"{_v(r.get('deliveries'))}/{_v(r.get('deliveries_expected'))}",
+                _v(r.get("deliveries_per_s")),
+                f"{r['deliveries_per_s'] / one:.2f}×" if one and r.get("deliveries_per_s") else "–",
+            ]
+        )
     if rows:
         out += ["**Scale-out** behind nginx, fixed subscribers per instance, a burst of events back to back:", ""]
         out += _table(["instances", "subscribers", "events", "delivered", "deliveries/s", "vs 1"], rows)
@@ -144,7 +232,7 @@ def render(results: dict[str, Any]) -> str:
         unit = "" if t["measured"] is None or not t["unit"] else t["unit"] if t["unit"] == "×" else f" {t['unit']}"
         rows.append([t["target"], t["goal"], _v(t["measured"], unit), met])
     if rows:
-        out += ["**Targets** of issue 7:", ""] + _table(["target", "goal", "measured", "met"], rows)
+        out += ["**Targets** of issue 7:", "", *_table(["target", "goal", "measured", "met"], rows)]
 
     durations = ", ".join(f"{name} {v.get('elapsed_s')} s" for name, v in phases.items() if "elapsed_s" in v)
     out += [f"Phase durations: setup {results.get('setup_s')} s, {durations}.", ""]

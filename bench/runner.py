@@ -11,6 +11,8 @@ delivery path needs seconds per event at 10,000 subscribers), it stops early and
 many events it measured and whether every push arrived, instead of hanging.
 """
 
+# ruff: noqa: RUF001  (the multiplication sign, en dash and arrows are meant: the report prints them)
+
 from __future__ import annotations
 
 import os
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import PROBE_PREFIX, ClientPool
-from bench.publisher import Publisher, Published
+from bench.publisher import Published, Publisher
 from bench.servers import BenchNginx, PgCounters, PollingDaphne, cpu_seconds, raise_nofile, rss_bytes
 from stack.services import DaphneInstance, PostgresCluster, RedisServer, migrate
 
@@ -77,12 +79,34 @@ class Config:
     @classmethod
     def quick_config(cls) -> Config:
         return cls(
-            quick=True, client_processes=2, latency_events=20, latency_budget=15, fanout_sizes=[20], fanout_events=5,
-            fanout_budget=10, event_timeout=10, connect_timeout=30, mixed_combos=[1, 3], mixed_events=3,
-            mixed_budget=10, idle_seconds=1, two_instance_subscribers=20, two_instance_events=3,
-            two_instance_budget=10, storm=True, storm_timeout=30, scale_instances=[1, 2], scale_per_instance=10,
-            scale_events=3, scale_budget=10, baseline_subscribers=5, baseline_events=2, baseline_budget=15,
-            baseline_idle_seconds=1, warmup_timeout=20, total_budget=300,
+            quick=True,
+            client_processes=2,
+            latency_events=20,
+            latency_budget=15,
+            fanout_sizes=[20],
+            fanout_events=5,
+            fanout_budget=10,
+            event_timeout=10,
+            connect_timeout=30,
+            mixed_combos=[1, 3],
+            mixed_events=3,
+            mixed_budget=10,
+            idle_seconds=1,
+            two_instance_subscribers=20,
+            two_instance_events=3,
+            two_instance_budget=10,
+            storm=True,
+            storm_timeout=30,
+            scale_instances=[1, 2],
+            scale_per_instance=10,
+            scale_events=3,
+            scale_budget=10,
+            baseline_subscribers=5,
+            baseline_events=2,
+            baseline_budget=15,
+            baseline_idle_seconds=1,
+            warmup_timeout=20,
+            total_budget=300,
         )
 
 
@@ -182,11 +206,14 @@ class Bench:
             record["traceback"] = traceback.format_exc()[-3000:]
             if error.__context__ is not None:  # what was going on when cleanup failed too
                 record["during"] = f"{type(error.__context__).__name__}: {error.__context__}"[:500]
-            self.note(f"phase {name} failed: {record['error']}" + (f" (during: {record['during']})" if "during" in record else ""))
+            self.note(
+                f"phase {name} failed: {record['error']}"
+                + (f" (during: {record['during']})" if "during" in record else "")
+            )
             if self.pool is not None:
                 try:
                     self.pool.close_clients()
-                except Exception:  # noqa: BLE001 - a worker that does not answer is replaced
+                except Exception:
                     self.pool.restart()
         finally:
             record["elapsed_s"] = round(time.monotonic() - began, 1)
@@ -203,7 +230,7 @@ class Bench:
             self.stack.callback(shutil.rmtree, private_tmp, True)
         limit = raise_nofile(65536)
         self.results["machine"]["nofile_limit"] = list(limit)
-        if limit[0] < 2 * max(self.config.fanout_sizes + [self.config.two_instance_subscribers]) + 1000:
+        if limit[0] < 2 * max([*self.config.fanout_sizes, self.config.two_instance_subscribers]) + 1000:
             self.note(f"RLIMIT_NOFILE is {limit[0]} per process (hard limit, cannot be raised here)")
 
         began = time.monotonic()
@@ -234,7 +261,7 @@ class Bench:
             "TRUSTED_PROXIES": "127.0.0.1",
         }
         migrate(self.env)
-        count = max(self.config.scale_instances + [2])
+        count = max([*self.config.scale_instances, 2])
         self.instances = [DaphneInstance(f"web-{i}", self.env) for i in range(1, count + 1)]
         self.polling = PollingDaphne("polling", {k: v for k, v in self.env.items() if k != "REDIS_URL"})
         for service in (*self.instances, self.polling):
@@ -250,7 +277,9 @@ class Bench:
             self.pg = PgCounters(self.postgres.url)
             self.stack.callback(self.pg.close)
         self.results["setup_s"] = round(time.monotonic() - began, 1)
-        self.log(f"   setup: {self.results['setup_s']}s ({count} instances, {self.config.client_processes} client processes)")
+        self.log(
+            f"   setup: {self.results['setup_s']}s ({count} instances, {self.config.client_processes} client processes)"
+        )
 
     def close_clients(self, settle: float = 30.0) -> float:
         """Close every subscriber, then wait until the servers are done with the disconnects."""
@@ -291,14 +320,18 @@ class Bench:
         return published
 
     # --- measurement helpers -------------------------------------------------------------------
-    def warm_up(self, expected: int, publisher: Publisher | None = None, timeout: float | None = None) -> dict[str, Any]:
+    def warm_up(
+        self, expected: int, publisher: Publisher | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Publish probe blogs until every client received one: then all are subscribed.
 
         A probe is published again only when deliveries stopped growing, so a slow fan-out is
         not buried under more probes. Probe events are never part of a measurement.
         """
         assert self.pool is not None
-        timeout = max(5.0, min(timeout or self.config.warmup_timeout, self.left() - RESERVE - self.config.event_timeout))
+        timeout = max(
+            5.0, min(timeout or self.config.warmup_timeout, self.left() - RESERVE - self.config.event_timeout)
+        )
         self.pool.call({"cmd": "probe_reset"})
         began = time.monotonic()
         probes = 0
@@ -317,16 +350,28 @@ class Bench:
             if probed >= expected or time.monotonic() - began > timeout:
                 break
         self.pool.call({"cmd": "clear"})
-        result = {"probes": probes, "probed": probed, "expected": expected, "seconds": round(time.monotonic() - began, 2)}
+        result = {
+            "probes": probes,
+            "probed": probed,
+            "expected": expected,
+            "seconds": round(time.monotonic() - began, 2),
+        }
         if probed < expected:
             self.note(f"warm-up: only {probed} of {expected} subscribers received a probe within {timeout:.0f}s")
         return result
 
-    def events(self, count: int, budget: float, expected_total: int, *, instances: list[DaphneInstance] | None = None,
-               publisher: Publisher | None = None) -> dict[str, Any]:
+    def events(
+        self,
+        count: int,
+        budget: float,
+        expected_total: int,
+        *,
+        instances: list[DaphneInstance] | None = None,
+        publisher: Publisher | None = None,
+    ) -> dict[str, Any]:
         """Publish one event at a time, each awaited at every subscriber (or timed out)."""
         assert self.pool is not None
-        rows = []
+        rows: list[tuple[Published, dict[str, Any]]] = []
         cpu_before = self.server_cpu(instances)
         began = time.monotonic()
         for _ in range(count):
@@ -376,7 +421,9 @@ class Bench:
         result = self.pool.connect(n, urls, subs, **kwargs)
         result["elapsed"] = round(result["elapsed"], 2)
         if result["failed"]:
-            self.note(f"connect: {result['failed']} of {n} not subscribed within {kwargs['timeout']:.0f}s: {result['errors']}")
+            self.note(
+                f"connect: {result['failed']} of {n} not subscribed within {kwargs['timeout']:.0f}s: {result['errors']}"
+            )
         return result
 
     # --- phases ----------------------------------------------------------------------------------
@@ -402,11 +449,13 @@ class Bench:
                         record["subscriber_instance"] = other.name
                         record["via"] = "nginx"
                     else:
-                        self.connect(1, urls, combos(1))
+                        self.connect(1, urls or [], combos(1))
                         record["subscriber_instance"] = web1.name
                     record["mutations_to"] = web1.name
                     self.warm_up(1)
-                    sent, answered, rtts = [], [], []
+                    sent: list[float] = []
+                    answered: list[float] = []
+                    rtts: list[float] = []
                     began = time.monotonic()
                     for _ in range(self.config.latency_events):
                         if time.monotonic() - began > self.config.latency_budget:
@@ -418,13 +467,15 @@ class Bench:
                         if got["count"]:
                             sent.append(got["max"] - published.sent)
                             answered.append(got["max"] - published.answered)
-                    record.update({
-                        "events": len(rtts),
-                        "delivered": len(sent),
-                        "sent_to_push_ms": ms_summary(sent),
-                        "response_to_push_ms": ms_summary(answered),
-                        "mutation_rtt_ms": ms_summary(rtts),
-                    })
+                    record.update(
+                        {
+                            "events": len(rtts),
+                            "delivered": len(sent),
+                            "sent_to_push_ms": ms_summary(sent),
+                            "response_to_push_ms": ms_summary(answered),
+                            "mutation_rtt_ms": ms_summary(rtts),
+                        }
+                    )
                     self.pool.close_clients()
 
     def baseline(self) -> None:
@@ -438,7 +489,10 @@ class Bench:
             record["warm_up"] = self.warm_up(n, timeout=max(self.config.warmup_timeout, 10))
             # Idle: nothing published; every subscriber still polls once a second.
             record["idle"] = self.idle(n, [self.polling], self.config.baseline_idle_seconds)
-            sent, answered, rtts, missing = [], [], [], 0
+            sent: list[float] = []
+            answered: list[float] = []
+            rtts: list[float] = []
+            missing = 0
             began = time.monotonic()
             for _ in range(self.config.baseline_events):
                 if rtts and time.monotonic() - began > self.config.baseline_budget:
@@ -451,15 +505,17 @@ class Bench:
                 missing += n - len(times)
                 sent += [t - published.sent for t in times]
                 answered += [t - published.answered for t in times]
-            record.update({
-                "subscribers": n,
-                "events": len(rtts),
-                "missed_deliveries": missing,
-                "sent_to_push_ms": ms_summary(sent),
-                "response_to_push_ms": ms_summary(answered),
-                "mutation_rtt_ms": ms_summary(rtts),
-                "poll_seconds": 1.0,
-            })
+            record.update(
+                {
+                    "subscribers": n,
+                    "events": len(rtts),
+                    "missed_deliveries": missing,
+                    "sent_to_push_ms": ms_summary(sent),
+                    "response_to_push_ms": ms_summary(answered),
+                    "mutation_rtt_ms": ms_summary(rtts),
+                    "poll_seconds": 1.0,
+                }
+            )
             self.close_clients()
 
     def idle(self, n: int, instances: list[Any], seconds: float) -> dict[str, Any]:
@@ -472,8 +528,12 @@ class Bench:
         time.sleep(seconds)
         wall = time.monotonic() - t0
         cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-        out: dict[str, Any] = {"subscribers": n, "seconds": round(wall, 1), "cpu_s_per_s": round(cpu / wall, 4),
-                               "rss_mb": round(sum(rss_bytes(p) for p in pids) / 2**20, 1)}
+        out: dict[str, Any] = {
+            "subscribers": n,
+            "seconds": round(wall, 1),
+            "cpu_s_per_s": round(cpu / wall, 4),
+            "rss_mb": round(sum(rss_bytes(p) for p in pids) / 2**20, 1),
+        }
         if self.pg and db0:
             delta = PgCounters.delta(db0, self.pg.read())
             out["db_xacts_per_s"] = round(delta["xacts"] / wall, 1)
@@ -503,7 +563,9 @@ class Bench:
                 connected = self.pool.status()["alive"]
                 record["connected"] = connected
                 record["warm_up"] = self.warm_up(connected)
-                record.update(self.events(self.config.fanout_events, self.config.fanout_budget, connected, instances=[web1]))
+                record.update(
+                    self.events(self.config.fanout_events, self.config.fanout_budget, connected, instances=[web1])
+                )
         if not connected:
             return
         with self.phase("idle", needs=self.config.idle_seconds + 5 + RESERVE) as record:
@@ -511,7 +573,7 @@ class Bench:
                 record.update(self.idle(connected, [web1], self.config.idle_seconds))
                 record["empty_instance_rss_mb"] = round(rss_empty / 2**20, 1)
                 record["rss_kb_per_connection"] = round((rss_bytes(web1.pid) - rss_empty) / 1024 / connected, 1)
-        mixed: dict[str, Any] = {}
+        mixed: dict[int, Any] = {}
         for count in self.config.mixed_combos:
             if count == 1 and f"fanout_{self.config.fanout_sizes[-1]}" in self.results["phases"]:
                 # One combination is exactly the last fan-out step: same clients, same document.
@@ -530,7 +592,9 @@ class Bench:
                 self.pool.call({"cmd": "clear"})
                 record["resubscribe_s"] = round(time.monotonic() - began, 1)
                 record["distinct_subscriptions"] = count
-                record.update(self.events(self.config.mixed_events, self.config.mixed_budget, connected, instances=[web1]))
+                record.update(
+                    self.events(self.config.mixed_events, self.config.mixed_budget, connected, instances=[web1])
+                )
                 mixed[count] = record
         with self.phase("close_fanout_clients", needs=-1e9) as record:
             if record is not None:
@@ -550,9 +614,18 @@ class Bench:
                 connected = self.pool.status()["alive"]
                 record["connected"] = connected
                 record["warm_up"] = self.warm_up(connected)
-                record.update(self.events(self.config.two_instance_events, self.config.two_instance_budget, connected,
-                                          instances=[web1, web2]))
-                if self.config.storm and self.left() > self.config.storm_timeout + 2 * self.config.event_timeout + RESERVE:
+                record.update(
+                    self.events(
+                        self.config.two_instance_events,
+                        self.config.two_instance_budget,
+                        connected,
+                        instances=[web1, web2],
+                    )
+                )
+                if (
+                    self.config.storm
+                    and self.left() > self.config.storm_timeout + 2 * self.config.event_timeout + RESERVE
+                ):
                     record["storm"] = self.storm(web2, connected)
             finally:
                 record["close_and_settle_s"] = self.close_clients()
@@ -575,8 +648,11 @@ class Bench:
             time.sleep(0.2)
         reconnect_s = time.monotonic() - killed_at
         result: dict[str, Any] = {
-            "killed": victim.name, "subscribers_on_killed": on_victim, "reconnected": status["reconnected"],
-            "alive_after": status["alive"], "reconnect_all_s": round(reconnect_s, 1),
+            "killed": victim.name,
+            "subscribers_on_killed": on_victim,
+            "reconnected": status["reconnected"],
+            "alive_after": status["alive"],
+            "reconnect_all_s": round(reconnect_s, 1),
         }
         # The protocols say nothing about when a subscription is active: a second event, a moment
         # later, tells a subscription that was late from one that is lost.
@@ -652,8 +728,13 @@ class Bench:
             # Cheapest and most target-relevant first: when the slow delivery path makes the run
             # overrun its budget, what gets cut is the tail of the last phase (mixed subscriptions).
             chosen = {p.strip() for p in self.config.phases.split(",")}
-            for key, run in (("latency", self.latency), ("baseline", self.baseline), ("scale", self.scale_out),
-                             ("two", self.two_instances), ("fanout", self.fanout_and_mixed)):
+            for key, run in (
+                ("latency", self.latency),
+                ("baseline", self.baseline),
+                ("scale", self.scale_out),
+                ("two", self.two_instances),
+                ("fanout", self.fanout_and_mixed),
+            ):
                 if key in chosen:
                     run()
         finally:
@@ -684,8 +765,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     lat2 = phases.get("latency_2_instances", {})
     p50 = _get(two, "response_to_last_ms", "p50")
     complete = two.get("events") and two.get("events_fully_delivered") == two.get("events")
-    add("10k over 2 instances: every push delivered", "all", f"{two.get('events_fully_delivered')}/{two.get('events')} events"
-        if two.get("events") else None, bool(complete) if two.get("events") else None)
+    add(
+        "10k over 2 instances: every push delivered",
+        "all",
+        f"{two.get('events_fully_delivered')}/{two.get('events')} events" if two.get("events") else None,
+        bool(complete) if two.get("events") else None,
+    )
     add("10k over 2 instances: response → last push p50", "≤ 200 ms", p50, None if p50 is None else p50 <= 200, "ms")
     sent_p50 = _get(two, "sent_to_last_ms", "p50")
     # Not an issue target; it keeps the row above honest when the response itself waits for the fan-out.
@@ -693,18 +778,31 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     m1 = _get(phases, "fanout_" + str(max(results["config"]["fanout_sizes"])), "server_cpu_s_per_event")
     m100 = _get(phases, f"mixed_{max(results['config']['mixed_combos'])}", "server_cpu_s_per_event")
     ratio = round(m100 / m1, 2) if m1 and m100 else None
-    add(f"{max(results['config']['mixed_combos'])} distinct subscriptions vs 1 (CPU/event)", "≤ 2×", ratio,
-        None if ratio is None else ratio <= 2, "×")
+    add(
+        f"{max(results['config']['mixed_combos'])} distinct subscriptions vs 1 (CPU/event)",
+        "≤ 2×",
+        ratio,
+        None if ratio is None else ratio <= 2,
+        "×",
+    )
     conn = _get(two, "connect")
     if conn:
         ok = conn["ok"]
-        add(f"connect+subscribe {ok + conn['failed']} subscribers", "≤ 30 s, all", f"{conn['elapsed']} s, {ok} ok",
-            conn["elapsed"] <= 30 and not conn["failed"])
+        add(
+            f"connect+subscribe {ok + conn['failed']} subscribers",
+            "≤ 30 s, all",
+            f"{conn['elapsed']} s, {ok} ok",
+            conn["elapsed"] <= 30 and not conn["failed"],
+        )
     else:
         add("connect+subscribe 10k subscribers", "≤ 30 s", None, None)
     storm = two.get("storm")
-    add("reconnect storm: subscriptions lost", "0", None if not storm else storm["subscriptions_lost"],
-        None if not storm else storm["subscriptions_lost"] == 0)
+    add(
+        "reconnect storm: subscriptions lost",
+        "0",
+        None if not storm else storm["subscriptions_lost"],
+        None if not storm else storm["subscriptions_lost"] == 0,
+    )
     for label, key, goal, limit in (
         ("response → push p50, 2 instances", "response_to_push_ms", "≤ 2 ms", ("p50", 2)),
         ("response → push p99, 2 instances", "response_to_push_ms", "≤ 10 ms", ("p99", 10)),
@@ -714,8 +812,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(label, goal, value, None if value is None else value <= limit[1], "ms")
     big = phases.get("fanout_" + str(max(results["config"]["fanout_sizes"])), {})
     rtt = _get(big, "mutation_rtt_ms", "p50")
-    add(f"mutation round trip p50 with {big.get('connected')} subscribers", "≤ 20 ms", rtt,
-        None if rtt is None else rtt <= 20, "ms")
+    add(
+        f"mutation round trip p50 with {big.get('connected')} subscribers",
+        "≤ 20 ms",
+        rtt,
+        None if rtt is None else rtt <= 20,
+        "ms",
+    )
     idle = phases.get("idle", {})
     for label, key, goal, ok in (
         ("idle RSS per connection", "rss_kb_per_connection", "≤ 30 KB", lambda v: v <= 30),
@@ -725,10 +828,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         value = idle.get(key)
         add(label, goal, value, None if value is None else ok(value))
     base = _get(phases, "scale_1", "deliveries_per_s")
-    for count, goal in ((2, 1.7), (4, 3.0)):
+    for count, factor in ((2, 1.7), (4, 3.0)):
         value = _get(phases, f"scale_{count}", "deliveries_per_s")
         ratio = round(value / base, 2) if value and base else None
-        add(f"scale-out deliveries/s, {count} vs 1 instance", f"≥ {goal}×", ratio, None if ratio is None else ratio >= goal, "×")
+        add(
+            f"scale-out deliveries/s, {count} vs 1 instance",
+            f"≥ {factor}×",
+            ratio,
+            None if ratio is None else ratio >= factor,
+            "×",
+        )
     return rows
 
 

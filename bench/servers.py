@@ -81,8 +81,9 @@ class BenchNginx(Nginx):
         text = re.sub(r"worker_rlimit_nofile [^;]*;\n", "", text)
         text = re.sub(r"events \{[^}]*\}\n", "", text)
         text = text.replace(
-            "daemon off;\n", f"daemon off;\nworker_processes {self.workers};\nworker_rlimit_nofile {nofile};\n"
-            f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n"
+            "daemon off;\n",
+            f"daemon off;\nworker_processes {self.workers};\nworker_rlimit_nofile {nofile};\n"
+            f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n",
         )
         # Keep access logging off the hot path (a line per websocket/mutation is pure overhead here).
         text = text.replace(f"access_log {self.access_log_path};", "access_log off;")
@@ -106,9 +107,7 @@ class PollingDaphne(DaphneInstance):
 class PgCounters:
     """pg_stat_database counters of one database: a proxy for 'queries' (each autocommit query is a transaction)."""
 
-    QUERY = (
-        "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = %s"
-    )
+    QUERY = "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched FROM pg_stat_database WHERE datname = %s"
     # Every query of the app reads one of its tables; autovacuum and our own sampling do not scan them.
     SCANS = "SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0) FROM pg_stat_user_tables"
 
@@ -127,7 +126,12 @@ class PgCounters:
             scans = cursor.fetchone()
         self.samples += 1
         assert row is not None and scans is not None
-        return {"xacts": int(row[0]), "tup_returned": int(row[1]), "tup_fetched": int(row[2]), "app_scans": int(scans[0])}
+        return {
+            "xacts": int(row[0]),
+            "tup_returned": int(row[1]),
+            "tup_fetched": int(row[2]),
+            "app_scans": int(scans[0]),
+        }
 
     @staticmethod
     def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
