@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev run migrate test stack schema clean bench bench-quick
+.PHONY: install install-dev static-assets run migrate test stack soak bench bench-quick schema lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -19,14 +19,19 @@ $(VENV)/.installed: $(BIN)/python requirements.txt requirements-nodeps.txt
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
 	@touch $@
 
+# GraphiQL's JS/CSS from pinned, integrity-checked npm tarballs (no CDN at run time, no Node).
+# Always run: it only downloads what is missing or altered.
+static-assets: $(BIN)/python
+	@$(BIN)/python scripts/fetch_static_assets.py
+
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	@touch $@
 
 ## install: create .venv with the runtime dependencies
-install: $(VENV)/.installed
+install: $(VENV)/.installed static-assets
 
-install-dev: $(VENV)/.installed-dev
+install-dev: install $(VENV)/.installed-dev
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
@@ -34,10 +39,10 @@ migrate: install
 ## run: the product on embedded defaults (SQLite, in-memory channel layer) at http://127.0.0.1:8000
 run: migrate
 	@echo "Serving on http://$(HOST):$(PORT)/  (GraphiQL: http://$(HOST):$(PORT)/graphql/)"
-	$(BIN)/daphne -b $(HOST) -p $(PORT) project.asgi:application
+	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) project.asgi:application
 
-## test: install everything the tests need (system packages too, when root) and run them
-test: install-dev
+## test: lint (below), then install everything the tests need (system packages too, when root) and run them
+test: install-dev lint
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m pytest
 
@@ -45,6 +50,11 @@ test: install-dev
 stack: install
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m stack
+
+## soak: 500 resuming subscribers for 10 minutes while instances are killed and Redis restarts
+soak: install-dev
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m stack.soak $(SOAK_ARGS)
 
 ## bench: issue-7 benchmark on real processes (~15 min): bench/results/<date>.json + .md, README table
 bench: install-dev
@@ -60,5 +70,16 @@ bench-quick: install-dev
 schema: install
 	$(BIN)/python manage.py graphql_schema --schema project.schema.schema --out schema.graphql
 
+## lint: ruff (lint + format check) and mypy with django-stubs; LINT_PATHS narrows it
+LINT_PATHS ?= .
+lint: install-dev
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy $(LINT_PATHS)
+
+format: install-dev
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(LINT_PATHS)
+
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache
+	rm -rf $(VENV) staticfiles static-vendor .pytest_cache .mypy_cache .ruff_cache

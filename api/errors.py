@@ -5,13 +5,20 @@ or NotAuthenticated; clients see `extensions.code` and a message they can act on
 """
 
 import logging
-import uuid
+import re
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from graphql import GraphQLError
 
+from api.ratelimit import RateLimited
+from api.request_id import current_request_id
+
 logger = logging.getLogger(__name__)
+
+# graphql-core's suggestions (" Did you mean 'blogs'?") map the schema for whoever asks.
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
 class NotAuthenticated(Exception):
@@ -25,7 +32,9 @@ class BadUserInput(Exception):
 def _validation_message(error: ValidationError) -> tuple[str, dict[str, list[str]]]:
     if hasattr(error, "error_dict"):
         fields = {field: [str(m) for m in ValidationError(errs).messages] for field, errs in error.error_dict.items()}
-        message = "; ".join(f"{field}: {' '.join(msgs)}" if field != "__all__" else " ".join(msgs) for field, msgs in fields.items())
+        message = "; ".join(
+            f"{field}: {' '.join(msgs)}" if field != "__all__" else " ".join(msgs) for field, msgs in fields.items()
+        )
         return message, fields
     return " ".join(str(m) for m in error.messages), {}
 
@@ -41,7 +50,9 @@ def format_error(error: Exception) -> dict[str, Any]:
     if original is None:
         # Parse and validation errors come from graphql-core itself.
         if "code" not in extensions:
-            extensions["code"] = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+            extensions["code"] = (
+                "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
+            )
     elif isinstance(original, GraphQLError) and original.extensions and "code" in original.extensions:
         extensions.update(original.extensions)
         formatted["message"] = original.message
@@ -60,11 +71,15 @@ def format_error(error: Exception) -> dict[str, Any]:
             extensions["fields"] = fields
     elif isinstance(original, BadUserInput):
         extensions["code"] = "BAD_USER_INPUT"
+    elif isinstance(original, RateLimited):
+        extensions.update(code="RATE_LIMITED", limit=original.scope, retryAfter=original.retry_after)
     else:
-        error_id = uuid.uuid4().hex
-        logger.error("Unexpected error %s in GraphQL resolver", error_id, exc_info=original)
-        formatted["message"] = f"Internal server error (reference {error_id})."
-        extensions = {"code": "INTERNAL_SERVER_ERROR", "reference": error_id}
+        request_id = current_request_id()
+        logger.error("Unexpected error in GraphQL resolver (request %s)", request_id, exc_info=original)
+        formatted["message"] = f"Internal server error (request {request_id})."
+        extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
 
+    if not settings.GRAPHQL_INTROSPECTION:
+        formatted["message"] = _SUGGESTION.sub("", formatted["message"])
     formatted["extensions"] = extensions
     return formatted

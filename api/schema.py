@@ -11,13 +11,15 @@ from graphene import relay
 from graphene_django import DjangoConnectionField, DjangoObjectType
 from graphql_relay import from_global_id
 
-from api import selectors, services
+from api import ratelimit, selectors, services
+from api.client_ip import context_ip
 from api.errors import BadUserInput, NotAuthenticated
 from api.models import Author, Blog
 
 
 class ConnectionField(DjangoConnectionField):
-    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra `offset` argument."""
+    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra
+    `offset` argument."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -130,7 +132,24 @@ class Query(graphene.ObjectType):
         return viewer_of(info)
 
 
-class CreateAuthor(relay.ClientIDMutation):
+class ThrottledMutation(relay.ClientIDMutation):
+    """Every mutation counts against rate limits shared by all instances (api/ratelimit.py):
+    per signed-in author (all their tokens together), and for sign-up and log-in per client IP."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def mutate(cls, root: None, info: graphene.ResolveInfo, input: dict[str, Any]) -> Any:
+        if info.field_name in ("createAuthor", "createToken"):
+            ratelimit.hit(info.field_name, context_ip(info.context))
+        author = viewer_of(info)
+        if author is not None:
+            ratelimit.hit("mutation", f"author:{author.pk}")
+        return super().mutate(root, info, input)
+
+
+class CreateAuthor(ThrottledMutation):
     class Input:
         username = graphene.String(required=True)
         password = graphene.String(required=True)
@@ -140,12 +159,14 @@ class CreateAuthor(relay.ClientIDMutation):
     token = graphene.String(required=True, description="Shown once; send it as 'Authorization: Bearer <token>'.")
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, username: str, password: str, bio: str = "", **_: Any) -> "CreateAuthor":
+    def mutate_and_get_payload(
+        cls, root: None, info: graphene.ResolveInfo, username: str, password: str, bio: str = "", **_: Any
+    ) -> "CreateAuthor":
         author = services.author_create(username=username, password=password, bio=bio)
         return CreateAuthor(author=author, token=services.token_create(author=author))
 
 
-class CreateToken(relay.ClientIDMutation):
+class CreateToken(ThrottledMutation):
     class Input:
         username = graphene.String(required=True)
         password = graphene.String(required=True)
@@ -153,12 +174,14 @@ class CreateToken(relay.ClientIDMutation):
     token = graphene.String(required=True)
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, username: str, password: str, **_: Any) -> "CreateToken":
+    def mutate_and_get_payload(
+        cls, root: None, info: graphene.ResolveInfo, username: str, password: str, **_: Any
+    ) -> "CreateToken":
         author = services.author_authenticate(username=username, password=password)
         return CreateToken(token=services.token_create(author=author))
 
 
-class CreateBlog(relay.ClientIDMutation):
+class CreateBlog(ThrottledMutation):
     class Input:
         title = graphene.String(required=True)
         content = graphene.String(required=True)
@@ -166,11 +189,13 @@ class CreateBlog(relay.ClientIDMutation):
     blog = graphene.Field(BlogType, required=True)
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, title: str, content: str, **_: Any) -> "CreateBlog":
+    def mutate_and_get_payload(
+        cls, root: None, info: graphene.ResolveInfo, title: str, content: str, **_: Any
+    ) -> "CreateBlog":
         return CreateBlog(blog=services.blog_create(author=require_viewer(info), title=title, content=content))
 
 
-class UpdateBlog(relay.ClientIDMutation):
+class UpdateBlog(ThrottledMutation):
     class Input:
         id = graphene.ID(required=True)
         title = graphene.String()
@@ -179,12 +204,20 @@ class UpdateBlog(relay.ClientIDMutation):
     blog = graphene.Field(BlogType, required=True)
 
     @classmethod
-    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, id: str, title: str | None = None, content: str | None = None, **_: Any) -> "UpdateBlog":
+    def mutate_and_get_payload(
+        cls,
+        root: None,
+        info: graphene.ResolveInfo,
+        id: str,
+        title: str | None = None,
+        content: str | None = None,
+        **_: Any,
+    ) -> "UpdateBlog":
         blog = services.blog_update(author=require_viewer(info), blog_id=blog_pk(id), title=title, content=content)
         return UpdateBlog(blog=blog)
 
 
-class DeleteBlog(relay.ClientIDMutation):
+class DeleteBlog(ThrottledMutation):
     class Input:
         id = graphene.ID(required=True)
 

@@ -6,6 +6,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
+from api import ratelimit
 from api.errors import NotAuthenticated
 from api.models import ApiToken, Author, Blog
 from api.selectors import token_digest
@@ -45,12 +46,15 @@ def token_create(*, author: Author) -> str:
 
 
 def author_authenticate(*, username: str, password: str) -> Author:
+    """Check a password; repeated failures for one username are refused for a while (brute force)."""
     from django.contrib.auth import authenticate
 
+    ratelimit.check("loginFailure", username)
     author = authenticate(username=username, password=password)
     if author is None:
+        ratelimit.hit("loginFailure", username)
         raise NotAuthenticated("Invalid username or password.")
-    return author  # type: ignore[return-value]
+    return author
 
 
 def _validate_blog(blog: Blog) -> None:

@@ -1,7 +1,5 @@
 """Results as Markdown: the tables printed by `make bench`, saved beside the JSON and put in README."""
 
-# ruff: noqa: RUF001  (the multiplication sign, en dash and arrows are meant: the report prints them)
-
 from __future__ import annotations
 
 import re

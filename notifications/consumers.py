@@ -1,11 +1,14 @@
 """The websocket endpoint: django-channels-graphql-ws's consumer, hardened at its edges.
 
-The library speaks both `graphql-transport-ws` and the legacy `graphql-ws`; this subclass adds
-what it leaves out: malformed frames answered by the protocol instead of a crashed consumer,
-bearer-token auth in `connection_init`, error codes shared with HTTP, and ORM resolvers moved
-off the event loop.
+The library speaks both `graphql-transport-ws` and the legacy `graphql-ws` and runs queries and
+mutations sent over the socket. This subclass adds what it leaves out: malformed frames answered
+by the protocol instead of a crashed consumer, bearer-token auth in `connection_init`, error
+codes shared with HTTP, ORM resolvers moved off the event loop, and its own delivery path for
+subscriptions (notifications/hub.py): one execution per distinct subscription per process
+instead of one per subscriber, strict cursor order, and `after:` resume.
 """
 
+import functools
 import json
 import logging
 from typing import Any
@@ -17,8 +20,13 @@ from django.conf import settings
 from graphql.language.ast import OperationType
 
 from api.auth import bearer_token
-from api.errors import format_error
+from api.errors import BadUserInput, NotAuthenticated, format_error
 from api.selectors import author_by_token
+from notifications import publications, telemetry
+from notifications.hub import LiveSubscription, get_hub
+from notifications.limits import ConnectionLimits
+from notifications.shutdown import track_socket
+from notifications.transport import DirectSocket, EventFrames
 from project.schema import schema
 
 logger = logging.getLogger(__name__)
@@ -42,13 +50,58 @@ def run_orm_resolvers_in_thread(next_: Any, root: Any, info: graphql.GraphQLReso
     run their (sync, ORM-backed) resolvers in Django's thread instead. Subscription events are
     built from broadcast data, so only connection fields (which query the database) leave the loop.
     """
-    if info.operation.operation is OperationType.SUBSCRIPTION and not _named_type_name(info.return_type).endswith("Connection"):
+    if info.operation.operation is OperationType.SUBSCRIPTION and not _named_type_name(info.return_type).endswith(
+        "Connection"
+    ):
         return next_(root, info, **args)
     return database_sync_to_async(next_)(root, info, **args)
 
 
+@functools.lru_cache(maxsize=512)
+def parse_operation(
+    query: str, operation_name: str | None
+) -> tuple[graphql.DocumentNode | None, graphql.OperationDefinitionNode | None, tuple[graphql.GraphQLError, ...]]:
+    """Parse and validate once per distinct document: subscribers mostly send the same few."""
+    try:
+        document = graphql.parse(query)
+    except graphql.GraphQLError as error:
+        return None, None, (error,)
+    errors = graphql.validate(schema.graphql_schema, document)
+    if errors:
+        return None, None, tuple(errors)
+    operation = graphql.utilities.get_operation_ast(document, operation_name)
+    if operation is None:
+        message = (
+            f"Unknown operation named '{operation_name}'."
+            if operation_name
+            else "Must provide operation name if query contains multiple operations."
+        )
+        return None, None, (graphql.GraphQLError(message),)
+    return document, operation, ()
+
+
+def subscription_arguments(
+    operation: graphql.OperationDefinitionNode, raw_variables: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Coerced variables and the root field's arguments; GraphQLError when the variables do not fit."""
+    coerced = graphql.execution.values.get_variable_values(
+        schema.graphql_schema, operation.variable_definitions or (), raw_variables or {}
+    )
+    if isinstance(coerced, list):
+        raise coerced[0]
+    field_node = operation.selection_set.selections[0]
+    assert isinstance(field_node, graphql.FieldNode)
+    field_def = schema.graphql_schema.subscription_type.fields[field_node.name.value]
+    return coerced, graphql.execution.values.get_argument_values(field_def, field_node, coerced)
+
+
 class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     schema = schema
+    # No channel per socket: the process's hub is the only channel-layer receiver. Sockets then
+    # cost no Redis work while idle, and a Redis outage cannot crash them (a consumer holding
+    # channels-redis's shared BRPOP would die with it).
+    channel_layer_alias = "no channel layer for sockets"
+    channel_name = None  # the library puts it into every operation's context
     send_ping_every = settings.GRAPHQL_WS_PING_SECONDS
     connection_init_wait_timeout = settings.GRAPHQL_WS_CONNECTION_INIT_TIMEOUT
     middleware = [run_orm_resolvers_in_thread]
@@ -59,45 +112,72 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         return next((p for p in SUBPROTOCOLS if p in offered), None)
 
     async def connect(self) -> None:
+        self.limits = ConnectionLimits(self)
         if self.subprotocol is None:
             # Refuse the handshake: a client that speaks neither protocol cannot be answered in one.
             logger.info("Websocket refused: no GraphQL subprotocol offered (%s)", self.scope.get("subprotocols"))
             await self.close()
             return
+        if not self.limits.admit():
+            await self.close()
+            return
         self.connection_initialised = False
+        self.acknowledged = False
+        self.live: dict[str, LiveSubscription] = {}
+        self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
+        track_socket(self)
         await super().connect()
+        if self.subprotocol == LEGACY_WS:  # the library times out only graphql-transport-ws
+            self.limits.watch_connection_init(self.connection_init_wait_timeout)
+        telemetry.websocket_connected(self)
+
+    async def disconnect(self, code: int) -> None:
+        telemetry.websocket_disconnected(self, code)
+        self.limits.release()
+        self.stop_all_live()
+        await super().disconnect(code)
+
+    async def on_operation(self, op_id: str, payload: dict[str, Any]) -> None:
+        """Before every subscribe/start: the limits HTTP enforces too, and the subscription budget."""
+        await self.limits.check_operation(op_id, payload)
 
     async def _send_gql_connection_ack(self) -> None:
         # Both protocols allow an ack payload; it tells clients, operators and tests which
         # instance holds the socket (Daphne cannot add handshake headers).
         await self.send_json({"type": "connection_ack", "payload": {"instance": settings.INSTANCE_NAME}})
+        self.acknowledged = True
 
     async def on_connect(self, payload: Any) -> None:
         """`connection_init`: an `authorization: Bearer <token>` in the payload signs the socket in."""
         if payload is not None and not isinstance(payload, dict):
-            raise ValueError("The connection_init payload must be an object.")
+            raise BadUserInput("The connection_init payload must be an object.")
         raw = (payload or {}).get("authorization") or (payload or {}).get("Authorization")
         if raw is not None:
             token = bearer_token(raw) if isinstance(raw, str) else None
             author = await database_sync_to_async(author_by_token)(token) if token else None
             if author is None:
-                raise PermissionError("The bearer token is invalid or has been revoked.")
+                raise NotAuthenticated("The bearer token is invalid or has been revoked.")
             self.scope["user"] = author
         self.connection_initialised = True
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        too_big = self.limits.message_problem(text_data, bytes_data)
+        if too_big:
+            await self.reject_message(too_big)
+            return
         if text_data is None:
             await self.reject_message("Binary frames are not part of the GraphQL over WebSocket protocol.")
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.reject_message("The message is not valid JSON.")
             return
         problem = self.message_problem(content)
         if problem:
             await self.reject_message(problem, content.get("id") if isinstance(content, dict) else None)
             return
+        telemetry.message_received(self, content)
         try:
             await self.receive_json(content)
         except graphql.GraphQLError as error:
@@ -120,6 +200,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
                 return f"A '{kind}' message needs a payload with a string 'query'."
             if not isinstance(payload.get("variables") or {}, dict):
                 return "'variables' must be an object."
+            if not isinstance(payload.get("operationName") or "", str):
+                return "'operationName' must be a string."
             if self.subprotocol == LEGACY_WS and not self.connection_initialised:
                 return "Send connection_init and wait for connection_ack before starting operations."
         return None
@@ -135,3 +217,85 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     @staticmethod
     def _format_error(error: Exception) -> Any:
         return format_error(error)
+
+    # ------------------------------------------------------------------ subscriptions via the hub
+
+    async def receive_json(self, content: dict[str, Any]) -> None:
+        kind = content["type"].lower()
+        if kind in ("subscribe", "start"):
+            payload = content["payload"]
+            document, operation, _errors = parse_operation(payload["query"], payload.get("operationName"))
+            if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
+                await self.start_live(content["id"], payload, document, operation)  # type: ignore[arg-type]
+                return
+        elif kind in ("complete", "stop") and content.get("id") in self.live:
+            self.stop_live(content["id"])
+            await self._send_gql_complete(content["id"])
+            return
+        await super().receive_json(content)
+
+    async def start_live(
+        self,
+        op_id: str,
+        payload: dict[str, Any],
+        document: graphql.DocumentNode,
+        operation: graphql.OperationDefinitionNode,
+    ) -> None:
+        if self.subprotocol == TRANSPORT_WS and not self.acknowledged:
+            await self.close(code=4401, reason="Unauthorized: subscribe before connection_ack")
+            return
+        if op_id in self.live or op_id in self._subscriptions or op_id in self._operation_locks:
+            if self.subprotocol == TRANSPORT_WS:
+                await self.close(code=4409, reason=f"Subscriber for {op_id} already exists")
+            else:
+                await self.send_operation_errors(
+                    op_id, [graphql.GraphQLError(f"Subscription with id '{op_id}' already exists.")]
+                )
+            return
+        try:
+            await self.on_operation(op_id, payload)
+            variables, arguments = subscription_arguments(operation, payload.get("variables") or {})
+            after_seq = None
+            if arguments.get("after") is not None:
+                after_seq = await database_sync_to_async(publications.resume_point)(arguments["after"])
+        except Exception as error:
+            if not isinstance(error, graphql.GraphQLError):
+                error = graphql.GraphQLError(str(error), original_error=error)
+            await self.send_operation_errors(op_id, [error])
+            return
+        operation_name = payload.get("operationName")
+        cohort_key = (payload["query"], operation_name, json.dumps(variables, sort_keys=True, default=str))
+        subscription = LiveSubscription(
+            self, op_id, cohort_key, document, operation_name, variables, arguments.get("author"), after_seq
+        )
+        self.live[op_id] = subscription
+        await get_hub().subscribe(subscription)
+
+    def stop_live(self, op_id: str) -> None:
+        subscription = self.live.pop(op_id, None)
+        if subscription is not None:
+            get_hub().unsubscribe(subscription)
+
+    def stop_all_live(self) -> None:
+        for op_id in list(getattr(self, "live", {})):
+            self.stop_live(op_id)
+
+    def going_away(self) -> None:
+        """The server is shutting down: 1001, so the client reconnects elsewhere and resumes."""
+        self.stop_all_live()
+        self.socket.close(1001, "Server shutting down: reconnect and resume with your last cursor", handshake_timeout=1)
+
+    def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
+        """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
+        self.socket.send_event(frames, "next" if self.subprotocol == TRANSPORT_WS else "data", subscription.op_id)
+        telemetry.event_sent()
+        if self.socket.buffered_bytes() > settings.WS_MAX_BUFFERED_BYTES:
+            logger.warning("Closing a websocket that stopped reading (%d bytes unread)", self.socket.buffered_bytes())
+            self.stop_all_live()
+            self.socket.close(1013, "Too slow: reconnect and resume with your last cursor")
+
+    async def send_operation_errors(self, op_id: str, errors: list[graphql.GraphQLError]) -> None:
+        """An operation failed before it started: an `error` message, its payload shaped per protocol."""
+        formatted = [format_error(error) for error in errors]
+        payload = formatted if self.subprotocol == TRANSPORT_WS else {"errors": formatted}
+        await self.send_json({"type": "error", "id": op_id, "payload": payload})

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.db import transaction
 
+from project import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,8 +30,10 @@ def call_event(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
             func(*args, **kwargs)
         except Exception:
             EventStats.failed += 1
+            metrics.broadcast_failed()
             logger.exception("Event %s failed after commit", getattr(func, "__qualname__", func))
         else:
             EventStats.sent += 1
+            metrics.broadcast_sent()
 
     transaction.on_commit(run)

@@ -12,6 +12,9 @@ class PublicationCounter(models.Model):
 
     last_seq = models.BigIntegerField(default=0)
 
+    def __str__(self) -> str:
+        return f"last seq {self.last_seq}"
+
 
 class Publication(models.Model):
     seq = models.BigIntegerField(unique=True)

@@ -2,9 +2,13 @@
 
 import base64
 import binascii
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
+from api.errors import BadUserInput
 from api.models import Blog
 from notifications.models import Publication, PublicationCounter
 
@@ -50,3 +54,34 @@ def event_payload(publication: Publication) -> dict:
             "author": {"id": author.pk, "username": author.username, "bio": author.bio},
         },
     }
+
+
+def last_published_seq() -> int:
+    """The newest sequence number committed so far (0 before the first publication)."""
+    return PublicationCounter.objects.values_list("last_seq", flat=True).get(pk=1)
+
+
+def resume_point(cursor: str) -> int:
+    """The sequence number a resuming subscriber saw last; BadUserInput when it cannot resume from it."""
+    refetch = "Refetch with the `blogs` query and subscribe without `after`."
+    try:
+        seq = seq_from_cursor(cursor)
+    except ValueError:
+        raise BadUserInput(f"'{cursor}' is not a blogPublished cursor. {refetch}") from None
+    if seq > last_published_seq():
+        raise BadUserInput(f"Unknown cursor '{cursor}'. {refetch}")
+    cutoff = timezone.now() - timedelta(seconds=settings.PUBLICATION_RETENTION_SECONDS)
+    newer_than_cutoff = Publication.objects.filter(seq__gt=seq, created_at__lt=cutoff)
+    if newer_than_cutoff.exists():
+        raise BadUserInput(f"Cursor '{cursor}' is older than the replay window. {refetch}")
+    return seq
+
+
+def payloads_between(after_seq: int, upto_seq: int | None = None, author_username: str | None = None) -> list[dict]:
+    """Publications with after_seq < seq <= upto_seq, oldest first; deleted blogs are simply absent."""
+    publications = Publication.objects.select_related("blog__author").filter(seq__gt=after_seq).order_by("seq")
+    if upto_seq is not None:
+        publications = publications.filter(seq__lte=upto_seq)
+    if author_username is not None:
+        publications = publications.filter(author_username=author_username)
+    return [event_payload(publication) for publication in publications]

@@ -15,6 +15,8 @@ from django.conf import settings  # noqa: E402
 
 from notifications.origins import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
+from notifications.shutdown import InFlightRequests  # noqa: E402
+from notifications.transport import DirectSocketMiddleware  # noqa: E402
 
 if not settings.REDIS_URL:
     logging.getLogger("notifications").warning(
@@ -23,7 +25,7 @@ if not settings.REDIS_URL:
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "http": InFlightRequests(django_asgi_app),
+        "websocket": DirectSocketMiddleware(OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
     }
 )

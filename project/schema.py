@@ -6,7 +6,7 @@ import api.schema
 import notifications.subscriptions
 
 
-class Query(api.schema.Query, graphene.ObjectType):
+class Query(api.schema.Query, notifications.subscriptions.Query, graphene.ObjectType):
     pass
 
 

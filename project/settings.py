@@ -1,10 +1,14 @@
 """Settings come from the environment (12-factor); defaults are for development only."""
 
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from project.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,8 +35,9 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
-# Which process served a request; lets operators (and tests) tell instances apart.
-INSTANCE_NAME = os.environ.get("INSTANCE_NAME", "local")
+# Which process served a request; lets operators (and tests) tell instances apart. Unset, the
+# host name: under Docker the container ID, distinct for every replica of one service.
+INSTANCE_NAME = os.environ.get("INSTANCE_NAME") or socket.gethostname()
 
 INSTALLED_APPS = [
     "daphne",
@@ -43,12 +48,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "pages",  # before graphene_django: its graphene/graphiql.html serves GraphiQL without a CDN
     "graphene_django",
     "api",
     "notifications",
 ]
 
 MIDDLEWARE = [
+    "project.logs.RequestLogMiddleware",
+    "project.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -86,9 +94,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"transaction_mode": "IMMEDIATE", "timeout": 20}
-    )
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
 
 AUTH_USER_MODEL = "api.Author"
 AUTH_PASSWORD_VALIDATORS = [
@@ -102,7 +108,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
+# GraphiQL's files, fetched by `make install` (scripts/fetch_static_assets.py).
+STATICFILES_DIRS = [BASE_DIR / "static-vendor"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -137,7 +145,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = False
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
@@ -154,18 +162,93 @@ GRAPHQL_WS_PING_SECONDS = float(os.environ.get("GRAPHQL_WS_PING_SECONDS", "25"))
 GRAPHQL_WS_CONNECTION_INIT_TIMEOUT = int(os.environ.get("GRAPHQL_WS_CONNECTION_INIT_TIMEOUT", "10"))
 
 LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.channels.server": {"level": "WARNING"},
-        "daphne": {"level": "WARNING"},
-    },
-}
+# JSON lines (one per request and websocket event, with ids) in production; text while developing.
+LOG_JSON = env_bool("DJANGO_LOG_JSON", not DEBUG)
+LOGGING = logging_config(structured=LOG_JSON, level=LOG_LEVEL)
+
+# /metrics answers requests from these addresses or networks, or bearing METRICS_TOKEN.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # Websocket upgrades with an Origin header must come from one of these (scheme://host[:port]
 # or host patterns as in ALLOWED_HOSTS). Empty: the ALLOWED_HOSTS themselves.
 WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", "")
+
+# How far back `blogPublished(after: cursor)` can replay; older cursors must refetch.
+PUBLICATION_RETENTION_SECONDS = int(os.environ.get("PUBLICATION_RETENTION_SECONDS", str(7 * 24 * 3600)))
+# A subscriber whose socket holds more unread bytes than this is closed with 1013 (it resumes).
+WS_MAX_BUFFERED_BYTES = int(os.environ.get("WS_MAX_BUFFERED_BYTES", str(4 * 1024 * 1024)))
+# How long the hub waits for an out-of-order publication before reading it from the database.
+HUB_REORDER_WINDOW_SECONDS = float(os.environ.get("HUB_REORDER_WINDOW_SECONDS", "0.5"))
+# On SIGTERM, how long in-flight HTTP requests may take to finish before websockets close with 1001.
+GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "10"))
+
+# --- Abuse resistance (README "Security"). Every limit is an environment variable. ---
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value.strip() else default
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from error
+
+
+def env_rate(name: str, default: str) -> tuple[int, int] | None:
+    """A rate limit "COUNT/SECONDS" (e.g. "60/60"); "off" disables it (None)."""
+    value = os.environ.get(name, "").strip() or default
+    if value.lower() in {"off", "0", "none"}:
+        return None
+    count, _, seconds = value.partition("/")
+    try:
+        rate = (int(count), int(seconds))
+    except ValueError:
+        rate = (0, 0)
+    if rate[0] < 1 or rate[1] < 1:
+        raise ImproperlyConfigured(f"{name} must look like COUNT/SECONDS (e.g. 60/60) or 'off', got {value!r}.")
+    return rate
+
+
+# Schema introspection, "Did you mean" suggestions and GraphiQL give the schema away: on only
+# in development unless explicitly enabled.
+GRAPHQL_INTROSPECTION = env_bool("GRAPHQL_INTROSPECTION", DEBUG)
+GRAPHQL_GRAPHIQL = env_bool("GRAPHQL_GRAPHIQL", DEBUG)
+# JSON-array (batched) HTTP bodies; each operation in a batch passes every limit on its own.
+GRAPHQL_BATCH = env_bool("GRAPHQL_BATCH", False)
+GRAPHQL_BATCH_MAX = env_int("GRAPHQL_BATCH_MAX", 10)
+# Applied to every GraphQL document on HTTP and websockets alike (api/validation.py).
+GRAPHQL_MAX_DOCUMENT_CHARS = env_int("GRAPHQL_MAX_DOCUMENT_CHARS", 20_000)
+GRAPHQL_MAX_TOKENS = env_int("GRAPHQL_MAX_TOKENS", 2_000)
+GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 10)
+GRAPHQL_MAX_COST = env_int("GRAPHQL_MAX_COST", 5_000)
+# Websockets (notifications/limits.py). Daphne itself drops frames over 1 MiB
+# (--websocket-max-message-size); a createBlog with 100,000 characters of content fits below this.
+GRAPHQL_WS_MAX_MESSAGE_BYTES = env_int("GRAPHQL_WS_MAX_MESSAGE_BYTES", 512 * 1024)
+GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 20)
+GRAPHQL_WS_MAX_CONNECTIONS_PER_IP = env_int("GRAPHQL_WS_MAX_CONNECTIONS_PER_IP", 100)
+# Peers whose X-Forwarded-For is believed (nginx); everyone else is identified by their own
+# address. IPs or CIDR networks, comma-separated.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network.") from _error
+# Fixed-window rate limits, shared by all instances through Redis (api/ratelimit.py).
+RATE_LIMITS = {
+    "mutation": env_rate("RATE_LIMIT_MUTATIONS", "60/60"),  # per signed-in author
+    "createAuthor": env_rate("RATE_LIMIT_SIGN_UPS", "10/3600"),  # per client IP
+    "createToken": env_rate("RATE_LIMIT_LOG_INS", "20/300"),  # per client IP
+    "loginFailure": env_rate("RATE_LIMIT_LOGIN_FAILURES", "10/900"),  # failed createToken per username
+}
+if REDIS_URL:
+    # Rate-limit counters live in Redis so every instance counts the same; without Redis they
+    # fall back to the default per-process memory cache.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "blog",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }

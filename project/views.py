@@ -8,12 +8,15 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from graphene_django.views import GraphQLView as BaseGraphQLView
+from graphene_django.views import HttpError
+from graphql import ExecutionResult, GraphQLError, OperationType
 
+from api import validation
 from api.auth import bearer_token
 from api.errors import format_error
 
@@ -22,14 +25,61 @@ logger = logging.getLogger(__name__)
 
 @method_decorator(csrf_exempt, name="dispatch")
 class GraphQLView(BaseGraphQLView):
-    """graphene-django's view with the error codes the websocket uses too.
+    """graphene-django's view with the error codes and document limits the websocket uses too.
 
     CSRF protects ambient credentials: a request that carries the session cookie must pass
     Django's CSRF check; one that authenticates with a bearer token, or carries no cookie at
     all, cannot be forged by another site and needs no CSRF token.
     """
 
-    format_error = staticmethod(format_error)
+    def __init__(self, **kwargs: Any) -> None:
+        # Django builds a view per request, so settings (and test overrides of them) apply at once.
+        batch = settings.GRAPHQL_BATCH
+        kwargs.setdefault("batch", batch)
+        kwargs.setdefault("graphiql", settings.GRAPHQL_GRAPHIQL and not batch)
+        kwargs.setdefault("validation_rules", validation.executor_rules())
+        super().__init__(**kwargs)
+
+    @staticmethod
+    def format_error(error: Exception) -> dict[str, Any]:
+        if isinstance(error, HttpError):  # a request the view refused before any GraphQL ran
+            code = "METHOD_NOT_ALLOWED" if error.response.status_code == 405 else "BAD_REQUEST"
+            return {"message": error.message, "extensions": {"code": code}}
+        return format_error(error)
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        try:
+            data = super().parse_body(request)
+        except RecursionError as error:  # json.loads on "[[[[...": nested deeper than Python recurses
+            raise HttpError(HttpResponseBadRequest("The JSON body is nested too deeply.")) from error
+        if self.batch:
+            if len(data) > settings.GRAPHQL_BATCH_MAX:
+                raise HttpError(
+                    HttpResponseBadRequest(f"A batch holds at most {settings.GRAPHQL_BATCH_MAX} operations.")
+                )
+            if not all(isinstance(entry, dict) for entry in data):
+                raise HttpError(HttpResponseBadRequest("Each operation in a batch must be a JSON object."))
+        return data
+
+    def execute_graphql_request(
+        self,
+        request: HttpRequest,
+        data: Any,
+        query: Any,
+        variables: Any,
+        operation_name: Any,
+        show_graphiql: bool = False,
+    ) -> ExecutionResult | None:
+        """Enforce the limits the websocket enforces too (api/validation.py), then run as usual."""
+        if query is None or (show_graphiql and not query):
+            return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
+        verdict = validation.check(query, variables, operation_name)
+        if verdict.errors:
+            return ExecutionResult(errors=verdict.errors)
+        if verdict.operation is OperationType.SUBSCRIPTION:
+            message = "Subscriptions run over a websocket on this same URL (graphql-transport-ws or graphql-ws)."
+            return ExecutionResult(errors=[GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})])
+        return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         uses_session = settings.SESSION_COOKIE_NAME in request.COOKIES
@@ -52,7 +102,7 @@ def _database_ok() -> None:
 
 async def _channel_layer_ok() -> None:
     layer = get_channel_layer()
-    if hasattr(layer, "connection"):  # channels-redis: ask Redis itself
+    if layer is not None and hasattr(layer, "connection"):  # channels-redis: ask Redis itself
         await layer.connection(0).ping()
 
 

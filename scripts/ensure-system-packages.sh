@@ -8,11 +8,13 @@ declare -A needed=(
   [redis-server]=redis-server
   [nginx]=nginx-light
   [initdb]=postgresql
+  [chromium]=chromium
 )
 
 have() {
   case "$1" in
     initdb) command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ;;
+    chromium) [ -x /usr/bin/chromium ] ;;  # the browser tests launch this exact path
     *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] ;;
   esac
 }

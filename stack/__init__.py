@@ -15,9 +15,11 @@ from stack.services import (
     Service,
     Stack,
     StackError,
+    collectstatic,
     free_port,
     http_ok,
     log_tail,
+    manage,
     migrate,
     wait_for,
 )
@@ -30,9 +32,11 @@ __all__ = [
     "Service",
     "Stack",
     "StackError",
+    "collectstatic",
     "free_port",
     "http_ok",
     "log_tail",
+    "manage",
     "migrate",
     "wait_for",
 ]

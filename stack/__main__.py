@@ -12,16 +12,20 @@ from stack.services import Stack, StackError
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """Stop on SIGTERM exactly like on Ctrl-C (also when SIGINT was inherited as ignored)."""
+    """Stop on SIGTERM exactly like on Ctrl-C (also when SIGINT was inherited as ignored).
+
+    Later signals are ignored: a second Ctrl-C while a half-started stack is being
+    torn down (inside `Stack.start`) must not cut the cleanup short and leak processes.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("--instances", type=int, default=3, help="Daphne instances (default 3)")
-    parser.add_argument(
-        "--sqlite", action="store_true", help="use a SQLite file instead of a PostgreSQL cluster"
-    )
+    parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead of a PostgreSQL cluster")
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGINT, _interrupt)

@@ -142,6 +142,18 @@ class Service:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP the process group: it keeps its sockets but answers nothing (a hung peer)."""
+        if self.running:
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after `freeze()`."""
+        if self.running:
+            assert self._proc is not None
+            os.killpg(self._proc.pid, signal.SIGCONT)
+
     def restart(self) -> None:
         """Stop and start again with the same port and temp dir."""
         self._halt()
@@ -189,8 +201,7 @@ class Service:
             ).returncode
         if code:
             raise StackError(
-                f"{self.name}: {cmd[0]} exited with code {code}\n"
-                f"--- {self.log_path}:\n{log_tail(self.log_path)}"
+                f"{self.name}: {cmd[0]} exited with code {code}\n--- {self.log_path}:\n{log_tail(self.log_path)}"
             )
 
     def _wait_ready(self, predicate: Callable[[], bool], what: str) -> None:
@@ -226,8 +237,19 @@ class RedisServer(Service):
     def start(self) -> None:
         # --save '' and --appendonly no: a restart loses all data, like a crash.
         self._spawn(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.tmp)]
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ]
         )
         self._wait_ready(lambda: _redis_pings(self.port), "PING")
 
@@ -288,15 +310,22 @@ class PostgresCluster(Service):
     def _init_cluster(self) -> None:
         # -U blog makes `blog` the bootstrap superuser, so no extra role is needed.
         self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "blog",
-             "--auth=trust", "--no-locale", "--encoding=UTF8", "--no-sync",
-             "--no-instructions"],
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "blog",
+                "--auth=trust",
+                "--no-locale",
+                "--encoding=UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
             **self._as_owner,
         )
         # Trust only the private socket dir and 127.0.0.1; durability off for speed.
-        (self.data_dir / "pg_hba.conf").write_text(
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n"
-        )
+        (self.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"\n# stack.PostgresCluster\n"
@@ -341,8 +370,20 @@ class DaphneInstance(Service):
         env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
         self._spawn(
             # --proxy-headers: behind nginx, the client address comes from X-Forwarded-For.
-            [sys.executable, "-m", "daphne", "--proxy-headers", "-b", "127.0.0.1",
-             "-p", str(self.port), "project.asgi:application"],
+            # -v 0: no Daphne access log; the app logs each request itself (project/logs.py).
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "--proxy-headers",
+                "-v",
+                "0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "project.asgi:application",
+            ],
             env=env,
             cwd=self.cwd,
         )
@@ -374,16 +415,16 @@ class Nginx(Service):
 
     def start(self) -> None:
         # -e stderr: errors go to our log from the very start, before the config is read.
-        self._spawn(
-            ["nginx", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"]
-        )
+        self._spawn(["nginx", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"])
         self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz through nginx")
+
+    def check_config(self) -> None:
+        """`nginx -t` on the config `start()` would run; StackError with nginx's complaint."""
+        self._run(["nginx", "-t", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"])
 
     def render_template(self) -> str:
         """The template with only our two variables replaced; nginx's own $vars stay."""
-        servers = "\n    ".join(
-            f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.upstream_ports
-        )
+        servers = "\n    ".join(f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.upstream_ports)
         return (
             self.template.read_text()
             .replace("${NGINX_UPSTREAM_SERVERS}", servers)
@@ -403,7 +444,10 @@ class Nginx(Service):
             f"worker_processes 1;\n"
             f"pid {t}/nginx.pid;\n"
             f"error_log stderr notice;\n"
-            f"events {{}}\n"
+            # Each proxied websocket holds two connections (client and upstream): leave room
+            # for thousands, not nginx's default 512.
+            f"worker_rlimit_nofile 65536;\n"
+            f"events {{ worker_connections 16384; }}\n"
             f"http {{\n"
             f"    access_log {self.access_log_path};\n"
             f"    client_body_temp_path {t}/client_body;\n"
@@ -417,10 +461,10 @@ class Nginx(Service):
         return conf
 
 
-def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
-    """Apply Django migrations once, before any instance starts."""
+def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
+    """Run a one-shot `manage.py` command with the stack's settings; StackError if it fails."""
     result = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
+        [sys.executable, "manage.py", *args],
         cwd=cwd,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
@@ -430,7 +474,21 @@ def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
     )
     if result.returncode:
         tail = "\n".join(result.stdout.splitlines()[-40:])
-        raise StackError(f"manage.py migrate exited with code {result.returncode}:\n{tail}")
+        raise StackError(f"manage.py {args[0]} exited with code {result.returncode}:\n{tail}")
+
+
+def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
+    """Apply Django migrations once, before any instance starts."""
+    manage(env, "migrate", "--noinput", cwd=cwd)
+
+
+def collectstatic(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
+    """Collect static files into env's DJANGO_STATIC_ROOT, as the image build does.
+
+    With DEBUG off, whitenoise serves only collected files: without them GraphiQL's
+    graphiql.js and the admin's CSS would be 404s.
+    """
+    manage(env, "collectstatic", "--noinput", cwd=cwd)
 
 
 class Stack:
@@ -440,9 +498,10 @@ class Stack:
     started is stopped in reverse order, also when starting fails halfway.
     """
 
-    def __init__(self, instances: int = 3, postgres: bool = True) -> None:
+    def __init__(self, instances: int = 3, postgres: bool = True, env: Mapping[str, str] | None = None) -> None:
         self.instance_count = instances
         self.use_postgres = postgres
+        self.extra_env = dict(env or {})
         self.redis: RedisServer | None = None
         self.postgres: PostgresCluster | None = None
         self.instances: list[DaphneInstance] = []
@@ -491,6 +550,8 @@ class Stack:
                 cleanup.callback(_remove_tmp, sqlite_dir)
                 database_url = f"sqlite:///{sqlite_dir}/db.sqlite3"
 
+            static_dir = Path(tempfile.mkdtemp(prefix="stack-static-"))
+            cleanup.callback(_remove_tmp, static_dir)
             self.env = {
                 "DATABASE_URL": database_url,
                 "REDIS_URL": self.redis.url,
@@ -498,12 +559,17 @@ class Stack:
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
                 "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "DJANGO_SECURE_SSL_REDIRECT": "0",
+                # nginx is the instances' only peer: believe the client address it forwards.
+                "TRUSTED_PROXIES": "127.0.0.1",
+                "DJANGO_STATIC_ROOT": str(static_dir),
+                **self.extra_env,
             }
-            migrate(self.env)
+            # Both are one-shot processes that mostly import Django: overlap them.
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for done in [pool.submit(migrate, self.env), pool.submit(collectstatic, self.env)]:
+                    done.result()
 
-            self.instances = [
-                DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)
-            ]
+            self.instances = [DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)]
             for instance in self.instances:
                 cleanup.callback(instance.stop)
             # Each instance spends most of its start importing Django: overlap them.

@@ -5,12 +5,16 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate
 from tests.live import LiveApi
+
+# Pages, browser and observability fixtures (web_server, restartable_server, browser).
+pytest_plugins = ["tests.fixtures_web"]
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +38,13 @@ def live_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DJANGO_SECURE_COOKIES": "0",
         "GRAPHQL_WS_PING_SECONDS": "3",
+        # The whole suite signs up from 127.0.0.1: the shared servers count, but never refuse.
+        # tests/test_security.py runs its own instances with small limits.
+        "RATE_LIMIT_MUTATIONS": "1000000/60",
+        "RATE_LIMIT_SIGN_UPS": "1000000/60",
+        "RATE_LIMIT_LOG_INS": "1000000/60",
+        "RATE_LIMIT_LOGIN_FAILURES": "1000000/60",
+        "GRAPHQL_WS_MAX_CONNECTIONS_PER_IP": "1000000",
     }
     migrate(env)
     return env
@@ -46,6 +57,34 @@ def daphne_servers(live_env: dict[str, str]) -> Iterator[list[DaphneInstance]]:
     try:
         for server in servers:
             server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# Small limits for the abuse tests. Rate windows are long enough never to roll over mid-test;
+# tests tell clients apart by X-Forwarded-For, which these instances believe from 127.0.0.1.
+STRICT_LIMITS = {
+    "RATE_LIMIT_MUTATIONS": "3/1000000000",
+    "RATE_LIMIT_SIGN_UPS": "2/1000000000",
+    "RATE_LIMIT_LOG_INS": "4/1000000000",
+    "RATE_LIMIT_LOGIN_FAILURES": "3/1000000000",
+    "GRAPHQL_WS_MAX_CONNECTIONS_PER_IP": "3",
+    "GRAPHQL_WS_CONNECTION_INIT_TIMEOUT": "1",
+    "GRAPHQL_INTROSPECTION": "1",
+    "TRUSTED_PROXIES": "127.0.0.1",
+}
+
+
+@pytest.fixture(scope="session")
+def strict_servers(live_env: dict[str, str], redis_server: RedisServer) -> Iterator[list[DaphneInstance]]:
+    """Two instances with small limits, sharing Redis database 1: their own counters and events."""
+    env = {**live_env, **STRICT_LIMITS, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1"}
+    servers = [DaphneInstance(f"strict-{i}", env) for i in (1, 2)]
+    try:
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            list(pool.map(DaphneInstance.start, servers))
         yield servers
     finally:
         for server in servers:
@@ -77,7 +116,7 @@ def manage(env: dict[str, str], *args: str, stdin: str | None = None) -> subproc
 
 
 @pytest.fixture(scope="session")
-def run_manage(live_env: dict[str, str]):  # type: ignore[no-untyped-def]
+def run_manage(live_env: dict[str, str]):
     return lambda *args, stdin=None: manage(live_env, *args, stdin=stdin)
 
 
@@ -91,3 +130,34 @@ def fast_password_hashing(request: pytest.FixtureRequest) -> None:
     if "settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
         settings = request.getfixturevalue("settings")
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(request: pytest.FixtureRequest) -> None:
+    """In-process tests share one memory cache: each starts with no rate-limit counts."""
+    if "settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        from django.core.cache import caches
+        from django.core.cache.backends.locmem import LocMemCache
+
+        if isinstance(caches["default"], LocMemCache):  # never flush a developer's Redis
+            caches["default"].clear()
+
+
+OPEN_SESSION = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from api.models import Author
+author = Author.objects.get(username={username!r})
+session = SessionStore()
+session.update({{SESSION_KEY: str(author.pk), BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+                HASH_SESSION_KEY: author.get_session_auth_hash()}})
+session.create()
+print(session.session_key)
+"""
+
+
+@pytest.fixture(scope="session")
+def browser_session(api: LiveApi, run_manage) -> tuple[str, str]:
+    """(username, session key) of an author signed in the way a browser is: with a session cookie."""
+    username, _ = api.sign_up()
+    return username, run_manage("shell", "-c", OPEN_SESSION.format(username=username)).stdout.split()[-1]

@@ -5,7 +5,7 @@ from api.models import Author, Blog
 PASSWORD = "correct horse battery"
 
 
-class AuthorFactory(factory.django.DjangoModelFactory):
+class AuthorFactory(factory.django.DjangoModelFactory[Author]):
     class Meta:
         model = Author
         django_get_or_create = ("username",)
@@ -15,7 +15,7 @@ class AuthorFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password(PASSWORD)
 
 
-class BlogFactory(factory.django.DjangoModelFactory):
+class BlogFactory(factory.django.DjangoModelFactory[Blog]):
     class Meta:
         model = Blog
 

@@ -1,12 +1,9 @@
 """Helpers for talking to a running server the way a client does: HTTP, Redis, GraphQL documents."""
 
-import asyncio
 import secrets
-import time
 from typing import Any
 
 import httpx
-import redis
 
 SIGN_UP = """
 mutation SignUp($username: String!, $password: String!, $bio: String) {
@@ -19,8 +16,10 @@ mutation CreateBlog($title: String!, $content: String!) {
 }
 """
 BLOG_PUBLISHED = """
-subscription OnBlogPublished($author: String) {
-  blogPublished(author: $author) { cursor blog { id title content publishedAt author { id username bio } } }
+subscription OnBlogPublished($author: String, $after: String) {
+  blogPublished(author: $author, after: $after) {
+    cursor blog { id title content publishedAt author { id username bio } }
+  }
 }
 """
 
@@ -43,9 +42,9 @@ def unique_name(prefix: str = "author") -> str:
 class LiveApi:
     """GraphQL over HTTP against a live server."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(base_url=self.base_url, timeout=30)
+        self.client = httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
 
     def post(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -55,36 +54,14 @@ class LiveApi:
 
     def sign_up(self, username: str | None = None, password: str = "correct horse") -> tuple[str, str]:
         username = username or unique_name()
-        data = assert_no_errors(self.post(SIGN_UP, {"username": username, "password": password, "bio": f"I am {username}"}))
+        data = assert_no_errors(
+            self.post(SIGN_UP, {"username": username, "password": password, "bio": f"I am {username}"})
+        )
         return username, data["createAuthor"]["token"]
 
     def create_blog(self, token: str, title: str, content: str = "Some content.") -> dict[str, Any]:
-        return assert_no_errors(self.post(CREATE_BLOG, {"title": title, "content": content}, token))["createBlog"]["blog"]
+        data = assert_no_errors(self.post(CREATE_BLOG, {"title": title, "content": content}, token))
+        return data["createBlog"]["blog"]
 
 
-def subscription_group(group: str) -> str:
-    """The Redis key channels-redis keeps a blogPublished group's members in."""
-    from notifications.subscriptions import BlogPublished
-
-    return f"asgi:group:{BlogPublished._group_name(group)}"
-
-
-async def wait_group_size(redis_url: str, group: str, expected: int, timeout: float = 10) -> None:
-    """Wait until `expected` channels have joined a subscription group in Redis.
-
-    The protocols have no "subscribed" acknowledgement, so tests look where the server
-    records it instead of sleeping and hoping.
-    """
-    key = subscription_group(group)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            size = client.zcard(key)
-            if size >= expected:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {size} of {expected} subscribers joined {group!r}")
-            await asyncio.sleep(0.02)
-    finally:
-        client.close()
+LATEST_CURSOR = "query { latestCursor }"

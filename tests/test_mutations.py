@@ -10,7 +10,9 @@ from tests.live import CREATE_BLOG, SIGN_UP, assert_no_errors, error_codes
 pytestmark = pytest.mark.django_db
 
 CREATE_TOKEN = """
-mutation LogIn($username: String!, $password: String!) { createToken(input: {username: $username, password: $password}) { token } }
+mutation LogIn($username: String!, $password: String!) {
+  createToken(input: {username: $username, password: $password}) { token }
+}
 """
 UPDATE_BLOG = """
 mutation Edit($id: ID!, $title: String, $content: String) {
@@ -23,15 +25,20 @@ VIEWER = "query { viewer { username bio } }"
 
 @pytest.fixture
 def author_token():
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     return author, services.token_create(author=author)
 
 
 def test_sign_up_returns_author_and_a_working_token(client):
-    data = assert_no_errors(post_graphql(client, SIGN_UP, {"username": "newbie", "password": "long enough", "bio": "Hello"}))
+    data = assert_no_errors(
+        post_graphql(client, SIGN_UP, {"username": "newbie", "password": "long enough", "bio": "Hello"})
+    )
     token = data["createAuthor"]["token"]
     assert data["createAuthor"]["author"]["username"] == "newbie"
-    assert assert_no_errors(post_graphql(client, VIEWER, token=token))["viewer"] == {"username": "newbie", "bio": "Hello"}
+    assert assert_no_errors(post_graphql(client, VIEWER, token=token))["viewer"] == {
+        "username": "newbie",
+        "bio": "Hello",
+    }
     assert not ApiToken.objects.filter(digest=token).exists()
 
 
@@ -52,15 +59,18 @@ def test_sign_up_validation_errors_are_bad_user_input(client, variables, field):
 
 
 def test_duplicate_username_is_bad_user_input(client):
-    AuthorFactory(username="taken")
+    AuthorFactory.create(username="taken")
     result = post_graphql(client, SIGN_UP, {"username": "taken", "password": "long enough"})
     assert error_codes(result) == ["BAD_USER_INPUT"]
     assert "already taken" in result["errors"][0]["message"]
 
 
 def test_log_in_gives_a_new_token_and_wrong_password_is_unauthenticated(client):
-    author = AuthorFactory()
-    token = assert_no_errors(post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD}))["createToken"]["token"]
+    author = AuthorFactory.create()
+    logged_in = assert_no_errors(
+        post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD})
+    )
+    token = logged_in["createToken"]["token"]
     assert assert_no_errors(post_graphql(client, VIEWER, token=token))["viewer"]["username"] == author.username
     result = post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": "not the password"})
     assert error_codes(result) == ["UNAUTHENTICATED"]
@@ -99,26 +109,33 @@ def test_create_blog_validation(client, author_token, title, content):
 
 def test_update_blog_by_its_author(client, author_token):
     author, token = author_token
-    blog = BlogFactory(author=author)
-    data = assert_no_errors(post_graphql(client, UPDATE_BLOG, {"id": to_global_id("Blog", blog.pk), "content": "New body"}, token))
+    blog = BlogFactory.create(author=author)
+    data = assert_no_errors(
+        post_graphql(client, UPDATE_BLOG, {"id": to_global_id("Blog", blog.pk), "content": "New body"}, token)
+    )
     assert data["updateBlog"]["blog"]["content"] == "New body"
     assert data["updateBlog"]["blog"]["title"] == blog.title
 
 
 def test_another_author_cannot_update_or_delete(client, author_token):
     _, token = author_token
-    blog = BlogFactory()
+    blog = BlogFactory.create()
     global_id = to_global_id("Blog", blog.pk)
-    assert error_codes(post_graphql(client, UPDATE_BLOG, {"id": global_id, "title": "Mine now"}, token)) == ["FORBIDDEN"]
+    assert error_codes(post_graphql(client, UPDATE_BLOG, {"id": global_id, "title": "Mine now"}, token)) == [
+        "FORBIDDEN"
+    ]
     assert error_codes(post_graphql(client, DELETE_BLOG, {"id": global_id}, token)) == ["FORBIDDEN"]
     assert Blog.objects.get(pk=blog.pk).title == blog.title
 
 
 def test_delete_blog(client, author_token):
     author, token = author_token
-    blog = BlogFactory(author=author)
+    blog = BlogFactory.create(author=author)
     global_id = to_global_id("Blog", blog.pk)
-    assert assert_no_errors(post_graphql(client, DELETE_BLOG, {"id": global_id}, token))["deleteBlog"]["deletedId"] == global_id
+    assert (
+        assert_no_errors(post_graphql(client, DELETE_BLOG, {"id": global_id}, token))["deleteBlog"]["deletedId"]
+        == global_id
+    )
     assert not Blog.objects.exists()
     assert error_codes(post_graphql(client, DELETE_BLOG, {"id": global_id}, token)) == ["NOT_FOUND"]
 

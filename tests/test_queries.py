@@ -18,7 +18,10 @@ query Blogs($first: Int, $after: String, $last: Int, $before: String, $author: S
 BLOG = "query Blog($id: ID!) { blog(id: $id) { id title content publishedAt author { username bio } } }"
 NODE = "query Node($id: ID!) { node(id: $id) { id __typename ... on Blog { title } ... on Author { username } } }"
 AUTHORS = "query { authors(first: 10) { edges { node { username blogs(first: 5) { edges { node { title } } } } } } }"
-AUTHOR = "query Author($username: String!) { author(username: $username) { username bio blogs(last: 1) { edges { node { title } } } } }"
+AUTHOR = (
+    "query Author($username: String!) {"
+    " author(username: $username) { username bio blogs(last: 1) { edges { node { title } } } } }"
+)
 VIEWER = "query { viewer { username } }"
 
 
@@ -27,9 +30,9 @@ def titles(data):
 
 
 def test_blogs_newest_first_with_relay_pagination(client):
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     for i in range(5):
-        BlogFactory(author=author, title=f"blog {i}")
+        BlogFactory.create(author=author, title=f"blog {i}")
     page = assert_no_errors(post_graphql(client, BLOGS, {"first": 2}))
     assert titles(page) == ["blog 4", "blog 3"]
     assert page["blogs"]["pageInfo"]["hasNextPage"] is True
@@ -39,15 +42,15 @@ def test_blogs_newest_first_with_relay_pagination(client):
 
 
 def test_blogs_by_author(client):
-    alice, bob = AuthorFactory(username="alice"), AuthorFactory(username="bob")
-    BlogFactory(author=alice, title="by alice")
-    BlogFactory(author=bob, title="by bob")
+    alice, bob = AuthorFactory.create(username="alice"), AuthorFactory.create(username="bob")
+    BlogFactory.create(author=alice, title="by alice")
+    BlogFactory.create(author=bob, title="by bob")
     assert titles(assert_no_errors(post_graphql(client, BLOGS, {"author": "alice"}))) == ["by alice"]
     assert titles(assert_no_errors(post_graphql(client, BLOGS, {"author": "nobody"}))) == []
 
 
 def test_blog_by_id_and_missing_blog(client):
-    blog = BlogFactory(title="Findable")
+    blog = BlogFactory.create(title="Findable")
     data = assert_no_errors(post_graphql(client, BLOG, {"id": to_global_id("Blog", blog.pk)}))
     assert data["blog"]["title"] == "Findable"
     assert data["blog"]["author"]["username"] == blog.author.username
@@ -56,17 +59,23 @@ def test_blog_by_id_and_missing_blog(client):
 
 
 def test_node_resolves_both_types(client):
-    blog = BlogFactory(title="Noded")
-    assert assert_no_errors(post_graphql(client, NODE, {"id": to_global_id("Blog", blog.pk)}))["node"]["title"] == "Noded"
+    blog = BlogFactory.create(title="Noded")
+    assert (
+        assert_no_errors(post_graphql(client, NODE, {"id": to_global_id("Blog", blog.pk)}))["node"]["title"] == "Noded"
+    )
     author_node = assert_no_errors(post_graphql(client, NODE, {"id": to_global_id("Author", blog.author.pk)}))["node"]
-    assert author_node == {"id": to_global_id("Author", blog.author.pk), "__typename": "Author", "username": blog.author.username}
+    assert author_node == {
+        "id": to_global_id("Author", blog.author.pk),
+        "__typename": "Author",
+        "username": blog.author.username,
+    }
     assert error_codes(post_graphql(client, NODE, {"id": "garbage"})) == ["BAD_USER_INPUT"]
 
 
 def test_authors_and_author(client):
-    author = AuthorFactory(username="carol", bio="Writes")
-    BlogFactory(author=author, title="old")
-    BlogFactory(author=author, title="new")
+    author = AuthorFactory.create(username="carol", bio="Writes")
+    BlogFactory.create(author=author, title="old")
+    BlogFactory.create(author=author, title="new")
     data = assert_no_errors(post_graphql(client, AUTHORS))
     assert data["authors"]["edges"][0]["node"]["blogs"]["edges"][0]["node"]["title"] == "new"
     one = assert_no_errors(post_graphql(client, AUTHOR, {"username": "carol"}))["author"]

@@ -31,14 +31,14 @@ def test_author_create_rejects_short_password():
 
 
 def test_author_create_rejects_duplicate_username():
-    AuthorFactory(username="taken")
+    AuthorFactory.create(username="taken")
     with pytest.raises(ValidationError) as error:
         services.author_create(username="taken", password="long enough")
     assert error.value.message_dict["username"] == ["This username is already taken."]
 
 
 def test_token_is_stored_only_as_a_hash_and_authenticates():
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     raw = services.token_create(author=author)
     stored = ApiToken.objects.get(author=author)
     assert raw not in (stored.digest, stored.prefix)
@@ -49,19 +49,19 @@ def test_token_is_stored_only_as_a_hash_and_authenticates():
 
 
 def test_revoked_token_no_longer_authenticates():
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     raw = services.token_create(author=author)
     ApiToken.objects.filter(author=author).update(revoked=True)
     assert selectors.author_by_token(raw) is None
 
 
 def test_tokens_are_unique():
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     assert len({services.token_create(author=author) for _ in range(20)}) == 20
 
 
 def test_author_authenticate():
-    author = AuthorFactory()
+    author = AuthorFactory.create()
     assert services.author_authenticate(username=author.username, password=PASSWORD) == author
     with pytest.raises(NotAuthenticated):
         services.author_authenticate(username=author.username, password="wrong password")
@@ -74,23 +74,29 @@ def test_blog_create_needs_an_author():
 
 @pytest.mark.parametrize(
     ("title", "content", "field"),
-    [("", "c", "title"), ("   ", "c", "title"), ("x" * 201, "c", "title"), ("t", "", "content"), ("t", "x" * 100_001, "content")],
+    [
+        ("", "c", "title"),
+        ("   ", "c", "title"),
+        ("x" * 201, "c", "title"),
+        ("t", "", "content"),
+        ("t", "x" * 100_001, "content"),
+    ],
 )
 def test_blog_create_validates_lengths(title, content, field):
     with pytest.raises(ValidationError) as error:
-        services.blog_create(author=AuthorFactory(), title=title, content=content)
+        services.blog_create(author=AuthorFactory.create(), title=title, content=content)
     assert field in error.value.message_dict
     assert not Blog.objects.exists()
 
 
 def test_blog_create_accepts_the_limits():
-    blog = services.blog_create(author=AuthorFactory(), title="x" * 200, content="y" * 100_000)
+    blog = services.blog_create(author=AuthorFactory.create(), title="x" * 200, content="y" * 100_000)
     assert Blog.objects.get(pk=blog.pk).title == "x" * 200
 
 
 def test_blog_update_and_delete_are_for_the_author_only():
-    blog = BlogFactory()
-    other = AuthorFactory()
+    blog = BlogFactory.create()
+    other = AuthorFactory.create()
     with pytest.raises(PermissionDenied):
         services.blog_update(author=other, blog_id=blog.pk, title="Hijacked")
     with pytest.raises(PermissionDenied):
@@ -102,7 +108,7 @@ def test_blog_update_and_delete_are_for_the_author_only():
 
 
 def test_every_new_blog_gets_the_next_publication_number_and_updates_do_not():
-    first, second = BlogFactory(), BlogFactory()
+    first, second = BlogFactory.create(), BlogFactory.create()
     services.blog_update(author=first.author, blog_id=first.pk, title="Changed")
     assert list(Publication.objects.values_list("blog_id", flat=True)) == [first.pk, second.pk]
     seqs = list(Publication.objects.values_list("seq", flat=True))

@@ -6,15 +6,16 @@ import re
 import httpx
 import pytest
 
-from notifications.subscriptions import EVERYONE, author_group
-from tests.live import BLOG_PUBLISHED, LiveApi, assert_no_errors, unique_name, wait_group_size
+from tests.live import BLOG_PUBLISHED, LiveApi, assert_no_errors, unique_name
 from tests.wsclient import PROTOCOLS, GraphQLWSClient
 
 AUTHOR_BLOGS_IN_EVENT = """
 subscription { blogPublished { blog { title author { username blogs(first: 5) { edges { node { title } } } } } } }
 """
 BLOGS_OVER_WS = "query { blogs(first: 3) { edges { node { title author { username } } } } }"
-CREATE_BLOG_OVER_WS = 'mutation { createBlog(input: {title: "Over the socket", content: "c"}) { blog { title author { username } } } }'
+CREATE_BLOG_OVER_WS = (
+    'mutation { createBlog(input: {title: "Over the socket", content: "c"}) { blog { title author { username } } } }'
+)
 
 
 async def no_more_events(client: GraphQLWSClient, within: float = 0.5) -> None:
@@ -22,18 +23,23 @@ async def no_more_events(client: GraphQLWSClient, within: float = 0.5) -> None:
         await client.receive(timeout=within)
 
 
-async def subscribed(url: str, protocol: str, author: str | None, redis_url: str, init: dict | None = None) -> GraphQLWSClient:
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert match is not None, html[:500]
+    return match.group(1)
+
+
+async def subscribed(url: str, protocol: str, author: str | None, init: dict | None = None) -> GraphQLWSClient:
     client = await GraphQLWSClient(url, protocol).connect(init)
-    await client.start(BLOG_PUBLISHED, {"author": author})
+    await client.subscribe(BLOG_PUBLISHED, {"author": author})
     return client
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_subscriber_receives_exactly_one_event_with_the_blog(daphne_server, api: LiveApi, redis_server, protocol):
     username, token = api.sign_up()
-    client = await subscribed(daphne_server.ws_url, protocol, username, redis_server.url)
+    client = await subscribed(daphne_server.ws_url, protocol, username)
     try:
-        await wait_group_size(redis_server.url, author_group(username), 1)
         created = api.create_blog(token, "Pushed, not polled", "Body text")
         message = await client.next_data()
         event = message["payload"]["data"]["blogPublished"]
@@ -54,9 +60,8 @@ async def test_subscriber_receives_exactly_one_event_with_the_blog(daphne_server
 async def test_author_filter_excludes_other_authors(daphne_server, api: LiveApi, redis_server, protocol):
     followed, followed_token = api.sign_up()
     _, other_token = api.sign_up()
-    client = await subscribed(daphne_server.ws_url, protocol, followed, redis_server.url)
+    client = await subscribed(daphne_server.ws_url, protocol, followed)
     try:
-        await wait_group_size(redis_server.url, author_group(followed), 1)
         api.create_blog(other_token, "Not for you")
         api.create_blog(followed_token, "For you")
         event = (await client.next_data())["payload"]["data"]["blogPublished"]
@@ -71,14 +76,15 @@ async def test_unfiltered_subscriber_gets_every_author_in_publish_order(daphne_s
     _, second_token = api.sign_up()
     client = await GraphQLWSClient(daphne_server.ws_url).connect()
     try:
-        await client.start(BLOG_PUBLISHED)
-        await wait_group_size(redis_server.url, EVERYONE, 1)
+        await client.subscribe(BLOG_PUBLISHED)
         api.create_blog(first_token, "one")
         api.create_blog(second_token, "two")
         api.create_blog(first_token, "three")
         events = [(await client.next_data())["payload"]["data"]["blogPublished"] for _ in range(3)]
         assert [e["blog"]["title"] for e in events] == ["one", "two", "three"]
-        assert [e["cursor"] for e in events] == sorted({e["cursor"] for e in events}, key=[e["cursor"] for e in events].index)
+        assert [e["cursor"] for e in events] == sorted(
+            {e["cursor"] for e in events}, key=[e["cursor"] for e in events].index
+        )
     finally:
         await client.close()
 
@@ -88,12 +94,11 @@ async def test_subscribers_on_two_processes_receive_a_mutation_sent_to_a_third(d
     writer = LiveApi(third.url)
     username, token = writer.sign_up()
     clients = [
-        await subscribed(first.ws_url, "graphql-transport-ws", username, redis_server.url),
-        await subscribed(second.ws_url, "graphql-ws", username, redis_server.url),
+        await subscribed(first.ws_url, "graphql-transport-ws", username),
+        await subscribed(second.ws_url, "graphql-ws", username),
     ]
     try:
         assert {c.instance for c in clients} == {first.name, second.name}
-        await wait_group_size(redis_server.url, author_group(username), 2)
         writer.create_blog(token, "Across processes")
         for client in clients:
             assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "Across processes"
@@ -104,10 +109,12 @@ async def test_subscribers_on_two_processes_receive_a_mutation_sent_to_a_third(d
 
 async def test_blog_created_with_the_orm_in_a_shell_is_pushed(daphne_server, api: LiveApi, redis_server, run_manage):
     username, _ = api.sign_up()
-    client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username, redis_server.url)
+    client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
-        await wait_group_size(redis_server.url, author_group(username), 1)
-        code = f"from api.models import Author, Blog; Blog.objects.create(author=Author.objects.get(username='{username}'), title='From a shell', content='c')"
+        code = (
+            "from api.models import Author, Blog; "
+            f"Blog.objects.create(author=Author.objects.get(username='{username}'), title='From a shell', content='c')"
+        )
         await asyncio.to_thread(run_manage, "shell", "-c", code)
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "From a shell"
         await no_more_events(client)
@@ -117,15 +124,15 @@ async def test_blog_created_with_the_orm_in_a_shell_is_pushed(daphne_server, api
 
 async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, redis_server, run_manage):
     username, token = api.sign_up()
-    client = await subscribed(daphne_server.ws_url, "graphql-ws", username, redis_server.url)
+    client = await subscribed(daphne_server.ws_url, "graphql-ws", username)
     try:
-        await wait_group_size(redis_server.url, author_group(username), 1)
         code = (
             "from django.db import transaction\n"
             "from api.models import Author, Blog\n"
             "try:\n"
             "    with transaction.atomic():\n"
-            f"        Blog.objects.create(author=Author.objects.get(username='{username}'), title='Rolled back', content='c')\n"
+            f"        Blog.objects.create(author=Author.objects.get(username='{username}'),"
+            " title='Rolled back', content='c')\n"
             "        raise RuntimeError('abort')\n"
             "except RuntimeError:\n"
             "    pass\n"
@@ -141,21 +148,34 @@ async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, 
 async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, redis_server, run_manage, live_env):
     username, _ = api.sign_up()
     admin_name = unique_name("admin")
-    code = f"from api.models import Author; Author.objects.create_superuser('{admin_name}', password='admin password 1'); print(Author.objects.get(username='{username}').pk)"
+    code = (
+        "from api.models import Author; "
+        f"Author.objects.create_superuser('{admin_name}', password='admin password 1'); "
+        f"print(Author.objects.get(username='{username}').pk)"
+    )
     author_pk = (await asyncio.to_thread(run_manage, "shell", "-c", code)).stdout.split()[-1]
-    client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username, redis_server.url)
+    client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
-        await wait_group_size(redis_server.url, author_group(username), 1)
         with httpx.Client(base_url=daphne_server.url, follow_redirects=False, timeout=30) as browser:
             login_page = browser.get("/admin/login/")
-            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page.text).group(1)
-            logged_in = browser.post("/admin/login/?next=/admin/", data={"csrfmiddlewaretoken": csrf, "username": admin_name, "password": "admin password 1"})
+            csrf = csrf_token(login_page.text)
+            logged_in = browser.post(
+                "/admin/login/?next=/admin/",
+                data={"csrfmiddlewaretoken": csrf, "username": admin_name, "password": "admin password 1"},
+            )
             assert logged_in.status_code == 302, logged_in.text[:500]
             add_page = browser.get("/admin/api/blog/add/")
-            csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', add_page.text).group(1)
+            csrf = csrf_token(add_page.text)
             saved = browser.post(
                 "/admin/api/blog/add/",
-                data={"csrfmiddlewaretoken": csrf, "author": author_pk, "title": "From the admin", "content": "c", "published_at_0": "2026-01-02", "published_at_1": "03:04:05"},
+                data={
+                    "csrfmiddlewaretoken": csrf,
+                    "author": author_pk,
+                    "title": "From the admin",
+                    "content": "c",
+                    "published_at_0": "2026-01-02",
+                    "published_at_1": "03:04:05",
+                },
             )
             assert saved.status_code == 302, saved.text[:2000]
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "From the admin"
@@ -166,9 +186,8 @@ async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, 
 async def test_idle_subscriber_outlives_the_redis_socket_timeout(daphne_server, api: LiveApi, redis_server):
     """redis-py 8 times idle reads out after 5 s (channels-redis #422); the layer must survive that."""
     username, token = api.sign_up()
-    client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username, redis_server.url)
+    client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
-        await wait_group_size(redis_server.url, author_group(username), 1)
         await asyncio.sleep(7)
         api.create_blog(token, "After a quiet spell")
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "After a quiet spell"
@@ -182,7 +201,9 @@ async def test_queries_and_mutations_work_over_the_socket(daphne_server, api: Li
     client = await GraphQLWSClient(daphne_server.ws_url, protocol).connect({"authorization": f"Bearer {token}"})
     try:
         created = await client.execute(CREATE_BLOG_OVER_WS)
-        assert created["payload"] == {"data": {"createBlog": {"blog": {"title": "Over the socket", "author": {"username": username}}}}}
+        assert created["payload"] == {
+            "data": {"createBlog": {"blog": {"title": "Over the socket", "author": {"username": username}}}}
+        }
         listed = await client.execute(BLOGS_OVER_WS)
         assert "errors" not in listed["payload"], listed
         assert listed["payload"]["data"]["blogs"]["edges"][0]["node"]["title"] == "Over the socket"
@@ -197,8 +218,7 @@ async def test_event_can_select_the_authors_other_blogs(daphne_server, api: Live
     api.create_blog(token, "Earlier")
     client = await GraphQLWSClient(daphne_server.ws_url).connect()
     try:
-        await client.start(AUTHOR_BLOGS_IN_EVENT)
-        await wait_group_size(redis_server.url, EVERYONE, 1)
+        await client.subscribe(AUTHOR_BLOGS_IN_EVENT)
         api.create_blog(token, "Later")
         while True:  # other tests' events may be in flight on the shared group
             event = (await client.next_data())["payload"]

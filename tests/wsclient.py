@@ -1,14 +1,16 @@
 """A real GraphQL-over-WebSocket client for tests, speaking either subprotocol."""
 
 import asyncio
+import collections
 import json
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
 
-TRANSPORT_WS = "graphql-transport-ws"
-LEGACY_WS = "graphql-ws"
+TRANSPORT_WS = Subprotocol("graphql-transport-ws")
+LEGACY_WS = Subprotocol("graphql-ws")
 PROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
 
 
@@ -19,13 +21,17 @@ class GraphQLWSClient:
         self.ws: ClientConnection | None = None
         self.ack_payload: dict[str, Any] = {}
         self.next_id = 0
+        # Messages of other operations that arrived while execute() waited for its own.
+        self.backlog: collections.deque[dict[str, Any]] = collections.deque()
 
     @property
     def instance(self) -> str | None:
         return self.ack_payload.get("instance")
 
     async def connect(self, init_payload: dict[str, Any] | None = None, **connect_kwargs: Any) -> "GraphQLWSClient":
-        self.ws = await websockets.connect(self.url, subprotocols=[self.protocol], open_timeout=10, **connect_kwargs)
+        self.ws = await websockets.connect(
+            self.url, subprotocols=[Subprotocol(self.protocol)], open_timeout=10, **connect_kwargs
+        )
         await self.send({"type": "connection_init", "payload": init_payload or {}})
         ack = await self.receive(skip_keepalive=True)
         assert ack["type"] == "connection_ack", ack
@@ -38,8 +44,14 @@ class GraphQLWSClient:
 
     async def receive(self, timeout: float = 10, skip_keepalive: bool = True) -> dict[str, Any]:
         assert self.ws is not None
+        if self.backlog:
+            return self.backlog.popleft()
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"nothing but keep-alives for {timeout}s")
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), remaining))
             if skip_keepalive and message.get("type") in ("ka", "ping", "pong"):
                 if message["type"] == "ping":
                     await self.send({"type": "pong"})
@@ -55,16 +67,16 @@ class GraphQLWSClient:
         return op_id
 
     async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
-        """Start a subscription and wait until the server has joined its groups."""
-        op_id = await self.start(query, variables)
-        await self.wait_subscribed()
-        return op_id
+        """Start a subscription and return once the server has registered it.
 
-    async def wait_subscribed(self) -> None:
-        # The protocol has no "subscribed" acknowledgement; a ping round trip after the
-        # subscribe message is processed in order on the server side is close, but the library
-        # handles messages concurrently, so give its group_add a moment as well.
-        await asyncio.sleep(0.3)
+        The protocols have no "subscribed" acknowledgement, but the server handles one socket's
+        messages in order and registers a subscription before reading the next message: the
+        answer to a query sent right after it is the barrier.
+        """
+        op_id = await self.start(query, variables)
+        barrier = await self.execute("query SubscriptionBarrier { __typename }")
+        assert barrier["payload"] == {"data": {"__typename": "Query"}}, barrier
+        return op_id
 
     async def next_data(self, timeout: float = 10) -> dict[str, Any]:
         """The payload of the next `next`/`data` message; fails on anything else."""
@@ -73,14 +85,24 @@ class GraphQLWSClient:
         return message
 
     async def execute(self, query: str, variables: dict[str, Any] | None = None, timeout: float = 10) -> dict[str, Any]:
-        """Run a query or mutation over the socket: its result payload, after `complete`."""
+        """Run a query or mutation over the socket: its result message, after `complete`."""
         op_id = await self.start(query, variables)
-        result = await self.receive(timeout)
-        assert result.get("id") == op_id, result
-        if result["type"] in ("next", "data"):
-            done = await self.receive(timeout)
-            assert done == {"type": "complete", "id": op_id}, done
-        return result
+        others: list[dict[str, Any]] = []
+        try:
+            result = await self._own(op_id, others, timeout)
+            if result["type"] in ("next", "data"):
+                done = await self._own(op_id, others, timeout)
+                assert done == {"type": "complete", "id": op_id}, done
+            return result
+        finally:
+            self.backlog.extend(others)
+
+    async def _own(self, op_id: str, others: list[dict[str, Any]], timeout: float) -> dict[str, Any]:
+        while True:
+            message = await self.receive(timeout)
+            if message.get("id") == op_id:
+                return message
+            others.append(message)
 
     async def close(self) -> None:
         if self.ws is not None:

@@ -1,0 +1,79 @@
+"""Rate limits counted in Django's cache: Redis when REDIS_URL is set, so every instance counts
+the same; the per-process memory cache otherwise.
+
+Fixed windows (an INCR per hit on a key that expires with its window): exact retry-after hints,
+one round trip, at most twice the rate across a window boundary.
+"""
+
+import hashlib
+import logging
+import math
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+logger = logging.getLogger(__name__)
+
+
+class RateLimited(Exception):
+    """Too many attempts; try again in `retry_after` seconds."""
+
+    def __init__(self, message: str, *, scope: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.retry_after = retry_after
+
+
+def _window(rate: tuple[int, int], now: float) -> tuple[int, int]:
+    """(window number, seconds until it ends)."""
+    period = rate[1]
+    return int(now // period), max(1, math.ceil(period - now % period))
+
+
+def _key(scope: str, identity: str, window: int) -> str:
+    # Hashed: identities are usernames and addresses of any length and alphabet.
+    return f"ratelimit:{scope}:{hashlib.sha256(identity.encode()).hexdigest()[:32]}:{window}"
+
+
+def _limited(scope: str, retry_after: int) -> RateLimited:
+    return RateLimited(
+        f"Too many requests ({scope}); try again in {retry_after} s.", scope=scope, retry_after=retry_after
+    )
+
+
+def hit(scope: str, identity: str) -> None:
+    """Count one attempt; raise RateLimited when it is over the limit configured for `scope`."""
+    rate = settings.RATE_LIMITS.get(scope)
+    if rate is None:
+        return
+    window, retry_after = _window(rate, time.time())
+    key = _key(scope, identity, window)
+    try:
+        cache.add(key, 0, timeout=rate[1] + 1)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=rate[1] + 1)
+            count = 1
+    except Exception:
+        # Counting is protection, not a precondition: a cache outage must not stop all writes.
+        logger.exception("Rate limit %s not counted: the cache is unavailable", scope)
+        return
+    if count > rate[0]:
+        raise _limited(scope, retry_after)
+
+
+def check(scope: str, identity: str) -> None:
+    """Raise RateLimited if `scope` is already used up for `identity`, without counting."""
+    rate = settings.RATE_LIMITS.get(scope)
+    if rate is None:
+        return
+    window, retry_after = _window(rate, time.time())
+    try:
+        count = cache.get(_key(scope, identity, window), 0)
+    except Exception:
+        logger.exception("Rate limit %s not checked: the cache is unavailable", scope)
+        return
+    if count >= rate[0]:
+        raise _limited(scope, retry_after)

@@ -1,0 +1,168 @@
+"""A blogPublished subscriber that stays subscribed: reconnects by itself and misses nothing.
+
+Speaks graphql-transport-ws with the `websockets` library and nothing from Django, so any
+Python program can use it (`manage.py listen` does):
+
+    async for event in BlogListener("ws://127.0.0.1:8000/graphql/").events():
+        print(event["blog"]["title"])
+
+It starts from the server's `latestCursor` and subscribes with `after:` that cursor; after any
+disconnect it reconnects with exponential backoff and jitter and resubscribes after the last
+cursor it saw, so the server replays what was published meanwhile, once and in order. It
+answers the server's pings. A cursor the server can no longer resume from (older than its
+replay window) is reported and replaced by the latest one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
+
+SUBPROTOCOL = "graphql-transport-ws"
+BLOG_PUBLISHED = """subscription Listen($author: String, $after: String) {
+  blogPublished(author: $author, after: $after) { cursor blog { id title content publishedAt author { username } } }
+}"""
+LATEST_CURSOR = "query LatestCursor { latestCursor }"
+# Close codes after which retrying cannot help: bad request (4400), forbidden (4403).
+FATAL_CLOSE_CODES = {4400, 4403}
+
+StatusCallback = Callable[[str], None]
+
+
+class ListenerError(RuntimeError):
+    """The server refused us in a way that retrying will not fix."""
+
+
+def backoff_delay(failures: int, first: float, ceiling: float) -> float:
+    """Exponential backoff with "equal jitter": between half and all of the capped delay."""
+    capped = min(ceiling, first * 2 ** max(0, failures - 1))
+    return capped / 2 + random.uniform(0, capped / 2)
+
+
+class BlogListener:
+    """Yields `blogPublished` events ({"cursor", "blog"}) for as long as it is iterated."""
+
+    def __init__(
+        self,
+        url: str,
+        author: str | None = None,
+        *,
+        on_status: StatusCallback | None = None,
+        backoff_first: float = 0.5,
+        backoff_max: float = 30.0,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.author = author
+        self.on_status = on_status or (lambda message: None)
+        self.backoff_first = backoff_first
+        self.backoff_max = backoff_max
+        self.handshake_timeout = handshake_timeout
+        self.last_cursor: str | None = None  # where the next subscription resumes
+        self.instance: str | None = None
+        self._operation = 0
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        failures = 0
+        while True:
+            try:
+                async with websockets.connect(
+                    self.url, subprotocols=[Subprotocol(SUBPROTOCOL)], open_timeout=self.handshake_timeout
+                ) as ws:
+                    await self._handshake(ws)
+                    if self.last_cursor is None:  # what was published before we came is not news
+                        self.last_cursor = await self._latest_cursor(ws)
+                    failures = 0
+                    self.on_status(f"listening on {self.url}" + (f" ({self.instance})" if self.instance else ""))
+                    async for event in self._session(ws):
+                        yield event
+                reason = "the server ended the subscription"
+            except websockets.ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd else None
+                if code in FATAL_CLOSE_CODES:
+                    detail = closed.rcvd.reason if closed.rcvd else ""
+                    raise ListenerError(f"the server closed the connection: {code} {detail}") from closed
+                reason = f"connection lost ({code or 'no close frame'})"
+            except websockets.InvalidStatus as refused:
+                status = refused.response.status_code
+                if status < 500:
+                    raise ListenerError(f"the server refused the websocket: HTTP {status}") from refused
+                reason = f"server unavailable (HTTP {status})"
+            except (OSError, TimeoutError, websockets.InvalidHandshake) as error:
+                reason = f"cannot connect ({type(error).__name__}: {error})"
+            failures += 1
+            delay = backoff_delay(failures, self.backoff_first, self.backoff_max)
+            self.on_status(f"{reason}; reconnecting in {delay:.1f}s")
+            await asyncio.sleep(delay)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await self._reply(ws, None, "connection_ack")
+
+    async def _reply(self, ws: ClientConnection, op_id: str | None, kind: str) -> dict[str, Any]:
+        """Read until the `kind` message (of `op_id`) arrives, answering pings meanwhile."""
+        async with asyncio.timeout(self.handshake_timeout):
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("type") == "ping":
+                    await ws.send(json.dumps({"type": "pong"}))
+                elif message.get("type") == "connection_ack" and kind == "connection_ack":
+                    self.instance = (message.get("payload") or {}).get("instance")
+                    return message
+                elif message.get("id") == op_id and message.get("type") in (kind, "error"):
+                    if message["type"] == "error":
+                        raise ListenerError(f"the server rejected {op_id}: {message.get('payload')}")
+                    return message
+
+    async def _latest_cursor(self, ws: ClientConnection) -> str:
+        op_id = await self._start(ws, "cursor", LATEST_CURSOR, {})
+        answer = await self._reply(ws, op_id, "next")
+        return str(answer["payload"]["data"]["latestCursor"])
+
+    async def _start(self, ws: ClientConnection, kind: str, query: str, variables: dict[str, Any]) -> str:
+        self._operation += 1
+        op_id = f"{kind}-{self._operation}"
+        await ws.send(
+            json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables}})
+        )
+        return op_id
+
+    async def _session(self, ws: ClientConnection) -> AsyncIterator[dict[str, Any]]:
+        """One connection's events; returns when the server completes the subscription."""
+        subscription = await self._start(
+            ws, "listen", BLOG_PUBLISHED, {"author": self.author, "after": self.last_cursor}
+        )
+        async for raw in ws:
+            message = json.loads(raw)
+            kind, op_id = message.get("type"), message.get("id")
+            if kind == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+            elif kind == "next" and op_id == subscription:
+                event = (message["payload"].get("data") or {}).get("blogPublished")
+                if event:
+                    self.last_cursor = event["cursor"]
+                    yield event
+            elif kind == "error" and op_id == subscription:
+                if self._codes(message) != {"BAD_USER_INPUT"}:
+                    raise ListenerError(f"the subscription was rejected: {message.get('payload')}")
+                self.on_status(
+                    "cannot resume from the last cursor (older than the replay window): some blogs were missed"
+                )
+                self.last_cursor = await self._latest_cursor(ws)
+                subscription = await self._start(
+                    ws, "listen", BLOG_PUBLISHED, {"author": self.author, "after": self.last_cursor}
+                )
+            elif kind == "complete" and op_id == subscription:
+                return
+
+    @staticmethod
+    def _codes(message: dict[str, Any]) -> set[str | None]:
+        errors = message.get("payload") or []
+        return {(error.get("extensions") or {}).get("code") for error in errors if isinstance(error, dict)}

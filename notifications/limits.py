@@ -1,0 +1,101 @@
+"""What one websocket may cost: the consumer calls these hooks, so limits stay out of its protocol code.
+
+- connections per client IP, per instance (refused at the handshake);
+- message size (the protocol's answer to a bad message: 4400, or the legacy `error`);
+- `connection_init` within GRAPHQL_WS_CONNECTION_INIT_TIMEOUT on the legacy protocol too (the
+  library enforces it only for graphql-transport-ws);
+- every operation passes api/validation.py, the same limits as HTTP, before the library runs it;
+- active subscriptions per connection.
+"""
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from django.conf import settings
+from graphql import OperationType
+
+from api import validation
+from api.client_ip import scope_ip
+from api.request_id import bind_request_id, new_request_id
+
+logger = logging.getLogger(__name__)
+
+# Open websockets per client address in this process.
+_open_connections: Counter[str] = Counter()
+
+
+class ConnectionLimits:
+    """The limits of one websocket connection; `consumer` is its GraphqlWsConsumer."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.ip = scope_ip(consumer.scope)
+        self.admitted = False
+        self.init_watch: asyncio.Task[None] | None = None
+
+    def admit(self) -> bool:
+        """Count this connection against its IP; False when the IP already holds the maximum."""
+        limit = settings.GRAPHQL_WS_MAX_CONNECTIONS_PER_IP
+        if _open_connections[self.ip] >= limit:
+            logger.warning("Websocket refused: %s already holds %d connections", self.ip, limit)
+            return False
+        _open_connections[self.ip] += 1
+        self.admitted = True
+        return True
+
+    def release(self) -> None:
+        """The connection is gone: free its slot and stop its timers."""
+        if self.init_watch is not None:
+            self.init_watch.cancel()
+        if self.admitted:
+            self.admitted = False
+            _open_connections[self.ip] -= 1
+            if _open_connections[self.ip] <= 0:
+                del _open_connections[self.ip]
+
+    def watch_connection_init(self, timeout: float) -> None:
+        """Close with 4408 unless `connection_init` arrives within `timeout` seconds."""
+        if timeout > 0:
+            self.init_watch = asyncio.create_task(self._close_unless_initialised(timeout))
+
+    async def _close_unless_initialised(self, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        if not self.consumer.connection_initialised:
+            logger.info("Websocket closed: no connection_init within %s s", timeout)
+            await self.consumer.close(code=4408)
+
+    @staticmethod
+    def message_problem(text_data: str | None, bytes_data: bytes | None) -> str | None:
+        """Why a frame is refused for its size, or None."""
+        data: str | bytes = text_data if text_data is not None else bytes_data or b""
+        size = len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        limit = settings.GRAPHQL_WS_MAX_MESSAGE_BYTES
+        return f"The message is {size} bytes; at most {limit} are accepted." if size > limit else None
+
+    async def check_operation(self, op_id: str, payload: dict[str, Any]) -> None:
+        """Before the library runs an operation: the shared limits, then the subscription budget.
+
+        Raises GraphQLError, which the library sends as the protocol's `error` message.
+        """
+        bind_request_id(new_request_id())  # for this operation's task: errors and log lines carry it
+        verdict = await asyncio.to_thread(
+            validation.check, payload.get("query"), payload.get("variables"), payload.get("operationName")
+        )
+        if verdict.errors:
+            raise verdict.errors[0]
+        if verdict.operation is OperationType.SUBSCRIPTION:
+            self._reserve_subscription(op_id)
+
+    def _reserve_subscription(self, op_id: str) -> None:
+        # The consumer registers subscriptions one at a time (notifications/consumers.start_live),
+        # so its registry is the whole count.
+        active: dict[str, Any] = self.consumer.live
+        limit = settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS
+        if op_id not in active and len(active) >= limit:
+            raise validation.limit_error(
+                f"This connection already has {limit} active subscriptions; complete one first.",
+                "subscriptionsPerConnection",
+                max=limit,
+            )

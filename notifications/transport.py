@@ -1,0 +1,123 @@
+"""Direct access to the websocket under Daphne, for the fan-out hot path and for close codes.
+
+The ASGI path costs several coroutine hops per message and cannot tell how much a client has
+left unread. Daphne hands every application a `send` that is `partial(server.handle_reply,
+protocol)`; this wraps that protocol so the hub can write a frame in one call, see how many bytes
+wait in the socket's buffer (a stalled reader), and close with codes Autobahn's sendClose refuses
+(1001 going away, 1013 try again later). Under any other server it falls back to ASGI sends.
+"""
+
+import asyncio
+import functools
+import json
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _daphne_protocol(send: Any) -> Any | None:
+    if isinstance(send, functools.partial) and send.args:
+        protocol = send.args[0]
+        if hasattr(protocol, "sendMessage") and hasattr(protocol, "sendCloseFrame"):
+            return protocol
+    return None
+
+
+def text_frame(data: bytes) -> bytes:
+    """A complete, unmasked websocket text frame (RFC 6455 section 5.2), as a server sends it."""
+    size = len(data)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + data
+
+
+class EventFrames:
+    """One event's result, wrapped once per (message type, operation id) and shared by every socket.
+
+    Clients mostly use the same operation id, so thousands of subscribers get the very same
+    bytes: framing costs nothing per subscriber, and writing them is one transport call each.
+    """
+
+    def __init__(self, payload_json: str) -> None:
+        self.payload_json = payload_json
+        self._texts: dict[tuple[str, str], str] = {}
+        self._frames: dict[tuple[str, str], bytes] = {}
+
+    def text(self, kind: str, op_id: str) -> str:
+        key = (kind, op_id)
+        text = self._texts.get(key)
+        if text is None:
+            text = self._texts[key] = f'{{"type":"{kind}","id":{json.dumps(op_id)},"payload":{self.payload_json}}}'
+        return text
+
+    def frame(self, kind: str, op_id: str) -> bytes:
+        key = (kind, op_id)
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._frames[key] = text_frame(self.text(kind, op_id).encode())
+        return frame
+
+
+class DirectSocket:
+    def __init__(self, send: Send) -> None:
+        self.asgi_send = send
+        self.protocol = _daphne_protocol(send)
+        self.pending: set[asyncio.Future[None]] = set()  # ASGI sends in flight (not under Daphne)
+
+    def _asgi(self, message: dict[str, Any]) -> None:
+        future = asyncio.ensure_future(self.asgi_send(message))
+        self.pending.add(future)
+        future.add_done_callback(self.pending.discard)
+
+    @property
+    def is_open(self) -> bool:
+        return self.protocol is None or self.protocol.state == self.protocol.STATE_OPEN
+
+    def send_event(self, frames: EventFrames, kind: str, op_id: str) -> None:
+        if self.protocol is not None:
+            if self.protocol.state == self.protocol.STATE_OPEN:
+                self.protocol.transport.write(frames.frame(kind, op_id))
+        else:
+            self._asgi({"type": "websocket.send", "text": frames.text(kind, op_id)})
+
+    def buffered_bytes(self) -> int:
+        """Bytes written but not yet taken by the client's TCP stack (0 when unknown)."""
+        transport = getattr(self.protocol, "transport", None)
+        if transport is None:
+            return 0
+        try:
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        except AttributeError:
+            return 0
+
+    def close(self, code: int, reason: str = "", handshake_timeout: float = 30) -> None:
+        """Send a close frame; the client reads it after what is already buffered for it."""
+        if self.protocol is not None:
+            if self.protocol.state == self.protocol.STATE_OPEN:
+                # Autobahn drops the TCP connection if the client has not answered the close
+                # within this time; a slow reader needs long enough to reach the close frame.
+                self.protocol.closeHandshakeTimeout = handshake_timeout
+                self.protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120] or None)
+        else:
+            self._asgi({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class DirectSocketMiddleware:
+    """Puts a DirectSocket for this connection into the websocket scope."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> Any:
+        if scope["type"] == "websocket":
+            scope = {**scope, "direct_socket": DirectSocket(send)}
+        return await self.app(scope, receive, send)

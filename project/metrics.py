@@ -1,0 +1,230 @@
+"""Prometheus metrics for this process, served at /metrics to allowed scrapers only.
+
+One registry per process (each Daphne instance is its own scrape target). Every sample carries
+`instance_name` (the INSTANCE_NAME setting), so series from several instances stay apart even
+when they are federated or pushed through one proxy.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import time
+import weakref
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from api.auth import bearer_token
+
+REGISTRY = CollectorRegistry()
+INSTANCE_LABEL = "instance_name"
+
+# Buckets from 1 ms to 10 s: a push normally takes a few ms; seconds mean trouble.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUEST_SECONDS = Histogram(
+    "blogpush_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method, URL route and status.",
+    [INSTANCE_LABEL, "method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BROADCASTS_SENT = Counter(
+    "blogpush_broadcasts_sent",
+    "Publications handed to the channel layer by this process.",
+    [INSTANCE_LABEL],
+    registry=REGISTRY,
+)
+BROADCAST_FAILURES = Counter(
+    "blogpush_broadcast_failures",
+    "Publications this process failed to hand to the channel layer (the blog stays committed).",
+    [INSTANCE_LABEL],
+    registry=REGISTRY,
+)
+EVENTS_DELIVERED = Counter(
+    "blogpush_events_delivered",
+    "Subscription events sent to websocket subscribers by this process.",
+    [INSTANCE_LABEL],
+    registry=REGISTRY,
+)
+DELIVERY_SECONDS = Histogram(
+    "blogpush_delivery_latency_seconds",
+    "From the broadcast of a publication (after commit) to its send to one subscriber.",
+    [INSTANCE_LABEL],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def instance_name() -> str:
+    return str(settings.INSTANCE_NAME)
+
+
+def broadcast_sent() -> None:
+    BROADCASTS_SENT.labels(instance_name()).inc()
+
+
+def broadcast_failed() -> None:
+    BROADCAST_FAILURES.labels(instance_name()).inc()
+
+
+def event_delivered() -> None:
+    EVENTS_DELIVERED.labels(instance_name()).inc()
+
+
+def delivery_latency(announced_at: float | None) -> None:
+    """`announced_at` is the broadcaster's time.time(); absent for publications read from the log."""
+    if announced_at is not None:
+        # Wall clocks of two hosts: clamp the skew that would make a latency negative.
+        DELIVERY_SECONDS.labels(instance_name()).observe(max(0.0, time.time() - announced_at))
+
+
+class WebsocketConnection(Protocol):
+    """What the websocket gauges read from a live consumer."""
+
+    @property
+    def subprotocol(self) -> str | None: ...
+
+
+_open_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def websocket_opened(consumer: WebsocketConnection) -> None:
+    _open_connections.add(consumer)
+
+
+def websocket_closed(consumer: WebsocketConnection) -> None:
+    _open_connections.discard(consumer)
+
+
+def active_subscription_count(consumer: Any) -> int:
+    """Subscriptions a consumer is serving now: its live ones (the hub's) and any the library runs."""
+    return len(getattr(consumer, "live", ())) + len(getattr(consumer, "_subscriptions", ()))
+
+
+class WebsocketCollector(Collector):
+    """Counted at scrape time from the live consumers, so the gauges can never drift or leak."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        connections: Tally[str] = Tally()
+        subscriptions: Tally[str] = Tally()
+        for consumer in list(_open_connections):
+            protocol = consumer.subprotocol or "none"
+            connections[protocol] += 1
+            subscriptions[protocol] += active_subscription_count(consumer)
+        yield self._family("blogpush_websocket_connections", "Open websocket connections, by subprotocol.", connections)
+        yield self._family(
+            "blogpush_subscriptions_active", "Active GraphQL subscriptions, by subprotocol.", subscriptions
+        )
+
+    @staticmethod
+    def _family(name: str, documentation: str, counts: Tally[str]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, documentation, labels=[INSTANCE_LABEL, "protocol"])
+        for protocol in (
+            "graphql-transport-ws",
+            "graphql-ws",
+            *sorted(set(counts) - {"graphql-ws", "graphql-transport-ws"}),
+        ):
+            family.add_metric([instance_name(), protocol], counts.get(protocol, 0))
+        return family
+
+
+REGISTRY.register(WebsocketCollector())
+ProcessCollector(registry=REGISTRY)  # memory, CPU, open files of this process
+
+
+def _route(request: HttpRequest) -> str:
+    """The URL pattern, not the path, so the label set stays bounded."""
+    match = getattr(request, "resolver_match", None)
+    if match is not None:
+        return "/" + match.route
+    if request.path.startswith("/" + settings.STATIC_URL.lstrip("/")):
+        return "static"
+    return "unmatched"
+
+
+class HttpMetricsMiddleware:
+    """Times every request (static files included when placed before WhiteNoise)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        started = time.perf_counter()
+        response = self.get_response(request)
+        self._observe(request, response, started)
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = await self.get_response(request)
+        self._observe(request, response, started)
+        return response
+
+    @staticmethod
+    def _observe(request: HttpRequest, response: HttpResponse, started: float) -> None:
+        HTTP_REQUEST_SECONDS.labels(
+            instance_name(), request.method or "", _route(request), str(response.status_code)
+        ).observe(time.perf_counter() - started)
+
+
+def _address_allowed(address: str, allowed: Iterable[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return False
+    for entry in allowed:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def scrape_allowed(request: HttpRequest) -> bool:
+    """A matching METRICS_TOKEN bearer, or a request from an allowed address.
+
+    Behind a proxy (nginx adds X-Forwarded-For) the proxy's own address is not enough: the
+    client the proxy saw, the last X-Forwarded-For entry, must be allowed too. A client talking
+    to Daphne directly cannot use that header to pass, since its own address is checked first.
+    """
+    token = settings.METRICS_TOKEN
+    offered = bearer_token(request.headers.get("Authorization"))
+    if token and offered is not None and hmac.compare_digest(offered.encode(), token.encode()):
+        return True
+    allowed = settings.METRICS_ALLOWED_IPS
+    if not _address_allowed(request.META.get("REMOTE_ADDR", ""), allowed):
+        return False
+    forwarded = request.headers.get("X-Forwarded-For")
+    return forwarded is None or _address_allowed(forwarded.split(",")[-1], allowed)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition; 403 for anyone not allowed to scrape."""
+    if not scrape_allowed(request):
+        return HttpResponse("Metrics are not available to you.\n", status=403, content_type="text/plain")
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Install-time helpers; importable so tests can check what they pin."""

@@ -1,0 +1,114 @@
+"""What a person sees: the live page and GraphiQL in a real headless Chromium, against a
+DEBUG-off Daphne serving its collected static files. Screenshots go to test-artifacts/.
+"""
+
+import asyncio
+import json
+import time
+from urllib.parse import quote, urlsplit
+
+from playwright.async_api import BrowserContext, Page, expect
+
+from stack.services import DaphneInstance
+from tests.fixtures_web import artifact
+from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors
+
+GRAPHIQL_SUBSCRIPTION = """subscription Watch($author: String, $after: String) {
+  blogPublished(author: $author, after: $after) { cursor blog { title author { username } } }
+}"""
+PUSH_DEADLINE_MS = 1000  # the issue's promise: a new blog is on the page within a second
+
+
+async def open_page(browser: BrowserContext, url: str) -> tuple[Page, list[str]]:
+    """A new tab at `url`, recording every URL the page asks for (HTTP and websocket)."""
+    page = await browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("websocket", lambda websocket: requested.append(websocket.url))
+    await page.goto(url)
+    return page, requested
+
+
+def off_site(requested: list[str], server: DaphneInstance) -> list[str]:
+    return [url for url in requested if urlsplit(url).netloc != f"127.0.0.1:{server.port}"]
+
+
+async def test_live_page_shows_a_new_blog_within_a_second_without_reload(browser, web_server):
+    api = LiveApi(web_server.url)
+    username, token = api.sign_up()
+    api.create_blog(token, "Written before the page opened")
+    page, requested = await open_page(browser, f"{web_server.url}/?author={username}")
+    try:
+        await expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        await expect(page.locator(".blog h2")).to_have_text(["Written before the page opened"])
+        await page.evaluate("window.notReloaded = true")
+
+        sent = time.time()
+        created = await asyncio.to_thread(api.create_blog, token, "Pushed to the page", "Seen without a reload.")
+        answered = time.time()
+        item = page.locator(f'.blog[data-id="{created["id"]}"]')
+        await expect(item).to_be_visible(timeout=PUSH_DEADLINE_MS + (answered - sent) * 1000)
+        received_at = int(await item.get_attribute("data-received-at") or 0) / 1000
+        print(f"\nblog on the page {(received_at - sent) * 1000:.0f} ms after the mutation was sent")
+
+        await expect(item).to_contain_text("Pushed to the page")
+        await expect(item).to_contain_text(f"by {username}")
+        titles = await page.locator(".blog h2").all_inner_texts()
+        assert titles == ["Pushed to the page", "Written before the page opened"]
+        assert await page.evaluate("window.notReloaded") is True
+        assert off_site(requested, web_server) == []
+        await page.screenshot(path=artifact("live-page.png"), full_page=True)
+    finally:
+        await page.close()
+
+
+async def test_live_page_reconnects_after_a_crash_and_shows_what_it_missed_once(
+    browser, restartable_server, daphne_server
+):
+    api = LiveApi(daphne_server.url)  # writes go to another instance, which stays up
+    username, token = api.sign_up()
+    page, _ = await open_page(browser, f"{restartable_server.url}/?author={username}")
+    try:
+        status = page.locator("#status")
+        await expect(status).to_have_attribute("data-state", "live")
+        pushed = await asyncio.to_thread(api.create_blog, token, "Pushed before the crash")
+        await expect(page.locator(f'.blog[data-id="{pushed["id"]}"]')).to_be_visible()
+
+        await asyncio.to_thread(restartable_server.kill)
+        await expect(status).to_have_attribute("data-state", "reconnecting")
+        missed = await asyncio.to_thread(api.create_blog, token, "Published while the page was cut off")
+        await asyncio.to_thread(restartable_server.start)
+
+        # Reconnected: it resumed after the last cursor it saw, and the server replayed the missed blog.
+        await expect(status).to_have_attribute("data-state", "live", timeout=30_000)
+        missed_item = page.locator(f'.blog[data-id="{missed["id"]}"]')
+        await expect(missed_item).to_be_visible()
+        assert await missed_item.get_attribute("data-received-at")  # pushed (replayed), not re-read
+        titles = await page.locator(".blog h2").all_inner_texts()
+        assert titles == ["Published while the page was cut off", "Pushed before the crash"]
+        await page.screenshot(path=artifact("live-page-after-reconnect.png"), full_page=True)
+    finally:
+        await page.close()
+
+
+async def test_graphiql_runs_a_subscription_offline(browser, web_server):
+    api = LiveApi(web_server.url)
+    username, token = api.sign_up()
+    # Subscribing after the latest cursor makes the test independent of when the server registers it.
+    latest = assert_no_errors(api.post(LATEST_CURSOR))["latestCursor"]
+    variables = json.dumps({"author": username, "after": latest})
+    url = f"{web_server.url}/graphql/#query={quote(GRAPHIQL_SUBSCRIPTION)}&variables={quote(variables)}"
+    page, requested = await open_page(browser, url)
+    try:
+        await page.locator(".graphiql-execute-button").click()
+        await asyncio.to_thread(api.create_blog, token, "Seen in GraphiQL")
+        response = page.locator(".graphiql-response")
+        await expect(response).to_contain_text("Seen in GraphiQL")
+        await expect(response).to_contain_text(username)
+        # Every script, stylesheet and the websocket came from this server: it works offline.
+        assert any(url.endswith("/static/graphiql/graphiql.min.js") for url in requested)
+        assert any(url.startswith(f"ws://127.0.0.1:{web_server.port}/graphql/") for url in requested)
+        assert off_site(requested, web_server) == []
+        await page.screenshot(path=artifact("graphiql-subscription.png"))
+    finally:
+        await page.close()

@@ -1,0 +1,39 @@
+"""In-process: rate limits without Redis, and whose address a limit counts."""
+
+import pytest
+
+from api.client_ip import client_ip
+from tests.factories import PASSWORD, AuthorFactory
+from tests.graphql_http import post_graphql
+from tests.live import error_codes
+from tests.test_mutations import CREATE_TOKEN
+
+
+@pytest.mark.django_db
+def test_without_redis_the_limits_count_in_the_process_memory_cache(client, settings):
+    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "createToken": (2, 10**9)}
+    author = AuthorFactory.create()
+    answers = [
+        post_graphql(client, CREATE_TOKEN, {"username": author.username, "password": PASSWORD}) for _ in range(3)
+    ]
+    assert [error_codes(answer) for answer in answers] == [[], [], ["RATE_LIMITED"]]
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "trusted", "expected"),
+    [
+        ("203.0.113.5", None, [], "203.0.113.5"),
+        # A client cannot pick its address by sending the header itself.
+        ("203.0.113.5", "198.51.100.1", [], "203.0.113.5"),
+        ("203.0.113.5", "198.51.100.1", ["127.0.0.1"], "203.0.113.5"),
+        # Behind a trusted proxy: the right-most address that no trusted proxy added.
+        ("127.0.0.1", "198.51.100.1", ["127.0.0.1"], "198.51.100.1"),
+        ("127.0.0.1", "6.6.6.6, 198.51.100.1", ["127.0.0.1"], "198.51.100.1"),
+        ("10.0.0.2", "198.51.100.1, 10.0.0.1", ["10.0.0.0/8"], "198.51.100.1"),
+        ("127.0.0.1", "127.0.0.1", ["127.0.0.1"], "127.0.0.1"),
+        ("::1", "2001:db8::7", ["::1"], "2001:db8::7"),
+    ],
+)
+def test_client_ip_believes_x_forwarded_for_only_from_trusted_proxies(peer, forwarded_for, trusted, expected):
+    assert client_ip(peer, forwarded_for, trusted) == expected
