@@ -104,12 +104,19 @@ class Client:
             )
             await self._send({"type": "connection_init", "payload": {}})
             while True:
-                ack = json.loads(await asyncio.wait_for(self.ws.recv(), 30))
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+                # that arrives as the message does, and the task then lives on after close.
+                async with asyncio.timeout(30):
+                    raw = await self.ws.recv()
+                ack = json.loads(raw)
                 if ack.get("type") == "connection_ack":
                     break
                 if ack.get("type") not in ("ka", "ping", "pong"):
                     raise RuntimeError(f"expected connection_ack, got {ack}")
             self.instance = (ack.get("payload") or {}).get("instance")
+            if self.closing:
+                self.ws.transport.close()
+                return
             await self.subscribe()
         self.error = None
         self.subscribed.set()
@@ -125,7 +132,7 @@ class Client:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # every failure is counted and reported
+            except Exception as error:
                 self.error = f"{type(error).__name__}: {error}"[:200]
             if self.subscribed.is_set():
                 established = True
@@ -150,6 +157,24 @@ class Client:
         return self.ws is not None and self.subscribed.is_set()
 
 
+async def stop_clients(clients: list[Client]) -> None:
+    """End these clients for good: close their sockets, cancel their tasks, never hang on one."""
+    for client in clients:
+        client.closing = True
+    for _ in range(3):
+        for client in clients:
+            # Like a closed browser tab: the TCP connection ends (FIN) without waiting for the
+            # close handshake, which a server busy with thousands of disconnects answers slowly.
+            if client.ws is not None:
+                client.ws.transport.close()
+            if client.task is not None and not client.task.done():
+                client.task.cancel()
+        pending = [c.task for c in clients if c.task is not None and not c.task.done()]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=5)
+
+
 class Worker:
     def __init__(self, conn: multiprocessing.connection.Connection, worker_id: int) -> None:
         self.conn = conn
@@ -163,9 +188,8 @@ class Worker:
         self.duplicates = 0
         self.errors_in_payload = 0
         self.changed = asyncio.Event()
+        self.background: set[asyncio.Future[None]] = set()  # fire-and-forget sends, kept referenced
         self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        # Fire-and-forget sends (pongs), kept referenced until done so they are not collected mid-flight.
-        self.background: set[asyncio.Task[None]] = set()
 
     # --- receiving -------------------------------------------------------------------------
     def on_message(self, client: Client, raw: str | bytes) -> None:
@@ -228,14 +252,7 @@ class Worker:
         late = [c for c in new if not c.alive]
         errors = Counter(c.error or "still connecting at the deadline" for c in late)
         # Whoever is not subscribed by the deadline is given up, so it cannot disturb what follows.
-        for client in late:
-            client.closing = True
-            if client.task is not None:
-                client.task.cancel()
-        await asyncio.gather(*(c.task for c in late if c.task), return_exceptions=True)
-        for client in late:
-            if client.ws is not None:
-                client.ws.transport.close()
+        await stop_clients(late)
         given_up = set(late)
         self.clients = [c for c in self.clients if c not in given_up]
         return {
@@ -315,16 +332,7 @@ class Worker:
 
     async def cmd_close(self) -> dict[str, Any]:
         clients, self.clients = self.clients, []
-        for client in clients:
-            client.closing = True
-            # Like a closed browser tab: the TCP connection ends (FIN) without waiting for the
-            # close handshake, which a server busy with thousands of disconnects answers slowly.
-            if client.ws is not None:
-                client.ws.transport.close()
-        for client in clients:
-            if client.task is not None:
-                client.task.cancel()
-        await asyncio.gather(*(c.task for c in clients if c.task), return_exceptions=True)
+        await stop_clients(clients)
         self.cmd_clear()
         return {"closed": len(clients)}
 
@@ -349,7 +357,7 @@ class Worker:
             seq = command.pop("seq", None)
             try:
                 reply = await self.handle(command)
-            except Exception as error:  # reported to the orchestrator
+            except Exception as error:
                 reply = {"error": f"{type(error).__name__}: {error}"}
             self.conn.send({"seq": seq, "reply": reply})
 
@@ -362,11 +370,15 @@ class ClientPool:
     """N worker processes; commands go to all (or some) and their replies are gathered."""
 
     def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self.seq = 0
+        self._spawn()
+
+    def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conns: list[multiprocessing.connection.Connection] = []
-        self.seq = 0
         self.procs: list[multiprocessing.process.BaseProcess] = []
-        for i in range(processes):
+        for i in range(self.processes):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(child, i), name=f"bench-client-{i}", daemon=True)
             proc.start()
@@ -382,7 +394,7 @@ class ClientPool:
         return [p.pid for p in self.procs if p.pid]
 
     def call(self, command: dict[str, Any] | list[dict[str, Any] | None], timeout: float = 600) -> list[Any]:
-        """Send a command to every worker (or one command per worker) and return their replies."""
+        """Send a command to every worker (or one command per worker, None: none) and return their replies."""
         commands: list[dict[str, Any] | None] = command if isinstance(command, list) else [command] * len(self.conns)
         targets = [c for c, cmd in zip(self.conns, commands, strict=True) if cmd is not None]
         self.seq += 1
@@ -396,12 +408,8 @@ class ClientPool:
             if left <= 0:
                 name = next(c for c in commands if c is not None).get("cmd")
                 raise TimeoutError(f"client workers did not answer {name} in {timeout:.0f}s")
-            # wait() hands back the very objects it was given: here, only pipe connections.
-            ready = cast(
-                "list[multiprocessing.connection.Connection[Any, Any]]",
-                multiprocessing.connection.wait([c for c in targets if id(c) not in replies], left),
-            )
-            for conn in ready:
+            for ready in multiprocessing.connection.wait([c for c in targets if id(c) not in replies], left):
+                conn = cast(multiprocessing.connection.Connection, ready)
                 answer = conn.recv()
                 # A reply to a command that timed out earlier arrives late: skip it.
                 if answer.get("seq") == self.seq:
@@ -477,12 +485,12 @@ class ClientPool:
         self.call({"cmd": "complete_old"})
 
     def await_ids(
-        self, ids: list[str], timeout: float, expected_per_worker: list[int | None] | None = None
+        self, ids: list[str], timeout: float, expected_per_worker: list[int] | None = None
     ) -> dict[str, dict[str, Any]]:
         """Wait (up to timeout) until every client got every id; merged count/min/max per id."""
+        expected: list[int | None] = list(expected_per_worker) if expected_per_worker else [None] * len(self)
         commands: list[dict[str, Any] | None] = [
-            {"cmd": "await", "ids": ids, "expected": e, "timeout": timeout}
-            for e in (expected_per_worker or [None] * len(self))
+            {"cmd": "await", "ids": ids, "expected": e, "timeout": timeout} for e in expected
         ]
         return self._merge(self.call(commands, timeout=timeout + 30))
 
@@ -507,6 +515,17 @@ class ClientPool:
 
     def close_clients(self) -> None:
         self.call({"cmd": "close"}, timeout=120)
+
+    def restart(self) -> None:
+        """Kill the workers (their sockets close with them) and start fresh ones: the way out when
+        a worker stopped answering, so one stuck phase cannot spoil the next."""
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(10)
+        for conn in self.conns:
+            conn.close()
+        self._spawn()
 
     def stop(self) -> None:
         for conn in self.conns:

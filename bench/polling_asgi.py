@@ -125,9 +125,5 @@ class PollingConsumer(AsyncJsonWebsocketConsumer):
 
 
 application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # django-stubs types path() for Django views only; channels routes ASGI apps with it.
-        "websocket": URLRouter([path("graphql/", PollingConsumer.as_asgi())]),  # type: ignore[list-item, arg-type]
-    }
+    {"http": django_asgi_app, "websocket": URLRouter([path("graphql/", PollingConsumer.as_asgi())])}  # type: ignore[list-item, arg-type]
 )

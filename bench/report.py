@@ -84,10 +84,10 @@ def render(results: dict[str, Any]) -> str:
     base = phases.get("baseline_polling", {})
     ours = phases.get("latency_1_instance", {})
     idle = phases.get("idle", {})
+    base_p50, ours_p50 = _g(base, "sent_to_push_ms", "p50"), _g(ours, "sent_to_push_ms", "p50")
     out += [
-        f"**Push vs the polling baseline**: sent → push p50 {_v(_g(ours, 'sent_to_push_ms', 'p50'), ' ms')} vs "
-        f"{_v(_g(base, 'sent_to_push_ms', 'p50'), ' ms')} "
-        f"(**{_ratio(_g(base, 'sent_to_push_ms', 'p50'), _g(ours, 'sent_to_push_ms', 'p50'))} faster**); "
+        f"**Push vs the polling baseline**: sent → push p50 {_v(ours_p50, ' ms')} vs "
+        f"{_v(base_p50, ' ms')} (**{_ratio(base_p50, ours_p50)} faster**); "
         f"idle DB queries/s (scans of the app's tables): {_v(idle.get('db_app_table_scans_per_s'))} with "
         f"{_v(idle.get('subscribers'))} subscribers vs {_v(_g(base, 'idle', 'db_app_table_scans_per_s'))} with "
         f"{_v(base.get('subscribers'))} polling subscribers ({_v(_g(base, 'idle', 'db_xacts_per_s'))} transactions/s, "

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import sys
 from pathlib import Path
@@ -75,14 +76,14 @@ class BenchNginx(Nginx):
         conf = super()._write_config()
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         nofile = self.worker_connections * 2 if nofile == resource.RLIM_INFINITY else nofile
-        text = (
-            conf.read_text()
-            .replace("worker_processes 1;\n", f"worker_processes {self.workers};\n")
-            .replace(
-                "events {}\n",
-                f"worker_rlimit_nofile {nofile};\n"
-                f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n",
-            )
+        # Whatever the base config says about these (it changes), ours replaces it.
+        text = re.sub(r"worker_processes [^;]*;\n", "", conf.read_text())
+        text = re.sub(r"worker_rlimit_nofile [^;]*;\n", "", text)
+        text = re.sub(r"events \{[^}]*\}\n", "", text)
+        text = text.replace(
+            "daemon off;\n",
+            f"daemon off;\nworker_processes {self.workers};\nworker_rlimit_nofile {nofile};\n"
+            f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n",
         )
         # Keep access logging off the hot path (a line per websocket/mutation is pure overhead here).
         text = text.replace(f"access_log {self.access_log_path};", "access_log off;")
