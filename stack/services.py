@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx.conf.template"
@@ -113,6 +113,18 @@ class Service:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} pid={self.pid}>"
+
+    def __enter__(self) -> Self:
+        """Start; stopped again on leaving, also when starting fails halfway."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def start(self) -> None:
         raise NotImplementedError

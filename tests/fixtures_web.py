@@ -73,23 +73,15 @@ def web_env(live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def web_server(web_env: dict[str, str]) -> Iterator[DaphneInstance]:
     """A DEBUG-off instance serving pages, GraphiQL and /metrics, on the shared database and Redis."""
-    server = DaphneInstance("web-1", web_env)
-    try:
-        server.start()
+    with DaphneInstance("web-1", web_env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def restartable_server(web_env: dict[str, str]) -> Iterator[DaphneInstance]:
     """An instance of this test's own, to kill and restart on the same port."""
-    server = DaphneInstance("web-restartable", web_env)
-    try:
-        server.start()
+    with DaphneInstance("web-restartable", web_env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

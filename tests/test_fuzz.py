@@ -156,12 +156,8 @@ async def answer_to(client: GraphQLWSClient, op_id: str) -> dict[str, Any] | int
 @pytest.fixture(scope="module")
 def fuzz_server(live_env):
     """An instance of its own, so its memory reflects the fuzzing alone."""
-    server = DaphneInstance("fuzz", live_env)
-    try:
-        server.start()
+    with DaphneInstance("fuzz", live_env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_fuzzed_connection_is_answered_and_the_subscriber_misses_nothing(fuzz_server, redis_server):

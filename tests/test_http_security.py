@@ -108,14 +108,10 @@ def test_subscriptions_over_http_are_refused_with_a_pointer_to_the_websocket(api
 @pytest.fixture(scope="module")
 def broken_database_server(live_env):
     """An instance whose database refuses connections: every query fails unexpectedly."""
-    server = DaphneInstance(
+    with DaphneInstance(
         "broken-db", {**live_env, "DATABASE_URL": f"postgresql://blog@127.0.0.1:{free_port()}/blog"}
-    )
-    try:
-        server.start()
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def assert_masked(error: dict, request_id: str) -> None:
