@@ -29,6 +29,7 @@ from graphql import (
     GraphQLError,
     GraphQLField,
     GraphQLNamedType,
+    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
@@ -41,9 +42,8 @@ from graphql import (
     specified_rules,
     validate,
 )
-from graphql.language import SKIP, VisitorAction
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
-from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule, ValidationRule
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 
 from project.schema import schema
 
@@ -63,31 +63,91 @@ def executor_rules() -> tuple[type[ASTValidationRule], ...]:
 
 @dataclass
 class Verdict:
-    """What `check()` found: errors to send, and the operation's type when the document is valid."""
+    """What `check()` found: errors to send, and the operation's type when the document is valid.
+
+    When every check passed, `document` and `operation_node` are the parsed, validated document
+    and its chosen operation: the HTTP view executes them instead of parsing and validating again.
+    """
 
     errors: list[GraphQLError] = field(default_factory=list)
     operation: OperationType | None = None
+    document: DocumentNode | None = None
+    operation_node: OperationDefinitionNode | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a document's text alone decides, computed once per distinct document."""
+
+    errors: tuple[GraphQLError, ...] = ()
+    document: DocumentNode | None = None
+    operation: OperationDefinitionNode | None = None
 
 
 def check(query: Any, variables: Any = None, operation_name: Any = None) -> Verdict:
     """Enforce every limit on one request; an empty verdict leaves the rest to the executor."""
+    return _check(query, variables, operation_name, compute=True) or Verdict()
+
+
+def check_if_known(query: Any, variables: Any = None, operation_name: Any = None) -> Verdict | None:
+    """`check()` when the document was checked before, else None: the caller decides where to parse it.
+
+    The websocket answers known documents on the event loop and parses new ones in a thread.
+    """
+    return _check(query, variables, operation_name, compute=False)
+
+
+def _check(query: Any, variables: Any, operation_name: Any, *, compute: bool) -> Verdict | None:
     if not isinstance(query, str):
         return Verdict([GraphQLError("'query' must be a string.", extensions={"code": "BAD_USER_INPUT"})])
     if variables is not None and not isinstance(variables, dict):
         return Verdict([GraphQLError("'variables' must be an object.", extensions={"code": "BAD_USER_INPUT"})])
     if operation_name is not None and not isinstance(operation_name, str):
         return Verdict([GraphQLError("'operationName' must be a string.", extensions={"code": "BAD_USER_INPUT"})])
+    key = (
+        query,
+        operation_name,
+        settings.GRAPHQL_MAX_DOCUMENT_CHARS,
+        settings.GRAPHQL_MAX_TOKENS,
+        settings.GRAPHQL_MAX_DEPTH,
+        settings.GRAPHQL_INTROSPECTION,
+    )
+    prepared = _prepared.get(key)
+    if prepared is None:
+        if not compute:
+            return None
+        prepared = _prepare(*key)
+        if len(_prepared) >= PREPARED_DOCUMENTS:
+            _prepared.pop(next(iter(_prepared), None), None)  # the oldest; good enough against floods
+        _prepared[key] = prepared
+    if prepared.errors or prepared.document is None or prepared.operation is None:
+        return Verdict(list(prepared.errors))
+    walk = _CostWalk(schema.graphql_schema, prepared.document, prepared.operation, variables or {})
+    errors = walk.check(settings.GRAPHQL_MAX_COST)
+    if errors:
+        return Verdict(errors)
+    return Verdict([], prepared.operation.operation, prepared.document, prepared.operation)
+
+
+# Parsed and validated documents by text (and the settings that judged them). Parsing and
+# graphql-core's validation were 4 ms of a mutation's 13 ms in the view, and graphene-django then
+# did both again; clients send the same few documents over and over. A parsed document is never
+# mutated, so one serves every request, thread and websocket that sends the same text.
+PREPARED_DOCUMENTS = 1024
+_prepared: dict[tuple[Any, ...], _Prepared] = {}
+
+
+def _prepare(
+    query: str, operation_name: str | None, max_chars: int, max_tokens: int, max_depth: int, introspection: bool
+) -> _Prepared:
+    """What the document's text alone decides: parse and size limits, validity, depth, introspection."""
     try:
-        document = parse(
-            query,
-            max_source_length=settings.GRAPHQL_MAX_DOCUMENT_CHARS,
-            max_lexical_tokens=settings.GRAPHQL_MAX_TOKENS,
-            max_comments=settings.GRAPHQL_MAX_TOKENS,
-        )
+        document = parse(query, max_source_length=max_chars, max_lexical_tokens=max_tokens, max_comments=max_tokens)
     except GraphQLError as error:
-        return Verdict([_parse_limit_error(error)] if error.message.endswith("Parsing aborted.") else [])
-    if validate(schema.graphql_schema, document, specified_rules, max_errors=1):
-        return Verdict()
+        return _Prepared((_parse_limit_error(error),) if error.message.endswith("Parsing aborted.") else ())
+    graphql_schema = schema.graphql_schema
+    if validate(graphql_schema, document, specified_rules, max_errors=1):
+        return _Prepared()  # the executor reports plain validation errors in its own way
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         message = (
@@ -95,8 +155,18 @@ def check(query: Any, variables: Any = None, operation_name: Any = None) -> Verd
             if operation_name
             else "The document holds several operations: send 'operationName' to pick one."
         )
-        return Verdict([GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})])
-    return Verdict(_limit_errors(document, variables or {}), operation.operation)
+        return _Prepared((GraphQLError(message, extensions={"code": "BAD_USER_INPUT"}),))
+    depth_errors = [
+        limit_error(error.message, "depth", max=max_depth) if not error.extensions else error
+        for error in validate(graphql_schema, document, [depth_limit_validator(max_depth)])
+    ]
+    if depth_errors:
+        return _Prepared(tuple(depth_errors))
+    if not introspection:
+        errors = validate(graphql_schema, document, [NoSchemaIntrospectionCustomRule])
+        if errors:
+            return _Prepared(tuple(errors))
+    return _Prepared((), document, operation)
 
 
 def _parse_limit_error(error: GraphQLError) -> GraphQLError:
@@ -107,54 +177,26 @@ def _parse_limit_error(error: GraphQLError) -> GraphQLError:
     return limit_error(error.message, "tokens", max=settings.GRAPHQL_MAX_TOKENS)
 
 
-def _limit_errors(document: DocumentNode, variables: dict[str, Any]) -> list[GraphQLError]:
-    graphql_schema = schema.graphql_schema
-    max_depth = settings.GRAPHQL_MAX_DEPTH
-    errors = [
-        limit_error(error.message, "depth", max=max_depth) if not error.extensions else error
-        for error in validate(graphql_schema, document, [depth_limit_validator(max_depth)])
-    ]
-    if errors:
-        return errors  # the cost walk below recurses as deep as the document; keep it shallow
-    rules: list[type[ASTValidationRule]] = [cost_limit_rule(settings.GRAPHQL_MAX_COST, variables)]
-    if not settings.GRAPHQL_INTROSPECTION:
-        rules.insert(0, NoSchemaIntrospectionCustomRule)
-    return validate(graphql_schema, document, rules)
-
-
-def cost_limit_rule(max_cost: int, variables: dict[str, Any]) -> type[ValidationRule]:
-    """A validation rule refusing operations whose worst-case number of resolved fields exceeds `max_cost`."""
-
-    class CostLimitRule(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> VisitorAction:
-            root = self.context.schema.get_root_type(node.operation)
-            if root is not None:
-                cost = _CostWalk(self.context, node, variables).selection_set(node.selection_set, root)
-                if cost > max_cost:
-                    self.report_error(
-                        limit_error(
-                            f"The operation's cost {cost} exceeds the limit of {max_cost}: "
-                            "ask for fewer items with first/last.",
-                            "cost",
-                            cost=cost,
-                            max=max_cost,
-                        )
-                    )
-            return SKIP
-
-    return CostLimitRule
-
-
 class _CostWalk:
-    """Counts fields, multiplying each connection's selection by the page size it will return."""
+    """Counts fields, multiplying each connection's selection by the page size it will return.
 
-    def __init__(self, context: Any, operation: OperationDefinitionNode, variables: dict[str, Any]) -> None:
-        self.context = context
-        self.schema = context.schema
+    Runs on every request (page sizes may come from variables), over a document already validated,
+    so it needs no validation context: a plain recursive walk over the operation.
+    """
+
+    def __init__(
+        self,
+        graphql_schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: dict[str, Any],
+    ) -> None:
+        self.schema = graphql_schema
+        self.operation = operation
         self.max_page = graphene_settings.RELAY_CONNECTION_MAX_LIMIT
         self.fragments: dict[str, FragmentDefinitionNode] = {
             definition.name.value: definition
-            for definition in context.document.definitions
+            for definition in document.definitions
             if isinstance(definition, FragmentDefinitionNode)
         }
         defaults = {
@@ -163,6 +205,27 @@ class _CostWalk:
         }
         self.variables = {**defaults, **variables}
         self.fragment_costs: dict[str, int] = {}
+        self.errors: list[GraphQLError] = []
+
+    def check(self, max_cost: int) -> list[GraphQLError]:
+        """Page-size errors, else a cost error when the operation costs more than `max_cost`."""
+        root = self.schema.get_root_type(self.operation.operation)
+        if root is None:
+            return []
+        cost = self.selection_set(self.operation.selection_set, root)
+        if self.errors:
+            return self.errors
+        if cost > max_cost:
+            return [
+                limit_error(
+                    f"The operation's cost {cost} exceeds the limit of {max_cost}: "
+                    "ask for fewer items with first/last.",
+                    "cost",
+                    cost=cost,
+                    max=max_cost,
+                )
+            ]
+        return []
 
     def selection_set(self, selection_set: SelectionSetNode, parent: GraphQLNamedType) -> int:
         total = 0
@@ -215,7 +278,7 @@ class _CostWalk:
                 value = int(value.value)
             if isinstance(value, int) and not isinstance(value, bool):
                 if not 0 <= value <= self.max_page:
-                    self.context.report_error(
+                    self.errors.append(
                         limit_error(
                             f"'{argument.name.value}' on '{node.name.value}' "
                             f"must be between 0 and {self.max_page}, got {value}.",

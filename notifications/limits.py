@@ -80,9 +80,9 @@ class ConnectionLimits:
         Raises GraphQLError, which the library sends as the protocol's `error` message.
         """
         bind_request_id(new_request_id())  # for this operation's task: errors and log lines carry it
-        verdict = await asyncio.to_thread(
-            validation.check, payload.get("query"), payload.get("variables"), payload.get("operationName")
-        )
+        args = (payload.get("query"), payload.get("variables"), payload.get("operationName"))
+        # A document seen before is answered from the cache on the loop; a new one is parsed in a thread.
+        verdict = validation.check_if_known(*args) or await asyncio.to_thread(validation.check, *args)
         if verdict.errors:
             raise verdict.errors[0]
         if verdict.operation is OperationType.SUBSCRIPTION:

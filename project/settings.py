@@ -132,6 +132,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 GRAPHENE = {
     "SCHEMA": "project.schema.schema",
     "SUBSCRIPTION_PATH": "/graphql/",
+    # Services own their transactions; project/views.py executes documents without graphene's wrapper.
     "ATOMIC_MUTATIONS": False,
 }
 

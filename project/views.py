@@ -14,7 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from graphene_django.views import GraphQLView as BaseGraphQLView
 from graphene_django.views import HttpError
-from graphql import ExecutionResult, GraphQLError, OperationType
+from graphql import ExecutionResult, GraphQLError, OperationType, execute
 
 from api import validation
 from api.auth import bearer_token
@@ -79,7 +79,22 @@ class GraphQLView(BaseGraphQLView):
         if verdict.operation is OperationType.SUBSCRIPTION:
             message = "Subscriptions run over a websocket on this same URL (graphql-transport-ws or graphql-ws)."
             return ExecutionResult(errors=[GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})])
-        return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
+        if verdict.document is None or (request.method == "GET" and verdict.operation is not OperationType.QUERY):
+            # Invalid documents, and mutations over GET: graphene-django answers those its own way.
+            return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
+        try:  # the document was parsed and validated once for every request that sends it (api/validation)
+            return execute(
+                self.schema.graphql_schema,
+                verdict.document,
+                root_value=self.get_root_value(request),
+                context_value=self.get_context(request),
+                variable_values=variables,
+                operation_name=operation_name,
+                middleware=self.get_middleware(request),
+                execution_context_class=self.execution_context_class,
+            )
+        except Exception as error:  # as graphene-django does: bad variables and the like become errors
+            return ExecutionResult(errors=[error])
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         uses_session = settings.SESSION_COOKIE_NAME in request.COOKIES
