@@ -7,7 +7,7 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Set up Django (apps, models) before anything imports the consumer or the schema.
-django_asgi_app = get_asgi_application()
+get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -17,12 +17,14 @@ from notifications.origins import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 from notifications.shutdown import InFlightRequests  # noqa: E402
 from notifications.transport import DirectSocketMiddleware  # noqa: E402
+from project.handlers import OneHopASGIHandler  # noqa: E402
 
 if not settings.REDIS_URL:
     logging.getLogger("notifications").warning(
         "REDIS_URL is not set: using the in-memory channel layer, so events reach only this process's subscribers."
     )
 
+django_asgi_app = OneHopASGIHandler()
 application = ProtocolTypeRouter(
     {
         "http": InFlightRequests(django_asgi_app),

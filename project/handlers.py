@@ -1,0 +1,22 @@
+"""Django's ASGI handler, with the whole request in one hop to the sync thread."""
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponse
+
+
+class OneHopASGIHandler(ASGIHandler):
+    """Runs the middleware chain and the view together in Django's sync thread.
+
+    Django's async chain switches modes at every sync-only middleware (whitenoise, the bearer
+    token) and again for the sync GraphQL view: five or more round trips between the event loop
+    and the thread per request, each waiting for the loop, which a fan-out may be holding.
+    Everything here is sync anyway, so one hop in and one out is enough. Async views still work:
+    Django runs them with async_to_sync from the sync chain.
+    """
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponse:
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
