@@ -5,7 +5,7 @@ import binascii
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from api.errors import BadUserInput
@@ -30,13 +30,19 @@ def seq_from_cursor(cursor: str) -> int:
     return int(text[len(CURSOR_PREFIX) :])
 
 
-@transaction.atomic
 def publication_record(blog: Blog) -> Publication:
-    """Number the blog's publication; the counter's row lock is held until our commit."""
-    counter = PublicationCounter.objects.select_for_update().get(pk=1)
-    counter.last_seq += 1
-    counter.save(update_fields=["last_seq"])
-    return Publication.objects.create(seq=counter.last_seq, blog=blog, author_username=blog.author.username)
+    """Number the blog's publication; the counter's row lock is held until our commit.
+
+    One UPDATE ... RETURNING both locks and increments (PostgreSQL, and SQLite since 3.35), and
+    no savepoint inside the caller's transaction: a mutation's round trips are its latency.
+    """
+    table = connection.ops.quote_name(PublicationCounter._meta.db_table)
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
+        row = cursor.fetchone()
+        if row is None:
+            raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
+        return Publication.objects.create(seq=row[0], blog=blog, author_username=blog.author.username)
 
 
 def event_payload(publication: Publication) -> dict:
