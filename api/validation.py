@@ -118,7 +118,9 @@ def _check(query: Any, variables: Any, operation_name: Any, *, compute: bool) ->
             return None
         prepared = _prepare(*key)
         if len(_prepared) >= PREPARED_DOCUMENTS:
-            _prepared.pop(next(iter(_prepared), None), None)  # the oldest; good enough against floods
+            oldest = next(iter(_prepared), None)  # good enough against floods of distinct documents
+            if oldest is not None:
+                _prepared.pop(oldest, None)
         _prepared[key] = prepared
     if prepared.errors or prepared.document is None or prepared.operation is None:
         return Verdict(list(prepared.errors))

@@ -106,7 +106,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     connection_init_wait_timeout = settings.GRAPHQL_WS_CONNECTION_INIT_TIMEOUT
     middleware = [run_orm_resolvers_in_thread]
 
-    @property
+    @functools.cached_property
     def subprotocol(self) -> str | None:
         offered = [p.decode() if isinstance(p, bytes) else p for p in self.scope.get("subprotocols", [])]
         return next((p for p in SUBPROTOCOLS if p in offered), None)
@@ -287,10 +287,10 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
 
     def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
         """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
-        self.socket.send_event(frames, "next" if self.subprotocol == TRANSPORT_WS else "data", subscription.op_id)
-        telemetry.event_sent()
-        if self.socket.buffered_bytes() > settings.WS_MAX_BUFFERED_BYTES:
-            logger.warning("Closing a websocket that stopped reading (%d bytes unread)", self.socket.buffered_bytes())
+        kind = "next" if self.subprotocol == TRANSPORT_WS else "data"
+        unread = self.socket.send_event(frames, kind, subscription.op_id)
+        if unread > settings.WS_MAX_BUFFERED_BYTES:
+            logger.warning("Closing a websocket that stopped reading (%d bytes unread)", unread)
             self.stop_all_live()
             self.socket.close(1013, "Too slow: reconnect and resume with your last cursor")
 

@@ -82,7 +82,9 @@ class ConnectionLimits:
         bind_request_id(new_request_id())  # for this operation's task: errors and log lines carry it
         args = (payload.get("query"), payload.get("variables"), payload.get("operationName"))
         # A document seen before is answered from the cache on the loop; a new one is parsed in a thread.
-        verdict = validation.check_if_known(*args) or await asyncio.to_thread(validation.check, *args)
+        verdict = validation.check_if_known(*args)
+        if verdict is None:
+            verdict = await asyncio.to_thread(validation.check, *args)
         if verdict.errors:
             raise verdict.errors[0]
         if verdict.operation is OperationType.SUBSCRIPTION:

@@ -89,11 +89,12 @@ def message_received(consumer: Any, message: dict[str, Any]) -> None:
     )
 
 
-def event_sent() -> None:
-    """One event was written to one subscriber's socket (live or replayed)."""
-    metrics.event_delivered()
+def events_sent(count: int) -> None:
+    """Events were written to subscribers' sockets (live or replayed), `count` in all."""
+    if count:
+        metrics.events_delivered(count)
 
 
 def delivery_latency(payload: dict[str, Any]) -> None:
-    """A live publication reached one subscriber; `announced_at` was set by its broadcaster."""
+    """A live publication reached the last subscriber of one cohort; its broadcaster set `announced_at`."""
     metrics.delivery_latency(payload.get("announced_at"))

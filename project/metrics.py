@@ -64,7 +64,8 @@ EVENTS_DELIVERED = Counter(
 )
 DELIVERY_SECONDS = Histogram(
     "blogpush_delivery_latency_seconds",
-    "From the broadcast of a publication (after commit) to its send to one subscriber.",
+    "From the broadcast of a publication (after commit) to its send to the last subscriber of a cohort "
+    "(subscribers sharing document and variables); one sample per cohort per event.",
     [INSTANCE_LABEL],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
@@ -83,8 +84,8 @@ def broadcast_failed() -> None:
     BROADCAST_FAILURES.labels(instance_name()).inc()
 
 
-def event_delivered() -> None:
-    EVENTS_DELIVERED.labels(instance_name()).inc()
+def events_delivered(count: int) -> None:
+    EVENTS_DELIVERED.labels(instance_name()).inc(count)
 
 
 def delivery_latency(announced_at: float | None) -> None:

@@ -14,7 +14,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from graphene_django.views import GraphQLView as BaseGraphQLView
 from graphene_django.views import HttpError
-from graphql import ExecutionResult, GraphQLError, OperationType, execute
+from graphql import ExecutionResult, GraphQLError, OperationType, execute_sync
 
 from api import validation
 from api.auth import bearer_token
@@ -83,7 +83,7 @@ class GraphQLView(BaseGraphQLView):
             # Invalid documents, and mutations over GET: graphene-django answers those its own way.
             return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
         try:  # the document was parsed and validated once for every request that sends it (api/validation)
-            return execute(
+            return execute_sync(
                 self.schema.graphql_schema,
                 verdict.document,
                 root_value=self.get_root_value(request),
@@ -93,8 +93,8 @@ class GraphQLView(BaseGraphQLView):
                 middleware=self.get_middleware(request),
                 execution_context_class=self.execution_context_class,
             )
-        except Exception as error:  # as graphene-django does: bad variables and the like become errors
-            return ExecutionResult(errors=[error])
+        except Exception as error:  # as graphene-django does: an exception becomes a (masked) error
+            return ExecutionResult(errors=[GraphQLError(str(error), original_error=error)])
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         uses_session = settings.SESSION_COOKIE_NAME in request.COOKIES
