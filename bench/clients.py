@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -24,6 +25,8 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from typing import Any, cast
+
+from bench.wire import LightSocket
 
 PROBE_PREFIX = "probe-"
 TRANSPORT_WS = "graphql-transport-ws"
@@ -89,19 +92,8 @@ class Client:
             await self._send({"type": "complete" if self.protocol == TRANSPORT_WS else "stop", "id": str(op)})
 
     async def _session(self) -> None:
-        import websockets
-        from websockets.typing import Subprotocol
-
         async with self.worker.connect_slots:
-            self.ws = await websockets.connect(
-                self.url,
-                subprotocols=[Subprotocol(self.protocol)],
-                open_timeout=30,
-                ping_interval=None,
-                compression=None,
-                max_queue=None,
-                close_timeout=2,
-            )
+            self.ws = await LightSocket.connect(self.url, self.protocol, timeout=30)
             await self._send({"type": "connection_init", "payload": {}})
             while True:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
@@ -120,8 +112,8 @@ class Client:
             await self.subscribe()
         self.error = None
         self.subscribed.set()
-        async for raw in self.ws:
-            self.worker.on_message(self, raw)
+        self.ws.listen(functools.partial(self.worker.on_message, self))
+        await self.ws.wait_closed()
 
     async def run(self) -> None:
         """Connect and subscribe; retry a failed first connect, and reconnect later when told to."""
@@ -363,7 +355,11 @@ class Worker:
 
 
 def worker_main(conn: multiprocessing.connection.Connection, worker_id: int) -> None:
-    asyncio.run(Worker(conn, worker_id).run(), debug=False)
+    # uvloop's C event loop: a socket's read costs the clients, which share the cores with the
+    # servers being measured, a fraction of asyncio's pure-Python selector path.
+    import uvloop
+
+    uvloop.run(Worker(conn, worker_id).run())
 
 
 class ClientPool:
