@@ -15,7 +15,9 @@ from typing import Any
 
 import channels_graphql_ws
 import graphql
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from django.conf import settings
 from graphql.language.ast import OperationType
 
@@ -104,7 +106,29 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     channel_name = None  # the library puts it into every operation's context
     send_ping_every = settings.GRAPHQL_WS_PING_SECONDS
     connection_init_wait_timeout = settings.GRAPHQL_WS_CONNECTION_INIT_TIMEOUT
-    middleware = [run_orm_resolvers_in_thread]
+    # One manager for every connection (given a list, the library builds one per connection).
+    middleware = graphql.MiddlewareManager(run_orm_resolvers_in_thread)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' consumer loop, without what a socket with no channel layer does not need.
+
+        Channels waits on each incoming message through a fresh task and asyncio.wait (about
+        1.5 KB held per idle connection), and hops to a thread before every message to recycle
+        database connections; here database work already runs through database_sync_to_async,
+        which recycles them itself.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                message = await receive()
+                handler = getattr(self, get_handler_name(message), None)
+                if handler is None:
+                    raise ValueError(f"No handler for message type {message['type']}")
+                await handler(message)
+        except StopConsumer:
+            pass
 
     @functools.cached_property
     def subprotocol(self) -> str | None:

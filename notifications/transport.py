@@ -80,6 +80,8 @@ def _plain_tcp_socket(transport: Any) -> socket.socket | None:
 
 
 class DirectSocket:
+    __slots__ = ("_socket", "_socket_looked_up", "asgi_send", "pending", "protocol")
+
     def __init__(self, send: Send) -> None:
         self.asgi_send = send
         self.protocol = _daphne_protocol(send)
@@ -161,5 +163,5 @@ class DirectSocketMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> Any:
         if scope["type"] == "websocket":
-            scope = {**scope, "direct_socket": DirectSocket(send)}
+            scope["direct_socket"] = DirectSocket(send)  # Daphne's scope is this connection's own: no copy
         return await self.app(scope, receive, send)

@@ -9,10 +9,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Set up Django (apps, models) before anything imports the consumer or the schema.
 get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from notifications.auth import SessionAuthWhenCookie  # noqa: E402
 from notifications.origins import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 from notifications.shutdown import InFlightRequests  # noqa: E402
@@ -28,6 +28,6 @@ django_asgi_app = OneHopASGIHandler()
 application = ProtocolTypeRouter(
     {
         "http": InFlightRequests(django_asgi_app),
-        "websocket": DirectSocketMiddleware(OriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+        "websocket": DirectSocketMiddleware(OriginValidator(SessionAuthWhenCookie(URLRouter(websocket_urlpatterns)))),
     }
 )
