@@ -26,6 +26,7 @@ from api.errors import BadUserInput, NotAuthenticated, format_error
 from api.selectors import author_by_token
 from notifications import publications, telemetry
 from notifications.hub import LiveSubscription, get_hub
+from notifications.keepalive import forget, keep_alive
 from notifications.limits import ConnectionLimits
 from notifications.shutdown import track_socket
 from notifications.transport import DirectSocket, EventFrames
@@ -37,6 +38,7 @@ TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 SUBPROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
 OPERATION_MESSAGES = {"subscribe", "start", "complete", "stop"}
+KEEPALIVE_TEXT = {TRANSPORT_WS: '{"type":"ping"}', LEGACY_WS: '{"type":"ka"}'}
 
 
 def _named_type_name(graphql_type: Any) -> str:
@@ -104,7 +106,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     # channels-redis's shared BRPOP would die with it).
     channel_layer_alias = "no channel layer for sockets"
     channel_name = None  # the library puts it into every operation's context
-    send_ping_every = settings.GRAPHQL_WS_PING_SECONDS
+    send_ping_every = None  # keep-alives come from notifications/keepalive.py, not a task per socket
     connection_init_wait_timeout = settings.GRAPHQL_WS_CONNECTION_INIT_TIMEOUT
     # One manager for every connection (given a list, the library builds one per connection).
     middleware = graphql.MiddlewareManager(run_orm_resolvers_in_thread)
@@ -159,6 +161,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         telemetry.websocket_disconnected(self, code)
         self.limits.release()
         self.stop_all_live()
+        forget(self)
         await super().disconnect(code)
 
     async def on_operation(self, op_id: str, payload: dict[str, Any]) -> None:
@@ -170,6 +173,12 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         # instance holds the socket (Daphne cannot add handshake headers).
         await self.send_json({"type": "connection_ack", "payload": {"instance": settings.INSTANCE_NAME}})
         self.acknowledged = True
+        if self.subprotocol == LEGACY_WS:
+            self.send_keepalive()  # graphql-ws wants one right after the ack
+        keep_alive(self)
+
+    def send_keepalive(self) -> None:
+        self.socket.send_text(KEEPALIVE_TEXT[self.subprotocol or TRANSPORT_WS])
 
     async def on_connect(self, payload: Any) -> None:
         """`connection_init`: an `authorization: Bearer <token>` in the payload signs the socket in."""

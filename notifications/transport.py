@@ -41,6 +41,11 @@ def text_frame(data: bytes) -> bytes:
     return header + data
 
 
+@functools.lru_cache(maxsize=8)
+def _text_frames(text: str) -> bytes:
+    return text_frame(text.encode())
+
+
 class EventFrames:
     """One event's result, wrapped once per (message type, operation id) and shared by every socket.
 
@@ -107,6 +112,13 @@ class DirectSocket:
         self._asgi({"type": "websocket.send", "text": frames.text(kind, op_id)})
         return 0
 
+    def send_text(self, text: str) -> None:
+        """A control message of the GraphQL protocol (a keep-alive): same path, no shared frames."""
+        if self.protocol is None:
+            self._asgi({"type": "websocket.send", "text": text})
+        elif self.protocol.state == self.protocol.STATE_OPEN:
+            self._write(_text_frames(text))
+
     def _write(self, frame: bytes) -> int:
         """Hand the frame to the kernel at once when nothing is queued before it.
 
@@ -120,7 +132,12 @@ class DirectSocket:
         transport = self.protocol.transport
         if not self._socket_looked_up:
             self._socket, self._socket_looked_up = _plain_tcp_socket(transport), True
-        if self._socket is not None and not transport.disconnecting and self.buffered_bytes() == 0:
+        if (
+            self._socket is not None
+            and not transport._tempDataLen  # Twisted's queue is empty: nothing may go before this frame
+            and transport.offset == len(transport.dataBuffer)
+            and not transport.disconnecting
+        ):
             try:
                 sent = self._socket.send(frame)
             except (BlockingIOError, InterruptedError):

@@ -1,5 +1,6 @@
 """Bad input on the websocket gets the protocol's answer, and the server keeps serving others."""
 
+import asyncio
 import json
 
 import pytest
@@ -127,3 +128,26 @@ async def test_server_keeps_serving_others_after_abuse(daphne_server, api: LiveA
         assert (await good.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "Still here"
     finally:
         await good.close()
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_acknowledged_sockets_get_the_protocols_keepalive_every_interval(daphne_server, protocol):
+    """graphql-ws: `ka` right after the ack, then every GRAPHQL_WS_PING_SECONDS (3 s in tests);
+    graphql-transport-ws: `ping` every interval. One task per process sends them to every socket."""
+    keepalive = "ping" if protocol == TRANSPORT_WS else "ka"
+    client = GraphQLWSClient(daphne_server.ws_url, protocol)
+    client.ws = await websockets.connect(daphne_server.ws_url, subprotocols=[protocol])
+    try:
+        await client.send({"type": "connection_init", "payload": {}})
+        assert (await client.receive(skip_keepalive=False))["type"] == "connection_ack"
+        if protocol == LEGACY_WS:
+            assert (await client.receive(timeout=1, skip_keepalive=False))["type"] == "ka"
+        loop = asyncio.get_running_loop()
+        arrivals: list[float] = []
+        while len(arrivals) < 2:
+            message = await client.receive(timeout=8, skip_keepalive=False)
+            assert message["type"] == keepalive, message
+            arrivals.append(loop.time())
+        assert 2 <= arrivals[1] - arrivals[0] <= 5  # the interval, give or take a busy machine
+    finally:
+        await client.close()
