@@ -83,6 +83,19 @@ class CohortContext:
 class LiveSubscription:
     """One `blogPublished` operation on one socket."""
 
+    __slots__ = (
+        "active",
+        "after_seq",
+        "author",
+        "cohort_key",
+        "consumer",
+        "document",
+        "held",
+        "op_id",
+        "operation_name",
+        "variables",
+    )
+
     def __init__(
         self,
         consumer: GraphqlConsumer,
