@@ -36,4 +36,4 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:8000/healthz', timeout=2)"]
 
 # --proxy-headers: the client address comes from nginx's X-Forwarded-For.
-ENTRYPOINT ["daphne", "--proxy-headers", "-b", "0.0.0.0", "-p", "8000", "project.asgi:application"]
+ENTRYPOINT ["python", "-m", "project.server", "--proxy-headers", "-b", "0.0.0.0", "-p", "8000", "project.asgi:application"]

@@ -39,7 +39,7 @@ migrate: install
 ## run: the product on embedded defaults (SQLite, in-memory channel layer) at http://127.0.0.1:8000
 run: migrate
 	@echo "Serving on http://$(HOST):$(PORT)/  (GraphiQL: http://$(HOST):$(PORT)/graphql/)"
-	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) project.asgi:application
+	$(BIN)/python -m project.server -v 0 -b $(HOST) -p $(PORT) project.asgi:application
 
 ## test: lint (below), then install everything the tests need (system packages too, when root) and run them
 test: install-dev lint

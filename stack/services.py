@@ -386,7 +386,7 @@ class DaphneInstance(Service):
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "project.server",  # Daphne's command line (project/server.py)
                 "--proxy-headers",
                 "-v",
                 "0",

@@ -249,7 +249,9 @@ def test_dependencies_are_installed_in_a_layer_before_the_source_is_copied():
 def test_entrypoint_is_daphne_behind_the_proxy_on_port_8000_in_production_mode():
     (entrypoint,) = instruction_args("ENTRYPOINT")
     assert json.loads(entrypoint) == [
-        "daphne",
+        "python",
+        "-m",
+        "project.server",  # Daphne's command line with longer connection sweeps
         "--proxy-headers",
         "-b",
         "0.0.0.0",
