@@ -28,6 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from api.errors import format_error
 from notifications import publications, telemetry
+from notifications.shutdown import requests_in_flight
 from notifications.subscriptions import BlogPublished
 from notifications.transport import EventFrames
 
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 # A fan-out to 10,000 sockets is most of a second of event-loop time; it yields this often.
 FAN_OUT_SLICE_SECONDS = 0.005
+FAN_OUT_GIVES_REQUESTS_SECONDS = 0.01
 
 
 @dataclass(eq=False)
@@ -318,6 +320,7 @@ class Hub:
         seq = payload["seq"]
         loop = asyncio.get_running_loop()
         slice_ends = loop.time() + FAN_OUT_SLICE_SECONDS
+        gave_requests = 0.0
         for cohort in list(self._cohorts_for(author)):
             frames = EventFrames(await cohort.render(payload))
             sent = 0
@@ -328,6 +331,13 @@ class Hub:
                     # for its HTTP response, and other sockets for their reads. Order is kept:
                     # the next event's fan-out starts only when this one has finished.
                     await asyncio.sleep(0)
+                    if requests_in_flight() and gave_requests < FAN_OUT_GIVES_REQUESTS_SECONDS:
+                        # An HTTP request (often the mutation behind this very event) is being
+                        # served in Django's thread: leave it the GIL for a moment, so its answer
+                        # does not wait for the whole fan-out. At most this long per event.
+                        began = loop.time()
+                        await asyncio.sleep(0.001)
+                        gave_requests += loop.time() - began
                     slice_ends = loop.time() + FAN_OUT_SLICE_SECONDS
             # Once per cohort, not per subscriber: metrics were a tenth of a fan-out's time.
             telemetry.events_sent(sent)

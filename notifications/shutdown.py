@@ -47,6 +47,11 @@ class InFlightRequests:
             _in_flight -= 1
 
 
+def requests_in_flight() -> int:
+    """HTTP requests this process is serving right now."""
+    return _in_flight
+
+
 def _install() -> None:
     global _installed
     if _installed:
