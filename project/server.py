@@ -20,24 +20,20 @@ def _reactor() -> Any:
 
 
 class SweepingServer(Server):
-    _application_ticks = 0
-    _timeout_ticks = 0
-
     def application_checker(self) -> None:
-        # Daphne's own reschedules itself 1 s later: every fifth call walks.
-        self._application_ticks += 1
-        if self._application_ticks % 5 == 0:
-            super().application_checker()
-        else:
-            _reactor().callLater(1, self.application_checker)
+        self._sweep_every("application_checker", daphne_interval=1, calls=5)
 
     def timeout_checker(self) -> None:
-        # Daphne's own reschedules itself 2 s later: every third call walks.
-        self._timeout_ticks += 1
-        if self._timeout_ticks % 3 == 0:
-            super().timeout_checker()
+        self._sweep_every("timeout_checker", daphne_interval=2, calls=3)
+
+    def _sweep_every(self, name: str, *, daphne_interval: float, calls: int) -> None:
+        """Daphne's own `name` reschedules itself `daphne_interval` later: only every `calls`-th call walks."""
+        ticks: dict[str, int] = self.__dict__.setdefault("_sweep_ticks", {})
+        ticks[name] = ticks.get(name, 0) + 1
+        if ticks[name] % calls == 0:
+            getattr(super(), name)()
         else:
-            _reactor().callLater(2, self.timeout_checker)
+            _reactor().callLater(daphne_interval, getattr(self, name))
 
 
 class ServerCommand(CommandLineInterface):
