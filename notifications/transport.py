@@ -42,7 +42,7 @@ def text_frame(data: bytes) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _text_frames(text: str) -> bytes:
+def _cached_text_frame(text: str) -> bytes:
     return text_frame(text.encode())
 
 
@@ -117,7 +117,7 @@ class DirectSocket:
         if self.protocol is None:
             self._asgi({"type": "websocket.send", "text": text})
         elif self.protocol.state == self.protocol.STATE_OPEN:
-            self._write(_text_frames(text))
+            self._write(_cached_text_frame(text))
 
     def _write(self, frame: bytes) -> int:
         """Hand the frame to the kernel at once when nothing is queued before it.
