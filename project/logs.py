@@ -16,7 +16,6 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
 from api.request_id import HEADER as REQUEST_ID_HEADER
@@ -83,34 +82,15 @@ class RequestLogMiddleware:
     Placed first in MIDDLEWARE, so the line covers static files and early rejections too.
     """
 
-    sync_capable = True
-    async_capable = True
-
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        self.get_response = get_response  # always sync: project/handlers.OneHopASGIHandler
 
     def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
         request_id = request.id = request_id_from(request.headers.get(REQUEST_ID_HEADER))  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
             response = self.get_response(request)
-            self._finish(request, response, request_id, started)
-            return response
-        finally:
-            request_id_var.reset(token)
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        request_id = request.id = request_id_from(request.headers.get(REQUEST_ID_HEADER))  # type: ignore[attr-defined]
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        try:
-            response = await self.get_response(request)
             self._finish(request, response, request_id, started)
             return response
         finally:

@@ -15,7 +15,6 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
@@ -162,26 +161,12 @@ def _route(request: HttpRequest) -> str:
 class HttpMetricsMiddleware:
     """Times every request (static files included when placed before WhiteNoise)."""
 
-    sync_capable = True
-    async_capable = True
-
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+        self.get_response = get_response  # always sync: project/handlers.OneHopASGIHandler
 
     def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
         started = time.perf_counter()
         response = self.get_response(request)
-        self._observe(request, response, started)
-        return response
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        started = time.perf_counter()
-        response = await self.get_response(request)
         self._observe(request, response, started)
         return response
 
