@@ -19,6 +19,7 @@ from graphql import ExecutionResult, GraphQLError, OperationType, execute_sync
 from api import validation
 from api.auth import bearer_token
 from api.errors import format_error
+from notifications.hub import hub_problem
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +123,12 @@ async def _channel_layer_ok() -> None:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: the database and the channel layer answer. 503 with the reason otherwise."""
+    """Ready to serve: the database and the channel layer answer, and this process's delivery hub
+    (once anyone subscribed here) is running. 503 with the reason otherwise."""
     problems = {}
+    hub = hub_problem()
+    if hub is not None:
+        problems["subscriptions"] = hub
     try:
         await asyncio.wait_for(database_sync_to_async(_database_ok)(), timeout=3)
     except Exception as error:
