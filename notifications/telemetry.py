@@ -10,6 +10,7 @@ import re
 import time
 from typing import Any
 
+from api.client_ip import scope_ip
 from api.request_id import new_request_id
 from project import metrics
 from project.logs import connection_id_var
@@ -20,9 +21,8 @@ _OPERATION_KIND = re.compile(r"^\s*(?:#[^\n]*\n\s*)*(query|mutation|subscription
 _STARTED_AT = "telemetry.connected_at"
 
 
-def _client(scope: dict[str, Any]) -> str | None:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else None
+def _client(scope: dict[str, Any]) -> str:
+    return scope_ip(scope)  # the address every per-client rule uses, behind nginx too
 
 
 def websocket_connected(consumer: Any) -> None:
