@@ -140,24 +140,30 @@ def render(results: dict[str, Any]) -> str:
         rows,
     )
 
-    rows = []
     big = fan[-1][1] if fan else {}
     base_cpu = big.get("server_cpu_s_per_event")
-    for count in _g(results, "config", "mixed_combos") or []:
-        r = big if count == 1 else phases.get(f"mixed_{count}", {})
+
+    def mixed_row(label: Any, r: dict[str, Any]) -> list[Any]:
         cpu = r.get("server_cpu_s_per_event")
-        rows.append(
-            [
-                count,
-                _v(r.get("connected") or r.get("subscribers")),
-                f"{_v(r.get('events'))}",
-                _v(r.get("events_fully_delivered")),
-                _v(_g(r, "response_to_last_ms", "p50")),
-                _v(_g(r, "sent_to_last_ms", "p50")),
-                _v(cpu),
-                f"{cpu / base_cpu:.2f}×" if cpu and base_cpu else "–",
-            ]
-        )
+        return [
+            label,
+            _v(r.get("connected") or r.get("subscribers")),
+            f"{_v(r.get('events'))}",
+            _v(r.get("events_fully_delivered")),
+            _v(_g(r, "response_to_last_ms", "p50")),
+            _v(_g(r, "sent_to_last_ms", "p50")),
+            _v(cpu),
+            f"{cpu / base_cpu:.2f}×" if cpu and base_cpu else "–",
+        ]
+
+    rows = [
+        mixed_row(count, big if count == 1 else phases.get(f"mixed_{count}", {}))
+        for count in _g(results, "config", "mixed_combos") or []
+    ]
+    resumed = phases.get("resumed", {})
+    if resumed and not resumed.get("skipped"):
+        cursors = _v(resumed.get("distinct_after_cursors"))
+        rows.append(mixed_row(f"1, every subscriber with `after:` ({cursors} distinct cursors)", resumed))
     if rows:
         out += [
             "**Mixed subscriptions** on one instance (distinct (document, variables) pairs; 1 = the last fan-out row):",

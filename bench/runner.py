@@ -13,6 +13,7 @@ many events it measured and whether every push arrived, instead of hanging.
 
 from __future__ import annotations
 
+import base64
 import os
 import platform
 import shutil
@@ -27,6 +28,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from bench.clients import PROBE_PREFIX, ClientPool
 from bench.publisher import Published, Publisher
@@ -54,6 +57,7 @@ class Config:
     event_timeout: float = 30.0  # per event: give up waiting for the last push after this
     connect_timeout: float = 60.0  # per connect step
     mixed_combos: list[int] = field(default_factory=lambda: [1, 10, 100])
+    resume_cursors: int = 20  # distinct `after:` values among the resuming subscribers
     mixed_events: int = 20
     mixed_budget: float = 20.0  # per combination count
     idle_seconds: float = 30.0  # longer than the keep-alive pings (20 s and 25 s), so their cost is in it
@@ -88,6 +92,7 @@ class Config:
             event_timeout=10,
             connect_timeout=30,
             mixed_combos=[1, 3],
+            resume_cursors=3,
             mixed_events=3,
             mixed_budget=10,
             idle_seconds=1,
@@ -116,6 +121,21 @@ def subscription(index: int = 0) -> str:
         f"subscription Bench{index}($author: String) {{ blogPublished(author: $author) "
         f"{{ cursor blog {{ id title content publishedAt author {{ username }} }}{extra} }} }}"
     )
+
+
+RESUMING = (
+    "subscription BenchResume($author: String, $after: String) { blogPublished(author: $author, after: $after) "
+    "{ cursor blog { id title content publishedAt author { username } } } }"
+)
+
+
+def publication_cursor(seq: int) -> str:
+    """A blogPublished cursor, as notifications/publications.py cursor_for makes it (bench runs without Django)."""
+    return base64.urlsafe_b64encode(f"pub:{seq}".encode()).decode().rstrip("=")
+
+
+def publication_seq(cursor: str) -> int:
+    return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().removeprefix("pub:"))
 
 
 def combos(count: int) -> list[tuple[str, dict[str, Any]]]:
@@ -602,9 +622,30 @@ class Bench:
                     self.events(self.config.mixed_events, self.config.mixed_budget, connected, instances=[web1])
                 )
                 mixed[count] = record
+        with self.phase("resumed", needs=45 + RESERVE) as record:
+            if record is not None:
+                record.update(self.resumed(connected, web1))
         with self.phase("close_fanout_clients", needs=-1e9) as record:
             if record is not None:
                 record["close_and_settle_s"] = self.close_clients()
+
+    def resumed(self, connected: int, web1: DaphneInstance) -> dict[str, Any]:
+        """Every subscriber resubscribes with `after:` one of the latest cursors, as clients do after a
+        reconnect storm; `after` is not part of the cohort key, so this costs what one cohort costs."""
+        assert self.pool is not None
+        began = time.monotonic()
+        latest = httpx.post(f"{web1.url}/graphql/", json={"query": "{ latestCursor }"}, timeout=30)
+        seq = publication_seq(latest.json()["data"]["latestCursor"])
+        cursors = [publication_cursor(max(0, seq - k)) for k in range(self.config.resume_cursors)]
+        self.pool.resubscribe([(RESUMING, {"author": None, "after": cursor}) for cursor in cursors])
+        out: dict[str, Any] = {"warm_up": self.warm_up(connected)}
+        self.pool.complete_old()
+        time.sleep(1.0)
+        self.pool.call({"cmd": "clear"})
+        out["resubscribe_s"] = round(time.monotonic() - began, 1)
+        out["distinct_after_cursors"] = len(set(cursors))
+        out.update(self.events(self.config.mixed_events, self.config.mixed_budget, connected, instances=[web1]))
+        return out
 
     def two_instances(self) -> None:
         """10,000 subscribers over two instances through nginx; then one instance dies (reconnect storm)."""
