@@ -106,7 +106,7 @@ class Hub:
             position = await self._join_and_locate()
             self.feed = OrderedFeed(
                 position,
-                read_log=lambda after, upto, limit: self.read_log(after, upto, limit, None),
+                read_log=self._read_missed,
                 deliver=self._deliver,
                 reorder_window=settings.HUB_REORDER_WINDOW_SECONDS,
             )
@@ -123,6 +123,11 @@ class Hub:
             except Exception:
                 # A bug in one part: restart them all from where delivery stood, loudly.
                 logger.exception("Hub stopped unexpectedly; restarting it")
+
+    async def _read_missed(self, after: int, upto: int | None, limit: int) -> list[Payload]:
+        found = await self.read_log(after, upto, limit, None)
+        telemetry.publications_read_from_log(len(found))
+        return found
 
     async def _join_and_locate(self) -> int:
         """Join the group, then read where the log stands: nothing committed after that is missed."""
@@ -220,6 +225,11 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
+
+
+def hub_states() -> list[tuple[str | None, int | None]]:
+    """(problem, last delivered seq) of every hub in this process (one under Daphne), for metrics."""
+    return [(hub.problem, hub.feed.position if hub.feed else None) for hub in list(_hubs.values())]
 
 
 def hub_problem() -> str | None:

@@ -96,3 +96,9 @@ def events_sent(count: int) -> None:
 def delivery_latency(payload: dict[str, Any]) -> None:
     """A live publication reached the last subscriber of one cohort; its broadcaster set `announced_at`."""
     metrics.delivery_latency(payload.get("announced_at"))
+
+
+def publications_read_from_log(count: int) -> None:
+    """The hub read publications from the log that had not arrived live."""
+    if count:
+        metrics.publications_read_from_log(count)

@@ -124,7 +124,46 @@ class WebsocketCollector(Collector):
         return family
 
 
+PUBLICATIONS_FROM_LOG = Counter(
+    "blogpush_publications_read_from_log",
+    "Publications this process's hub read from the publication log because they did not arrive live "
+    "(Redis was down or lost them, a broadcast never happened, an overtaken event waited too long).",
+    [INSTANCE_LABEL],
+    registry=REGISTRY,
+)
+
+
+def publications_read_from_log(count: int) -> None:
+    PUBLICATIONS_FROM_LOG.labels(instance_name()).inc(count)
+
+
+class HubCollector(Collector):
+    """The delivery hub's state, read at scrape time: alert on `blogpush_hub_up == 0`."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from notifications.hub import hub_states  # the hub imports the schema; metrics load earlier
+
+        up = GaugeMetricFamily(
+            "blogpush_hub_up",
+            "1 while this process's delivery hub can deliver, 0 while it cannot (see /readyz for why); "
+            "absent before anyone subscribed here.",
+            labels=[INSTANCE_LABEL],
+        )
+        position = GaugeMetricFamily(
+            "blogpush_hub_delivered_seq",
+            "The last publication sequence number this process's hub delivered (compare across instances).",
+            labels=[INSTANCE_LABEL],
+        )
+        for problem, delivered in hub_states():
+            up.add_metric([instance_name()], 0 if problem else 1)
+            if delivered is not None:
+                position.add_metric([instance_name()], delivered)
+        yield up
+        yield position
+
+
 REGISTRY.register(WebsocketCollector())
+REGISTRY.register(HubCollector())
 ProcessCollector(registry=REGISTRY)  # memory, CPU, open files of this process
 
 

@@ -17,6 +17,7 @@ import websockets
 
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer
 from tests.live import BLOG_PUBLISHED, LiveApi, wait_readyz
+from tests.test_metrics import scrape, value
 from tests.wsclient import GraphQLWSClient
 
 
@@ -73,9 +74,11 @@ async def test_a_hub_that_could_not_start_refuses_with_1013_then_recovers_by_its
     assert client.ws.close_code == 1013
     body = (await wait_readyz([own.instance.url], 503))[own.instance.url]
     assert "subscriptions" in body["problems"], body
+    assert value(scrape(own.instance), "blogpush_hub_up") == 0
 
     own.redis.start()
     await wait_readyz([own.instance.url], 200)
+    assert value(scrape(own.instance), "blogpush_hub_up") == 1
     again = await GraphQLWSClient(own.instance.ws_url).connect()
     try:
         await again.subscribe(BLOG_PUBLISHED, {"author": username})
@@ -122,6 +125,7 @@ async def test_a_publication_whose_writer_died_before_the_broadcast_arrives_with
         assert died.returncode == 9, died.stderr
         # No other publication follows: only the hub's log check (every 1 s here) can find it.
         assert await title_of_next(client, timeout=10) == "committed, never broadcast"
+        assert value(scrape(own.instance), "blogpush_publications_read_from_log_total") >= 1
     finally:
         await client.close()
 
