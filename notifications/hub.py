@@ -123,6 +123,7 @@ class Hub:
             except Exception:
                 # A bug in one part: restart them all from where delivery stood, loudly.
                 logger.exception("Hub stopped unexpectedly; restarting it")
+                await asyncio.sleep(START_RETRY_MAX_SECONDS * random.uniform(0.5, 1.0))
 
     async def _read_missed(self, after: int, upto: int | None, limit: int) -> list[Payload]:
         found = await self.read_log(after, upto, limit, None)
