@@ -79,7 +79,7 @@ class Hub:
             return "the hub has stopped"
         if self.feed is None:
             return self._start_problem or ("starting" if self._runner is not None else None)
-        return self.receiver.problem or self.feed.problem
+        return self._start_problem or self.receiver.problem or self.feed.problem
 
     def _offer(self, payload: Payload) -> None:
         if self.feed is not None:
@@ -123,6 +123,7 @@ class Hub:
             except Exception:
                 # A bug in one part: restart them all from where delivery stood, loudly.
                 logger.exception("Hub stopped unexpectedly; restarting it")
+                self._start_problem = "restarting after an internal error (see the log)"
                 await asyncio.sleep(START_RETRY_MAX_SECONDS * random.uniform(0.5, 1.0))
 
     async def _read_missed(self, after: int, upto: int | None, limit: int) -> list[Payload]:
