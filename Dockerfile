@@ -27,7 +27,7 @@ WORKDIR /app
 # django-channels-graphql-ws is installed without its declared dependencies (see
 # requirements-nodeps.txt). No compiler is needed: every dependency is a prebuilt wheel
 # (psycopg[binary] brings libpq) except `promise` (graphene-django's), published only as a
-# source archive; it is pure Python, and pip builds its wheel in an isolated environment.
+# source archive: pure Python, so pip builds it here without a compiler.
 COPY requirements.txt requirements-nodeps.txt ./
 RUN pip install -r requirements.txt \
     && pip install --no-deps -r requirements-nodeps.txt

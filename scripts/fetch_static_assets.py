@@ -178,7 +178,9 @@ def install_tarball(tarball: Tarball, dest: Path) -> list[str]:
 
 def damaged(dest: Path = DEST) -> list[str]:
     """The pinned files missing from `dest` or different from what was pinned."""
-    return [file.target for tarball in TARBALLS for file in tarball.files if not is_intact(dest / file.target, file.sri)]
+    return [
+        file.target for tarball in TARBALLS for file in tarball.files if not is_intact(dest / file.target, file.sri)
+    ]
 
 
 def ensure_assets(dest: Path = DEST) -> list[str]:

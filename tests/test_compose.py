@@ -208,8 +208,11 @@ class Compose:
     image: str
     override: Path
     env: dict[str, str] = field(default_factory=dict)
+    url: str = ""  # the lb, the only way in
+    ws_url: str = ""
 
     def __post_init__(self) -> None:
+        self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}/graphql/"
         # The compose file's defaults apply, except what the test must change; nothing from the
         # developer's environment that would change what is tested.
         ignored = ("LB_BIND", "GRAPHQL_GRAPHIQL", "GRAPHQL_INTROSPECTION")
@@ -221,14 +224,6 @@ class Compose:
             "BLOGPUSH_SUBNET_PREFIX": self.subnet_prefix,
             "BLOGPUSH_IMAGE": self.image,
         }
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql/"
 
     @property
     def lb_address(self) -> str:
