@@ -917,6 +917,7 @@ async def test_stopping_web_drains_with_1001_and_loses_no_publication(stack: Sta
             stopping = time.monotonic()
             await compose.arun("stop", "web")
             stopped = time.monotonic()
+            exits = [info["State"]["ExitCode"] for info in compose.inspect(compose.ids("web", stopped=True))]
             await asyncio.gather(*reading)
             close_codes = {watcher.instance: watcher.ws.close_code if watcher.ws else None for watcher in watchers}
             await compose.arun("start", "web")  # runs migrate again first: a no-op
@@ -935,6 +936,7 @@ async def test_stopping_web_drains_with_1001_and_loses_no_publication(stack: Sta
         )
 
     assert close_codes == dict.fromkeys(replicas, 1001)
+    assert exits == [0] * len(replicas), "a replica did not drain and exit by itself (137: killed at the grace period)"
     infos = compose.inspect(compose.ids("web"))
     assert [info["RestartCount"] for info in infos] == [0] * len(replicas)
     assert_delivered_exactly_once_in_order(subscribers, writer.acked)
