@@ -7,7 +7,7 @@ PORT ?= 8000
 
 JS := tests/js
 
-.PHONY: install install-dev static-assets js-deps run migrate test stack soak bench bench-quick schema lint format clean
+.PHONY: install install-dev static-assets js-deps run migrate test compose-test stack soak bench bench-quick schema lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -56,6 +56,12 @@ run: migrate
 test: install-dev lint js-deps
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m pytest
+
+## compose-test: docker-compose.yml on a real Docker engine (tests/test_compose.py, part of `make test`);
+## runs BLOGPUSH_DOCKER_SETUP or ../shared/docker/setup.sh (as root) when no engine answers
+compose-test: install-dev
+	./scripts/ensure-system-packages.sh
+	$(BIN)/python -m pytest tests/test_deploy_files.py tests/test_compose.py
 
 ## stack: PostgreSQL + Redis + 3 Daphne instances behind nginx, from real processes (Ctrl-C stops it)
 stack: install

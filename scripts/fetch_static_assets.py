@@ -7,8 +7,10 @@ npm registry as pinned tarballs, checks each tarball against the registry's sha5
 and each extracted file against the sha256 subresource-integrity value graphene-django puts in
 its page, and keeps only those files. No Node is needed; nothing minified is committed.
 
-Runs in the install step (Makefile). Idempotent: files already present and intact are kept.
-Usage: python scripts/fetch_static_assets.py [--dest DIR]
+Runs in the install step (Makefile) and in the image build (Dockerfile). Idempotent: files
+already present and intact are kept. `--check` downloads nothing: it fails unless every file is
+present and intact.
+Usage: python scripts/fetch_static_assets.py [--dest DIR] [--check]
 """
 
 from __future__ import annotations
@@ -174,6 +176,13 @@ def install_tarball(tarball: Tarball, dest: Path) -> list[str]:
     return written
 
 
+def damaged(dest: Path = DEST) -> list[str]:
+    """The pinned files missing from `dest` or different from what was pinned."""
+    return [
+        file.target for tarball in TARBALLS for file in tarball.files if not is_intact(dest / file.target, file.sri)
+    ]
+
+
 def ensure_assets(dest: Path = DEST) -> list[str]:
     """Make every pinned file present and intact under `dest`; the targets (re)written."""
     written: list[str] = []
@@ -187,7 +196,14 @@ def ensure_assets(dest: Path = DEST) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=DEST, help=f"target folder (default {DEST})")
+    parser.add_argument("--check", action="store_true", help="download nothing; fail unless every file is intact")
     args = parser.parse_args(argv)
+    if args.check:
+        bad = damaged(args.dest)
+        if bad:
+            print(f"fetch_static_assets: missing or altered in {args.dest}: {', '.join(bad)}", file=sys.stderr)
+            return 1
+        return 0
     try:
         written = ensure_assets(args.dest)
     except (OSError, IntegrityError) as error:

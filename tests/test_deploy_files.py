@@ -1,19 +1,22 @@
 """The Docker deployment files, checked without a Docker engine so they cannot silently rot.
 
-docker-compose.yml and the Dockerfile cannot run on this machine; their behaviour is proven by
-tests/test_stack.py, which runs the same topology natively with the same nginx config file.
-These tests pin the promises the files make (services, replicas, healthchecks, start order,
-no baked secrets) and replay what can run natively: the image's collectstatic step on its build
-context, and nginx's check of the config as the nginx image renders it.
+tests/test_compose.py runs docker-compose.yml and the Dockerfile for real where an engine can be
+had; these tests run everywhere. They pin the promises the files make (services, replicas,
+healthchecks, start order, one image, the lb on 127.0.0.1 as the only trusted proxy, no baked
+secrets) and replay what can run natively: the image's static-files step on its build context,
+nginx's check of the config as the nginx image renders it, and the lb's replica follower.
 """
 
+import ipaddress
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,20 @@ import pytest
 import yaml
 from django.conf import settings
 
+from scripts.fetch_static_assets import DEST as STATIC_VENDOR
+from scripts.fetch_static_assets import damaged
 from stack.services import NGINX_TEMPLATE, REPO_ROOT, Nginx, free_port
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 NGINX_IMAGE_TEMPLATE = "/etc/nginx/templates/default.conf.template"
+FOLLOWER = REPO_ROOT / "deploy" / "nginx-follow-replicas.sh"
+FOLLOWER_IN_IMAGE = "/docker-entrypoint.d/40-nginx-follow-replicas.sh"
+HAS_COMPOSE = (
+    shutil.which("docker") is not None
+    and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,24 +91,57 @@ def render_like_the_nginx_image(template: str, env: dict[str, str]) -> str:
 
 
 def build_context_files() -> list[Path]:
-    """Files `docker build .` sends, per .dockerignore (plain and `**/` patterns, no `!`)."""
+    """Files `docker build .` sends, per .dockerignore: plain, `**/` and `!` patterns, the last
+    matching pattern deciding (as Docker does)."""
     patterns = [
         line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
     ]
-    assert not any(pattern.startswith("!") for pattern in patterns), "extend build_context_files() for '!'"
+
+    def matches(relative: str, pattern: str) -> bool:
+        parts = relative.split("/")
+        # A pattern matching a folder excludes everything below it.
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(
+            fnmatch(prefix, pattern) or (pattern.startswith("**/") and fnmatch(prefix.rsplit("/", 1)[-1], pattern[3:]))
+            for prefix in prefixes
+        )
 
     def ignored(relative: str) -> bool:
-        return any(
-            fnmatch(relative, pattern) or (pattern.startswith("**/") and fnmatch(relative, pattern[3:]))
-            for pattern in patterns
-        )
+        verdict = False
+        for pattern in patterns:
+            negated = pattern.startswith("!")
+            if matches(relative, pattern.lstrip("!")):
+                verdict = not negated
+        return verdict
 
     files = []
     for directory, subdirectories, names in os.walk(REPO_ROOT):
         base = Path(directory).relative_to(REPO_ROOT)
-        subdirectories[:] = [name for name in subdirectories if not ignored((base / name).as_posix())]
+        # A folder is walked while anything below it could be let back in by a `!` pattern.
+        subdirectories[:] = [
+            name
+            for name in subdirectories
+            if not ignored((base / name).as_posix())
+            or any(p.startswith("!") and p[1:].startswith(f"{(base / name).as_posix()}/") for p in patterns)
+        ]
         files += [base / name for name in names if not ignored((base / name).as_posix())]
     return files
+
+
+def compose_config(**env: str) -> dict[str, Any]:
+    """What `docker compose config` makes of the file with these variables set (and no others)."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith(("COMPOSE_", "BLOGPUSH_", "LB_"))}
+    for name in ("GRAPHQL_GRAPHIQL", "GRAPHQL_INTROSPECTION", "DJANGO_SECRET_KEY", "POSTGRES_PASSWORD"):
+        clean.pop(name, None)
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 # --- docker-compose.yml ----------------------------------------------------------------------
@@ -119,21 +163,46 @@ def test_redis_is_version_7(services):
     assert services["redis"]["image"].startswith("redis:") and major_version(services["redis"]["image"]) == 7
 
 
-def test_web_runs_three_replicas_of_the_image_built_here(services):
+def test_web_runs_three_replicas_of_one_image_built_once(services):
     assert services["web"]["deploy"]["replicas"] == 3
-    assert services["web"]["build"] == "." == services["migrate"]["build"]
+    assert services["web"]["build"] == "."
+    # migrate runs the image web builds, under the same name: one build, no second image.
+    assert "build" not in services["migrate"] and services["migrate"]["pull_policy"] == "never"
+    assert services["migrate"]["image"] == services["web"]["image"]
+    assert re.fullmatch(r"\$\{BLOGPUSH_IMAGE:-[a-z0-9._/-]+:[\w.-]+\}", services["web"]["image"])
 
 
-def test_only_the_load_balancer_publishes_a_port(services):
+def test_only_the_load_balancer_publishes_a_port_and_on_loopback_unless_told(services):
     assert [name for name, service in services.items() if service.get("ports")] == ["lb"]
-    assert services["lb"]["ports"][0].endswith(":80")
+    (port,) = services["lb"]["ports"]
+    assert port == "${LB_BIND:-127.0.0.1}:${LB_PORT:-8080}:80"
+
+
+def test_web_believes_x_forwarded_for_from_the_lb_only(compose, services):
+    """TRUSTED_PROXIES is lb's fixed address, which no other container can be given."""
+    lb_address = services["lb"]["networks"]["default"]["ipv4_address"]
+    assert services["web"]["environment"]["TRUSTED_PROXIES"] == lb_address
+    (ipam,) = compose["networks"]["default"]["ipam"]["config"]
+    default = {key: re.sub(r"\$\{BLOGPUSH_SUBNET_PREFIX:-([\d.]+)\}", r"\1", value) for key, value in ipam.items()}
+    address = ipaddress.ip_address(re.sub(r"\$\{BLOGPUSH_SUBNET_PREFIX:-([\d.]+)\}", r"\1", lb_address))
+    assert address in ipaddress.ip_network(default["subnet"])
+    assert address not in ipaddress.ip_network(default["ip_range"])  # dynamic addresses come from there
+    assert ipaddress.ip_network(default["ip_range"]).subnet_of(ipaddress.ip_network(default["subnet"]))  # type: ignore[arg-type]
+
+
+def test_a_local_stack_shows_graphiql_and_answers_introspection_unless_told(services):
+    env = services["web"]["environment"]
+    assert env["GRAPHQL_GRAPHIQL"] == "${GRAPHQL_GRAPHIQL:-1}"
+    assert env["GRAPHQL_INTROSPECTION"] == "${GRAPHQL_INTROSPECTION:-1}"
 
 
 def test_every_long_running_service_has_a_healthcheck(services):
     for name in ("db", "redis", "web", "lb"):
         test = services[name]["healthcheck"]["test"]
         assert test and test[0] in ("CMD", "CMD-SHELL"), name
-    assert services["db"]["healthcheck"]["test"][1].startswith("pg_isready")
+    # Over TCP: the postgres image's first-start temporary server answers on the socket only.
+    db_check = services["db"]["healthcheck"]["test"]
+    assert db_check[:4] == ["CMD", "pg_isready", "-h", "127.0.0.1"]
     assert services["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
     assert "/healthz" in services["lb"]["healthcheck"]["test"][-1]
     assert services["migrate"]["healthcheck"] == {"disable": True}
@@ -169,12 +238,18 @@ def test_web_gets_time_to_drain_before_docker_kills_it(services):
 
 def test_load_balancer_runs_the_config_file_the_native_stack_runs(services):
     lb = services["lb"]
-    mounts = [volume.split(":") for volume in lb["volumes"]]
-    assert [(REPO_ROOT / source).resolve() for source, target, *_ in mounts if target == NGINX_IMAGE_TEMPLATE] == [
-        NGINX_TEMPLATE.resolve()
-    ]
+    mounts = {target: (REPO_ROOT / source).resolve() for source, target, *_ in (v.split(":") for v in lb["volumes"])}
+    assert mounts[NGINX_IMAGE_TEMPLATE] == NGINX_TEMPLATE.resolve()
     assert lb["environment"]["NGINX_PORT"] == "80"
     assert re.fullmatch(r"server web:8000\b[^;]*;", lb["environment"]["NGINX_UPSTREAM_SERVERS"])
+
+
+def test_load_balancer_follows_the_replicas(services):
+    lb = services["lb"]
+    mounts = {target: (REPO_ROOT / source).resolve() for source, target, *_ in (v.split(":") for v in lb["volumes"])}
+    assert mounts[FOLLOWER_IN_IMAGE] == FOLLOWER.resolve()
+    assert os.access(FOLLOWER, os.X_OK), "the nginx image runs only executable entrypoint scripts"
+    assert lb["environment"]["NGINX_FOLLOW_HOST"] == "web"
 
 
 def test_app_settings_are_production_ones_from_the_environment(services):
@@ -188,19 +263,23 @@ def test_app_settings_are_production_ones_from_the_environment(services):
         assert "127.0.0.1" in env["DJANGO_ALLOWED_HOSTS"]  # the healthcheck's Host
 
 
-@pytest.mark.skipif(
-    shutil.which("docker") is None
-    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
-    reason="no Docker CLI with the compose plugin here",
-)
-def test_docker_compose_accepts_the_file():
-    result = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
+@pytest.mark.skipif(not HAS_COMPOSE, reason="no Docker CLI with the compose plugin here")
+def test_docker_compose_accepts_the_file_and_its_variables_agree():
+    default = compose_config()
+    web, lb = default["services"]["web"], default["services"]["lb"]
+    assert web["environment"]["TRUSTED_PROXIES"] == lb["networks"]["default"]["ipv4_address"] == "172.16.80.2"
+    assert [(p["host_ip"], p["published"]) for p in lb["ports"]] == [("127.0.0.1", "8080")]
+    assert (web["environment"]["GRAPHQL_GRAPHIQL"], web["environment"]["GRAPHQL_INTROSPECTION"]) == ("1", "1")
+
+    moved = compose_config(
+        BLOGPUSH_SUBNET_PREFIX="10.213.7", LB_BIND="0.0.0.0", GRAPHQL_GRAPHIQL="0", GRAPHQL_INTROSPECTION="0"
     )
-    assert result.returncode == 0, result.stderr
+    web, lb = moved["services"]["web"], moved["services"]["lb"]
+    assert web["environment"]["TRUSTED_PROXIES"] == lb["networks"]["default"]["ipv4_address"] == "10.213.7.2"
+    (ipam,) = moved["networks"]["default"]["ipam"]["config"]
+    assert (ipam["subnet"], ipam["ip_range"]) == ("10.213.7.0/24", "10.213.7.128/25")
+    assert lb["ports"][0]["host_ip"] == "0.0.0.0"
+    assert (web["environment"]["GRAPHQL_GRAPHIQL"], web["environment"]["GRAPHQL_INTROSPECTION"]) == ("0", "0")
 
 
 # --- the load balancer's config --------------------------------------------------------------
@@ -225,12 +304,55 @@ def test_the_config_the_nginx_image_renders_passes_nginx_t(services, tmp_path):
         nginx.stop()
 
 
+def test_the_follower_reloads_nginx_only_when_the_replicas_change(tmp_path):
+    """deploy/nginx-follow-replicas.sh with `getent` and `nginx` replaced: Docker's DNS answers
+    from a file the test rewrites, and `nginx` writes down what it was asked to do."""
+    answers, calls = tmp_path / "answers", tmp_path / "calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "getent").write_text(f'#!/bin/sh\n[ "$1 $2" = "ahosts web" ] && cat {answers}\n')
+    (bin_dir / "nginx").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+
+    def dns(*addresses: str) -> None:  # getent's format: one line per address and socket type
+        answers.write_text("".join(f"{a} STREAM web\n{a} DGRAM\n" for a in addresses))
+
+    def reloads() -> int:
+        return calls.read_text().count("-s reload") if calls.exists() else 0
+
+    def after_a_few_checks() -> int:
+        time.sleep(0.6)
+        return reloads()
+
+    dns("172.16.80.131", "172.16.80.132")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "NGINX_FOLLOW_HOST": "web", "NGINX_FOLLOW_SECONDS": "0.1"}
+    with (tmp_path / "follower.log").open("w") as log:
+        # A session of its own: the loop it leaves behind is then stopped by its process group id.
+        script = subprocess.Popen(["sh", str(FOLLOWER)], env=env, stdout=log, start_new_session=True)
+    assert script.wait(timeout=10) == 0  # it returns at once: the loop runs in the background
+    try:
+        assert after_a_few_checks() == 0  # what nginx loaded at start
+        dns("172.16.80.132", "172.16.80.131")  # the same set in another order
+        assert after_a_few_checks() == 0
+        dns("172.16.80.131", "172.16.80.132", "172.16.80.133")  # scaled up
+        assert after_a_few_checks() == 1
+        dns()  # every replica stopped: nothing nginx could load
+        assert after_a_few_checks() == 1
+        dns("172.16.80.131", "172.16.80.132", "172.16.80.133")  # back, at the same addresses
+        assert after_a_few_checks() == 2  # a reload, which forgets the failures noted meanwhile
+        assert calls.read_text().splitlines()[:2] == ["-t -q", "-s reload"]  # checked before reloading
+    finally:
+        os.killpg(script.pid, signal.SIGTERM)
+
+
 # --- Dockerfile ------------------------------------------------------------------------------
 
 
 def test_image_is_slim_python_and_runs_as_a_non_root_user():
-    (base,) = instruction_args("FROM")
-    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", base)
+    stages = instruction_args("FROM")  # the graphiql stage, then the image itself
+    assert stages[0] == "python:3.11-slim-bookworm AS graphiql" and len(stages) == 2
+    assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", stages[-1])
     users = instruction_args("USER")
     assert users and users[-1] not in ("root", "0")
     order = [instruction for instruction, _ in dockerfile_instructions()]
@@ -246,20 +368,35 @@ def test_dependencies_are_installed_in_a_layer_before_the_source_is_copied():
     assert "pip install --no-deps -r requirements-nodeps.txt" in before
 
 
-def test_entrypoint_is_daphne_behind_the_proxy_on_port_8000_in_production_mode():
+def test_entrypoint_is_daphne_on_port_8000_in_production_mode_without_proxy_headers():
     (entrypoint,) = instruction_args("ENTRYPOINT")
     assert json.loads(entrypoint) == [
         "python",
         "-m",
         "project.server",  # Daphne's command line with longer connection sweeps
-        "--proxy-headers",
+        "-v",
+        "0",  # no access log between the app's JSON lines
         "-b",
         "0.0.0.0",
         "-p",
         "8000",
         "project.asgi:application",
     ]
+    # Daphne's --proxy-headers would take the left-most X-Forwarded-For entry, which clients write.
+    assert "--proxy-headers" not in entrypoint
     assert dockerfile_env()["DJANGO_DEBUG"] == "0"
+
+
+def test_graphiql_files_are_fetched_and_checked_inside_the_build_never_taken_from_the_tree():
+    names = {path.as_posix() for path in build_context_files()}
+    assert "scripts/fetch_static_assets.py" in names
+    assert not [name for name in names if name.startswith(("static-vendor/", "staticfiles/"))]
+    assert not [name for name in names if name.startswith("scripts/") and name != "scripts/fetch_static_assets.py"]
+    fetches = [arguments for arguments in instruction_args("RUN") if "fetch_static_assets.py --dest" in arguments]
+    assert fetches == ["python /fetch_static_assets.py --dest /static-vendor"]
+    assert "--from=graphiql /static-vendor ./static-vendor" in instruction_args("COPY")
+    (collect,) = [" ".join(arguments.split()) for arguments in instruction_args("RUN") if "collectstatic" in arguments]
+    assert collect.startswith("python scripts/fetch_static_assets.py --check && ")
 
 
 def test_the_image_healthcheck_passes_on_a_live_instance_and_fails_on_a_closed_port(daphne_server):
@@ -281,8 +418,9 @@ def test_no_secret_is_baked_into_the_image():
     assert ".env" in DOCKERIGNORE.read_text().split()
 
 
-def test_the_images_collectstatic_step_works_on_its_build_context(tmp_path):
-    """Replays the RUN collectstatic line, as the build would, on a copy of the build context."""
+def test_the_images_static_files_step_works_on_its_build_context(tmp_path):
+    """Replays the image's last RUN line, as the build would, on a copy of the build context plus
+    what the graphiql stage copies in (here the folder `make install` fetched, itself checked)."""
     files = build_context_files()
     names = {path.as_posix() for path in files}
     assert {"manage.py", "requirements.txt", "requirements-nodeps.txt", "project/settings.py"} <= names
@@ -290,11 +428,20 @@ def test_the_images_collectstatic_step_works_on_its_build_context(tmp_path):
     for relative in files:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / relative, tmp_path / relative)
-
     (command,) = [arguments for arguments in instruction_args("RUN") if "collectstatic" in arguments]
     venv_bin = str(Path(sys.executable).parent)
     env = {"PATH": f"{venv_bin}:/usr/bin:/bin", "HOME": str(tmp_path), **dockerfile_env()}
-    result = subprocess.run(["sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    missing = run()  # without GraphiQL's files the step fails instead of shipping a blank GraphiQL
+    assert missing.returncode != 0 and "missing or altered" in missing.stderr
+
+    assert damaged(STATIC_VENDOR) == [], "run `make install` (scripts/fetch_static_assets.py) first"
+    shutil.copytree(STATIC_VENDOR, tmp_path / "static-vendor")
+    result = run()
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "staticfiles" / "admin" / "css" / "base.css").exists()
     assert (tmp_path / "staticfiles" / "graphene_django").is_dir()
+    assert (tmp_path / "staticfiles" / "graphiql" / "graphiql.min.js").exists()

@@ -1,0 +1,976 @@
+"""`docker compose up --build`, for real: the project's own docker-compose.yml on a Docker engine.
+
+The engine comes from the shared setup script (BLOGPUSH_DOCKER_SETUP, or ../shared/docker/setup.sh
+beside the clone): it is run when no working engine is here, and the daemon it starts is stopped at
+the end. Without either, the module is skipped with the reason.
+
+Everything talks to the stack the way a client does: through the lb's published port on 127.0.0.1
+(the one exception: a second client inside the lb container, to show the app tells real client
+addresses apart). An override file changes only what a test must (see OVERRIDE), and environment
+variables give the stack a free port, a free subnet and an image name of its own. The compose
+project has a unique name, and the test leaves no container, network, volume or image of its own:
+the last test checks that, and the fixture's teardown removes whatever an earlier failure left.
+
+Measured figures (build, start, failover delays, scenario times) go to
+test-artifacts/compose/figures.json and are printed; logs of every service to
+test-artifacts/compose/stack.log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import websockets
+import yaml
+from playwright.async_api import expect
+
+from blogclient import BlogListener
+from scripts.fetch_static_assets import TARBALLS
+from stack.services import NGINX_TEMPLATE, REPO_ROOT, free_port
+from tests.fixtures_web import ARTIFACTS
+from tests.live import CREATE_BLOG, SIGN_UP, assert_no_errors, error_codes, unique_name
+from tests.reconnect import messages_until_closed
+from tests.test_browser import GRAPHIQL_SUBSCRIPTION, open_page
+from tests.wsclient import GraphQLWSClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+OUT = ARTIFACTS / "compose"
+FIGURES: dict[str, Any] = {}
+
+# What the test changes in docker-compose.yml, and why. Port, subnet and image name come from
+# the variables the compose file itself offers (LB_PORT, BLOGPUSH_SUBNET_PREFIX, BLOGPUSH_IMAGE).
+OVERRIDE = """
+services:
+  web:
+    environment:
+      # Small, to show that forged X-Forwarded-For entries do not get round the per-address limit.
+      RATE_LIMIT_SIGN_UPS: "3/3600"
+      # The test writes several blogs a second as one author; that limit is tested elsewhere.
+      RATE_LIMIT_MUTATIONS: "off"
+  lb:
+    environment:
+      # The lb notices a vanished replica within 12 s instead of 2 s: the failover measurement
+      # then also covers nginx's own bound on a dead replica it still lists (fail_timeout is 5 s).
+      NGINX_FOLLOW_SECONDS: "12"
+"""
+SIGN_UPS_PER_ADDRESS = 3
+
+# The bound on a request while replicas are dead: each dead replica nginx still lists costs at
+# most one failed connect (proxy_connect_timeout; nginx never tries one peer twice for a request),
+# plus the request's own time, which on this shared 2-core machine stays far below OWN_TIME
+# (figures.json has the measured maximum before any kill).
+OWN_TIME = 1.0
+QUERY_RATE = 20  # GET requests per second during the failover scenario
+WRITE_INTERVAL = 0.2  # seconds between two createBlog mutations of the writer
+
+SUBSCRIPTION = "subscription { blogPublished { cursor blog { id title } } }"
+
+
+def connect_timeout() -> float:
+    """proxy_connect_timeout from the nginx template, in seconds."""
+    match = re.search(r"^\s*proxy_connect_timeout\s+(\d+)(ms|s);", NGINX_TEMPLATE.read_text(), re.MULTILINE)
+    assert match, "proxy_connect_timeout not found in the nginx template"
+    return int(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+
+
+def failover_bound(dead: int) -> float:
+    return dead * connect_timeout() + OWN_TIME
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+
+def sh(*cmd: str, timeout: float = 120, check: bool = False, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {result.returncode}:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def base_images() -> list[str]:
+    """The images the Dockerfile and docker-compose.yml start FROM or run: never removed here."""
+    images = re.findall(r"^FROM\s+(\S+)", DOCKERFILE.read_text(), re.MULTILINE)
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    images += [
+        service["image"] for service in services.values() if "build" not in service and "{" not in service["image"]
+    ]
+    return sorted(set(images))
+
+
+def setup_script() -> Path:
+    configured = os.environ.get("BLOGPUSH_DOCKER_SETUP")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "docker" / "setup.sh"
+
+
+def daemon_answers() -> bool:
+    return shutil.which("docker") is not None and sh("docker", "info", timeout=60).returncode == 0
+
+
+def engine_problem() -> str | None:
+    """Why this machine cannot run the stack now, or None."""
+    if not daemon_answers():
+        return "no Docker daemon answers `docker info`"
+    if sh("docker", "compose", "version").returncode:
+        return "the Docker CLI has no compose v2 plugin"
+    missing = [image for image in base_images() if sh("docker", "image", "inspect", image).returncode]
+    return f"base images missing: {', '.join(missing)}" if missing else None
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> Iterator[None]:
+    """A working engine; the setup script's daemon is stopped afterwards if this fixture started it."""
+    problem = engine_problem()
+    started_daemon = False
+    script = setup_script()
+    if problem:
+        if not script.is_file():
+            pytest.skip(f"{problem}, and there is no {script} to set one up (set BLOGPUSH_DOCKER_SETUP)")
+        if os.geteuid() != 0:
+            pytest.skip(f"{problem}; {script} must run as root")
+        was_up = daemon_answers()
+        began = time.monotonic()
+        result = sh("bash", str(script), timeout=900)
+        FIGURES["engine_setup_s"] = round(time.monotonic() - began, 1)
+        assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        started_daemon = not was_up and daemon_answers()
+        problem = engine_problem()
+        assert problem is None, f"after {script}: {problem}"
+    FIGURES["engine"] = "started by the setup script, stopped at the end" if started_daemon else "already running"
+    try:
+        yield
+    finally:
+        if started_daemon:
+            sh("bash", str(script), "--stop", timeout=120)
+
+
+# --- one compose project -----------------------------------------------------------------------
+
+
+def used_networks() -> list[ipaddress.IPv4Network]:
+    """Subnets of every Docker network and every host route: a new subnet must overlap none."""
+    networks = []
+    for network in sh("docker", "network", "ls", "-q", check=True).stdout.split():
+        for config in (
+            json.loads(sh("docker", "network", "inspect", network, check=True).stdout)[0]["IPAM"]["Config"] or []
+        ):
+            with contextlib.suppress(ValueError, KeyError):
+                networks.append(ipaddress.IPv4Network(config["Subnet"]))
+    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+        fields = line.split()
+        destination, mask = (ipaddress.IPv4Address(bytes.fromhex(value)[::-1]) for value in (fields[1], fields[7]))
+        if int(mask):  # the default route overlaps everything and is not an address in use
+            networks.append(ipaddress.IPv4Network(f"{destination}/{mask}", strict=False))
+    return networks
+
+
+def free_subnet_prefix() -> str:
+    """The first three octets of a /24 that no Docker network or host route uses."""
+    used = used_networks()
+    for third in range(200, 255):
+        candidate = ipaddress.IPv4Network(f"172.16.{third}.0/24")
+        if not any(candidate.overlaps(network) for network in used):
+            return f"172.16.{third}"
+    raise AssertionError("no free 172.16.x.0/24 for the test's network")
+
+
+@dataclass
+class Compose:
+    """`docker compose` on the project's file plus the test's override, under a unique project name."""
+
+    name: str
+    port: int
+    subnet_prefix: str
+    image: str
+    override: Path
+    env: dict[str, str] = field(default_factory=dict)
+    url: str = ""  # the lb, the only way in
+    ws_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.url, self.ws_url = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.port}/graphql/"
+        # The compose file's defaults apply, except what the test must change; nothing from the
+        # developer's environment that would change what is tested.
+        ignored = ("LB_BIND", "GRAPHQL_GRAPHIQL", "GRAPHQL_INTROSPECTION")
+        self.env = {
+            **{
+                key: value for key, value in os.environ.items() if key not in ignored and not key.startswith("COMPOSE_")
+            },
+            "LB_PORT": str(self.port),
+            "BLOGPUSH_SUBNET_PREFIX": self.subnet_prefix,
+            "BLOGPUSH_IMAGE": self.image,
+        }
+
+    @property
+    def lb_address(self) -> str:
+        return f"{self.subnet_prefix}.2"
+
+    def command(self, *args: str) -> list[str]:
+        return ["docker", "compose", "-p", self.name, "-f", str(COMPOSE_FILE), "-f", str(self.override), *args]
+
+    def run(self, *args: str, timeout: float = 300, check: bool = True, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            self.command(*args),
+            cwd=REPO_ROOT,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode:
+            raise AssertionError(
+                f"docker compose {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}"
+            )
+        return result.stdout
+
+    async def arun(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        """`run` off the event loop, so websocket clients and traffic keep going meanwhile."""
+        return await asyncio.to_thread(self.run, *args, timeout=timeout, check=check)
+
+    def ids(self, service: str, *, stopped: bool = False) -> list[str]:
+        return self.run("ps", *(["-a"] if stopped else []), "-q", service).split()
+
+    def inspect(self, ids: list[str]) -> list[dict[str, Any]]:
+        return json.loads(sh("docker", "inspect", *ids, check=True).stdout) if ids else []
+
+    def hostnames(self, service: str) -> dict[str, str]:
+        """Running containers of `service`: host name (what connection_ack names) -> container id."""
+        return {info["Config"]["Hostname"]: info["Id"] for info in self.inspect(self.ids(service))}
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Containers, networks and volumes of this project that still exist."""
+        label = f"label=com.docker.compose.project={self.name}"
+        found = {
+            "containers": sh(
+                "docker", "ps", "-a", "--filter", label, "--format", "{{.Names}}", check=True
+            ).stdout.split(),
+            "networks": sh(
+                "docker", "network", "ls", "--filter", label, "--format", "{{.Name}}", check=True
+            ).stdout.split(),
+            "volumes": sh(
+                "docker", "volume", "ls", "--filter", label, "--format", "{{.Name}}", check=True
+            ).stdout.split(),
+        }
+        # By name too: a project's objects are all named <project>-... or <project>_...
+        names = {
+            "containers": sh("docker", "ps", "-a", "--format", "{{.Names}}", check=True).stdout.split(),
+            "networks": sh("docker", "network", "ls", "--format", "{{.Name}}", check=True).stdout.split(),
+            "volumes": sh("docker", "volume", "ls", "--format", "{{.Name}}", check=True).stdout.split(),
+        }
+        for kind, listed in names.items():
+            found[kind] = sorted(set(found[kind]) | {name for name in listed if name.startswith(self.name)})
+        return {kind: names for kind, names in found.items() if names}
+
+    def save_logs(self) -> None:
+        logs = self.run("logs", "--no-color", "--timestamps", check=False, timeout=60)
+        if logs:  # after `down` there is nothing left to save
+            OUT.mkdir(parents=True, exist_ok=True)
+            (OUT / "stack.log").write_text(logs)
+
+
+class EventLog:
+    """`docker events` of one compose project, recorded from before `up` starts anything."""
+
+    def __init__(self, project: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.process = subprocess.Popen(
+            ["docker", "events", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{json .}}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with contextlib.suppress(ValueError):
+                self.events.append(json.loads(line))
+
+    def stop(self) -> None:
+        time.sleep(1)  # the last events of `up` reach the stream a little after it returns
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.reader.join(timeout=10)
+
+    def times(self, service: str, action: str) -> list[float]:
+        """When each container of `service` did `action` (e.g. "start", "health_status: healthy")."""
+        return [
+            event["timeNano"] / 1e9
+            for event in self.events
+            if event.get("Type") == "container"
+            and event.get("Action") == action
+            and event["Actor"]["Attributes"].get("com.docker.compose.service") == service
+        ]
+
+    def exit_codes(self, service: str) -> list[str]:
+        return [
+            event["Actor"]["Attributes"].get("exitCode", "?")
+            for event in self.events
+            if event.get("Action") == "die"
+            and event["Actor"]["Attributes"].get("com.docker.compose.service") == service
+        ]
+
+
+@dataclass
+class Stack:
+    compose: Compose
+    events: EventLog
+    token: str  # an author's, for createBlog
+    username: str
+    canary: str  # a file planted in the builder's static-vendor/, which must not reach the image
+
+
+def plant_canary() -> tuple[Path, bool]:
+    """An untracked file in static-vendor/ (gitignored): if the build context took that folder, it shows."""
+    folder = REPO_ROOT / "static-vendor"
+    created = not folder.exists()
+    folder.mkdir(exist_ok=True)
+    canary = folder / f"leak-canary-{secrets.token_hex(4)}.js"
+    canary.write_text("// planted by tests/test_compose.py: must never be in the image\n")
+    return canary, created
+
+
+@pytest.fixture(scope="module")
+def stack(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    name = f"blogpush-test-{os.getpid()}-{secrets.token_hex(3)}"
+    override = tmp_path_factory.mktemp("compose") / "docker-compose.test.yml"
+    override.write_text(OVERRIDE)
+    compose = Compose(name, free_port(), free_subnet_prefix(), f"{name}-image:test", override)
+    canary, created_folder = plant_canary()
+    events: EventLog | None = None
+    try:
+        began = time.monotonic()
+        try:
+            compose.run("build", timeout=900)
+        finally:  # the builder's tree is left as it was found as soon as the build has read it
+            canary.unlink(missing_ok=True)
+            if created_folder:
+                shutil.rmtree(canary.parent, ignore_errors=True)
+        FIGURES["build_s"] = round(time.monotonic() - began, 1)
+
+        events = EventLog(name)
+        began = time.monotonic()
+        compose.run("up", "--detach", "--wait", timeout=300)
+        FIGURES["up_until_all_healthy_s"] = round(time.monotonic() - began, 1)
+        events.stop()
+
+        with httpx.Client(base_url=compose.url, timeout=30) as client:
+            username = unique_name()
+            answer = client.post(
+                "/graphql/", json={"query": SIGN_UP, "variables": {"username": username, "password": "correct horse"}}
+            )
+            token = assert_no_errors(answer.json())["createAuthor"]["token"]
+        yield Stack(compose, events, token, username, canary.name)
+    finally:
+        if events is not None and events.process.poll() is None:
+            events.process.terminate()
+        compose.save_logs()
+        compose.run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=300)
+        sh("docker", "image", "rm", "--force", compose.image)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "figures.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
+        print("\ncompose figures:", json.dumps(FIGURES, indent=2))
+        left = compose.leftovers()
+        assert not left, f"the test left Docker objects behind: {left}"
+
+
+# --- clients ------------------------------------------------------------------------------------
+
+
+def no_keepalive_client(base_url: str) -> httpx.AsyncClient:
+    """A fresh TCP connection per request: an nginx reload closes idle keep-alive connections, and a
+    request racing that close would be the client's problem, not the stack's."""
+    return httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+@dataclass
+class Request:
+    started: float
+    seconds: float
+    status: int | str
+    blog_id: str | None = None
+
+
+class Traffic:
+    """Steady GraphQL queries over GET (idempotent: nginx may retry them on another replica)."""
+
+    def __init__(self, base_url: str, rate: float) -> None:
+        self.client = no_keepalive_client(base_url)
+        self.rate = rate
+        self.done: list[Request] = []
+
+    async def _one(self) -> None:
+        started = time.monotonic()
+        try:
+            response = await self.client.get(
+                "/graphql/", params={"query": "{ latestCursor }"}, headers={"Accept": "application/json"}
+            )
+            status: int | str = response.status_code
+            if status == 200 and "errors" in response.json():
+                status = f"200 with errors: {response.json()['errors']}"
+        except httpx.HTTPError as error:
+            status = repr(error)
+        self.done.append(Request(started, time.monotonic() - started, status))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = []
+        began = time.monotonic()
+        sent = 0
+        while not stop.is_set():
+            tasks.append(asyncio.create_task(self._one()))
+            sent += 1
+            await asyncio.sleep(max(0.0, began + sent / self.rate - time.monotonic()))
+        await asyncio.gather(*tasks)
+        await self.client.aclose()
+
+
+class Writer:
+    """createBlog over POST, one after the other: what was answered is what must be delivered."""
+
+    def __init__(self, base_url: str, token: str, prefix: str, interval: float) -> None:
+        self.client = no_keepalive_client(base_url)
+        self.token = token
+        self.prefix = prefix
+        self.interval = interval
+        self.done: list[Request] = []
+
+    @property
+    def acked(self) -> list[str]:
+        return [request.blog_id for request in self.done if request.blog_id]
+
+    @property
+    def failed(self) -> list[Request]:
+        return [request for request in self.done if not request.blog_id]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            started = time.monotonic()
+            blog_id = None
+            try:
+                response = await self.client.post(
+                    "/graphql/",
+                    json={
+                        "query": CREATE_BLOG,
+                        "variables": {"title": f"{self.prefix} {number}", "content": "Pushed."},
+                    },
+                    headers={"Authorization": f"Bearer {self.token}"},
+                )
+                status: int | str = response.status_code
+                if status == 200:
+                    body = response.json()
+                    blog_id = ((body.get("data") or {}).get("createBlog") or {}).get("blog", {}).get("id")
+                    if blog_id is None:
+                        status = f"200 with errors: {body.get('errors')}"
+            except httpx.HTTPError as error:
+                status = repr(error)
+            self.done.append(Request(started, time.monotonic() - started, status, blog_id))
+            await asyncio.sleep(max(0.0, started + self.interval - time.monotonic()))
+        await self.client.aclose()
+
+
+class Subscriber:
+    """blogclient.BlogListener through the lb: reconnects and resumes after its last cursor by itself."""
+
+    def __init__(self, url: str) -> None:
+        self.listener = BlogListener(url, on_status=self._status, backoff_first=0.2, backoff_max=2.0)
+        self.statuses: list[tuple[float, str]] = []
+        self.sessions: list[tuple[float, str]] = []  # (when, instance) of every connection that listened
+        self.received: list[str] = []
+        self.task = asyncio.create_task(self._run())
+
+    def _status(self, message: str) -> None:
+        now = time.monotonic()
+        self.statuses.append((now, message))
+        if message.startswith("listening"):
+            self.sessions.append((now, self.listener.instance or "?"))
+
+    async def _run(self) -> None:
+        async for event in self.listener.events():
+            self.received.append(event["blog"]["id"])
+
+    @property
+    def instance(self) -> str | None:
+        return self.sessions[-1][1] if self.sessions else None
+
+    def missing(self, acked: list[str]) -> list[str]:
+        return [blog for blog in acked if blog not in set(self.received)]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> float:
+    """Seconds it took until `predicate()` held; AssertionError after `timeout`."""
+    began = time.monotonic()
+    while not predicate():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"not within {timeout:g}s: {what}")
+        await asyncio.sleep(interval)
+    return time.monotonic() - began
+
+
+@contextlib.asynccontextmanager
+async def subscribers_on_every_replica(
+    stack: Stack, at_least: int = 2, limit: int = 30
+) -> AsyncIterator[list[Subscriber]]:
+    """Subscribers added one at a time until each running replica holds `at_least` of them."""
+    replicas = set(stack.compose.hostnames("web"))
+    subscribers: list[Subscriber] = []
+    try:
+        while len(subscribers) < limit:
+            counts = {replica: sum(s.instance == replica for s in subscribers) for replica in replicas}
+            if min(counts.values()) >= at_least:
+                break
+            subscriber = Subscriber(stack.compose.ws_url)
+            subscribers.append(subscriber)
+            await wait_until(lambda s=subscriber: s.instance is not None, 20, "a subscriber listening through the lb")
+        assert {s.instance for s in subscribers} == replicas, "round robin never reached some replica"
+        yield subscribers
+    finally:
+        for subscriber in subscribers:
+            await subscriber.close()
+
+
+def assert_delivered_exactly_once_in_order(subscribers: list[Subscriber], acked: list[str]) -> None:
+    for subscriber in subscribers:
+        received = subscriber.received
+        assert len(received) == len(set(received)), f"duplicates on {subscriber.sessions}"
+        assert [blog for blog in received if blog in set(acked)] == acked, (
+            f"subscriber via {subscriber.sessions} missed {subscriber.missing(acked)}"
+        )
+
+
+async def instances_seen_through_lb(stack: Stack, expected: set[str], timeout: float) -> float:
+    """Open websockets through the lb until connection_acks named every one of `expected`."""
+    seen: set[str] = set()
+    began = time.monotonic()
+    while not expected <= seen:
+        assert time.monotonic() - began < timeout, f"within {timeout:g}s the lb reached only {seen} of {expected}"
+        client = GraphQLWSClient(stack.compose.ws_url)
+        try:
+            await client.connect()
+            seen.add(client.instance or "?")
+        except (OSError, TimeoutError, websockets.InvalidStatus, websockets.ConnectionClosed):
+            await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+    return time.monotonic() - began
+
+
+def container_address(compose: Compose, container: str) -> str:
+    (info,) = compose.inspect([container])
+    (network,) = info["NetworkSettings"]["Networks"].values()
+    return str(network["IPAddress"])
+
+
+def lb_log(compose: Compose) -> list[tuple[float, str, str]]:
+    """(wall clock, kind, text) of the lb's log lines: "reload" (text: the addresses nginx loaded),
+    "connect" (a failed connect to a replica), or "other"."""
+    lines = []
+    for line in compose.run("logs", "--no-color", "--no-log-prefix", "--timestamps", "lb").splitlines():
+        stamp, _, text = line.partition(" ")
+        when = datetime.fromisoformat(stamp[:26] + "+00:00").timestamp()
+        reloaded = re.search(r"is now (.*?) ?\(was .*nginx reloaded", text)
+        if reloaded:
+            lines.append((when, "reload", reloaded.group(1)))
+        elif "while connecting to upstream" in text:
+            lines.append((when, "connect", text))
+        else:
+            lines.append((when, "other", text))
+    return lines
+
+
+def sri(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}-{base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
+
+
+# --- the scenarios, in order --------------------------------------------------------------------
+
+
+def test_start_order_and_health_of_every_service(stack: Stack):
+    events = stack.events
+    db_healthy = min(events.times("db", "health_status: healthy"))
+    redis_healthy = min(events.times("redis", "health_status: healthy"))
+    (migrate_started,) = events.times("migrate", "start")
+    (migrate_died,) = events.times("migrate", "die")
+    assert events.exit_codes("migrate") == ["0"]
+    web_started = events.times("web", "start")
+    web_healthy = events.times("web", "health_status: healthy")
+    (lb_started,) = events.times("lb", "start")
+    assert len(web_started) == 3 and len(web_healthy) == 3
+
+    assert db_healthy < migrate_started, "migrate started before PostgreSQL was healthy"
+    assert max(migrate_died, db_healthy, redis_healthy) < min(web_started), "web started too early"
+    assert max(web_healthy) < lb_started, "lb started before every web replica was healthy"
+    assert events.times("lb", "health_status: healthy"), "lb never became healthy"
+    origin = min(event["timeNano"] / 1e9 for event in events.events)
+    FIGURES["start_order_s"] = {
+        "db_healthy": round(db_healthy - origin, 1),
+        "redis_healthy": round(redis_healthy - origin, 1),
+        "migrate_exited_0": round(migrate_died - origin, 1),
+        "web_all_healthy": round(max(web_healthy) - origin, 1),
+        "lb_healthy": round(min(events.times("lb", "health_status: healthy")) - origin, 1),
+    }
+
+    states = {
+        (c["Service"], c["Name"]): c
+        for c in map(json.loads, stack.compose.run("ps", "-a", "--format", "json").splitlines())
+    }
+    assert sorted(service for service, _ in states) == ["db", "lb", "migrate", "redis", "web", "web", "web"]
+    for (service, name), container in states.items():
+        if service == "migrate":
+            assert (container["State"], container["ExitCode"]) == ("exited", 0), container
+        else:
+            assert (container["State"], container["Health"]) == ("running", "healthy"), (name, container["Status"])
+
+    # One image for migrate and web, and lb published on 127.0.0.1 only.
+    images = {
+        info["Image"]
+        for info in stack.compose.inspect(stack.compose.ids("web") + stack.compose.ids("migrate", stopped=True))
+    }
+    built = sh("docker", "images", "-q", "--filter", f"label=com.docker.compose.project={stack.compose.name}").stdout
+    assert len(images) == 1 and len(set(built.split())) == 1, "built more than one image"
+    assert stack.compose.run("port", "lb", "80").split() == [f"127.0.0.1:{stack.compose.port}"]
+
+
+async def test_graphiql_and_introspection_are_on_with_the_pinned_files_through_the_lb(stack: Stack, browser):
+    async with httpx.AsyncClient(base_url=stack.compose.url, timeout=30) as client:
+        page = await client.get("/graphql/", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "graphiql" in page.text.lower()
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"(?:\s+integrity="([^"]+)")?', page.text)
+        pinned = {f"/static/{file.target}": file.sri for tarball in TARBALLS for file in tarball.files}
+        assert set(pinned) <= {url for url, _ in assets}
+        for url, integrity in assets:
+            asset = await client.get(url)
+            assert asset.status_code == 200, url
+            if url in pinned:  # the exact bytes scripts/fetch_static_assets.py pins
+                assert sri(asset.content) == pinned[url] == integrity, url
+        # Nothing from the builder's static-vendor/ reached the image.
+        assert (await client.get(f"/static/{stack.canary}")).status_code == 404
+
+        introspection = await client.post("/graphql/", json={"query": "{ __schema { queryType { name } } }"})
+        assert assert_no_errors(introspection.json()) == {"__schema": {"queryType": {"name": "Query"}}}
+
+    # What a person sees: GraphiQL runs a subscription through the lb, all from this origin.
+    async with httpx.AsyncClient(base_url=stack.compose.url, timeout=30) as client:
+        latest = assert_no_errors((await client.post("/graphql/", json={"query": "{ latestCursor }"})).json())[
+            "latestCursor"
+        ]
+        variables = json.dumps({"author": stack.username, "after": latest})
+        url = f"{stack.compose.url}/graphql/#query={quote(GRAPHIQL_SUBSCRIPTION)}&variables={quote(variables)}"
+        tab, requested = await open_page(browser, url)
+        try:
+            await tab.locator(".graphiql-execute-button").click()
+            title = f"Seen in GraphiQL through the lb {secrets.token_hex(3)}"
+            created = await client.post(
+                "/graphql/",
+                json={"query": CREATE_BLOG, "variables": {"title": title, "content": "Pushed."}},
+                headers={"Authorization": f"Bearer {stack.token}"},
+            )
+            assert_no_errors(created.json())
+            await expect(tab.locator(".graphiql-response")).to_contain_text(title)
+            assert [u for u in requested if f"127.0.0.1:{stack.compose.port}" not in u] == []
+            OUT.mkdir(parents=True, exist_ok=True)
+            await tab.screenshot(path=OUT / "graphiql-through-lb.png")
+        finally:
+            await tab.close()
+
+
+def test_forged_x_forwarded_for_does_not_change_the_client_address(stack: Stack):
+    """Sign-ups are limited per client address. The fixture signed one author up from this host;
+    every further attempt forges another X-Forwarded-For, and the limit still bites. A client
+    inside the lb container (another real address) still signs up: the app keys on the address
+    nginx saw, not on the lb's own."""
+    forged = ["203.0.113.7", "198.51.100.1, 203.0.113.8", stack.compose.lb_address, "127.0.0.1", "10.1.2.3"]
+    outcomes = []
+    with httpx.Client(base_url=stack.compose.url, timeout=30) as client:
+        for address in forged:
+            answer = client.post(
+                "/graphql/",
+                json={"query": SIGN_UP, "variables": {"username": unique_name(), "password": "correct horse"}},
+                headers={"X-Forwarded-For": address},
+            ).json()
+            outcomes.append("ok" if not answer.get("errors") else error_codes(answer)[0])
+    assert outcomes == ["ok"] * (SIGN_UPS_PER_ADDRESS - 1) + ["RATE_LIMITED"] * (len(forged) - SIGN_UPS_PER_ADDRESS + 1)
+
+    body = json.dumps({"query": SIGN_UP, "variables": {"username": unique_name(), "password": "correct horse"}})
+    inside = stack.compose.run(
+        "exec", "-T", "lb", "curl", "-sS", "-H", "Content-Type: application/json", "-H", "X-Forwarded-For: 203.0.113.7",
+        "--data-binary", "@-", "http://127.0.0.1/graphql/", stdin=body,
+    )  # fmt: skip
+    assert "errors" not in json.loads(inside), inside
+
+
+async def test_a_blog_created_through_the_lb_reaches_subscribers_on_every_replica(stack: Stack):
+    replicas = stack.compose.hostnames("web")
+    clients: list[GraphQLWSClient] = []
+    try:
+        while {c.instance for c in clients} != set(replicas) or len(clients) < 2 * len(replicas):
+            assert len(clients) < 30, f"round robin reached only {[c.instance for c in clients]}"
+            client = await GraphQLWSClient(stack.compose.ws_url).connect()
+            await client.subscribe(SUBSCRIPTION)
+            clients.append(client)
+        async with httpx.AsyncClient(base_url=stack.compose.url, timeout=30) as http:
+            sent = time.monotonic()
+            answer = await http.post(
+                "/graphql/",
+                json={"query": CREATE_BLOG, "variables": {"title": "Fan-out through the lb", "content": "Pushed."}},
+                headers={"Authorization": f"Bearer {stack.token}"},
+            )
+            answered = time.monotonic()
+        blog = assert_no_errors(answer.json())["createBlog"]["blog"]
+        delays = []
+        for client in clients:
+            message = await client.next_data(timeout=10)
+            delays.append(time.monotonic() - answered)
+            assert message["payload"]["data"]["blogPublished"]["blog"] == {"id": blog["id"], "title": blog["title"]}
+        FIGURES["fanout"] = {
+            "subscribers": len(clients),
+            "replicas": len(replicas),
+            "mutation_round_trip_ms": round((answered - sent) * 1000, 1),
+            "response_to_last_push_ms": round(max(delays) * 1000, 1),
+        }
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_killed_replicas_cost_a_bounded_delay_and_their_subscribers_resume(stack: Stack):
+    """`docker kill` of one replica, 2 s later of a second, under steady queries and writes."""
+    compose = stack.compose
+    began = time.monotonic()
+    async with subscribers_on_every_replica(stack) as subscribers:
+        by_replica = compose.hostnames("web")
+        victims = [replica for replica in by_replica if any(s.instance == replica for s in subscribers)][:2]
+        addresses = {victim: container_address(compose, by_replica[victim]) for victim in victims}
+        traffic = Traffic(compose.url, QUERY_RATE)
+        writer = Writer(compose.url, stack.token, "failover", WRITE_INTERVAL)
+        stop = asyncio.Event()
+        running = [asyncio.create_task(traffic.run(stop)), asyncio.create_task(writer.run(stop))]
+        kills: list[tuple[float, float, float]] = []  # monotonic before and after `docker kill`, wall clock before
+        try:
+            await asyncio.sleep(2)
+            for victim in victims:
+                before, wall = time.monotonic(), time.time()
+                await asyncio.to_thread(sh, "docker", "kill", by_replica[victim], check=True)
+                kills.append((before, time.monotonic(), wall))
+                await asyncio.sleep(2)
+            # Longer than the lb's check interval in this test (OVERRIDE): it drops the dead ones.
+            await asyncio.sleep(14)
+        finally:
+            stop.set()
+            await asyncio.gather(*running)
+        await wait_until(
+            lambda: all(not s.missing(writer.acked) for s in subscribers), 30, "every subscriber has every blog"
+        )
+
+    # The victims stayed dead the whole time (`docker kill` is a stop for `restart: unless-stopped`):
+    # what was measured is dead replicas, not ones that came back.
+    for info in compose.inspect([by_replica[victim] for victim in victims]):
+        state = info["State"]
+        assert (state["Status"], state["ExitCode"], info["RestartCount"]) == ("exited", 137, 0), state
+
+    def dead_during(request: Request) -> int:
+        """Replicas killed before the request ended: the ones it may have tried in vain."""
+        return sum(before <= request.started + request.seconds for before, _, _ in kills)
+
+    def worst(requests: list[Request], dead: int) -> float:
+        return max((r.seconds for r in requests if dead_during(r) == dead), default=0.0)
+
+    assert [r for r in traffic.done if r.status != 200] == [], "a query failed"
+    for request in traffic.done + writer.done:
+        assert request.seconds <= failover_bound(dead_during(request) or 1), request
+    # A POST already sent to the replica being killed is answered 502 and not retried elsewhere:
+    # nginx never resends a non-idempotent request. Any other failure is a bug.
+    for request in writer.failed:
+        in_flight = any(
+            request.started <= after and before <= request.started + request.seconds for before, after, _ in kills
+        )
+        assert in_flight and request.status == 502, request
+
+    # nginx kept a dead replica in its list until the lb's check saw it gone from Docker's DNS and
+    # reloaded; after that reload nginx never tried to connect to it again.
+    log = lb_log(compose)
+    listed_dead = {}
+    for victim, (_, _, killed) in zip(victims, kills, strict=True):
+        dropped = next(
+            (
+                when
+                for when, kind, found in log
+                if kind == "reload" and when > killed and addresses[victim] not in found
+            ),
+            None,
+        )
+        assert dropped is not None, f"the lb never dropped {victim} ({addresses[victim]}) from nginx's list"
+        listed_dead[victim] = round(dropped - killed, 1)
+        late = [
+            line for when, kind, line in log if kind == "connect" and when > dropped + 1 and addresses[victim] in line
+        ]
+        assert late == [], late
+
+    # Subscribers of the victims reconnected through the lb to a live replica and missed nothing.
+    moved = [s for s in subscribers if s.sessions[0][1] in victims]
+    assert moved and all(s.instance not in victims for s in moved)
+    assert_delivered_exactly_once_in_order(subscribers, writer.acked)
+    requests = traffic.done + writer.done
+    FIGURES["failover"] = {
+        "bound_s": {"one dead": failover_bound(1), "two dead": failover_bound(2)},
+        "requests": len(requests),
+        "max_s": {
+            "before any kill": round(worst(requests, 0), 3),
+            "one dead": round(worst(requests, 1), 3),
+            "two dead": round(worst(requests, 2), 3),
+        },
+        "requests_over_250ms": len([r for r in requests if r.seconds > 0.25]),
+        "dead_but_still_listed_by_nginx_s": list(listed_dead.values()),
+        "posts_502_in_flight_at_a_kill": len(writer.failed),
+        "blogs_written": len(writer.acked),
+        "subscribers": len(subscribers),
+        "subscribers_moved": len(moved),
+        "resubscribed_after_kill_s_max": round(
+            max(next(when for when, _ in s.sessions[1:]) - kills[victims.index(s.sessions[0][1])][1] for s in moved), 2
+        ),
+        "scenario_s": round(time.monotonic() - began, 1),
+    }
+
+
+async def test_scaling_to_five_needs_nothing_more_and_a_crashed_replica_comes_back(stack: Stack):
+    """`up -d --scale web=5` and nothing else: the lb reloads itself when `web` resolves differently."""
+    compose = stack.compose
+    began = time.monotonic()
+    await compose.arun("up", "--detach", "--scale", "web=5")
+    scaled = time.monotonic()
+    replicas = compose.hostnames("web")
+    assert len(replicas) == 5
+    took = await instances_seen_through_lb(stack, set(replicas), timeout=60)
+    FIGURES["scale_to_5"] = {"up_s": round(scaled - began, 1), "then_all_five_take_traffic_s": round(took, 1)}
+    assert "nginx reloaded" in compose.run("logs", "lb")
+
+    # A crash (the process dies on its own) is what `restart: unless-stopped` restarts.
+    if os.geteuid() != 0:
+        FIGURES["crash_restart"] = "not measured: killing the container's process needs root"
+        return
+    victim, container = next(iter(replicas.items()))
+    (info,) = compose.inspect([container])
+    crashed = time.monotonic()
+    os.kill(info["State"]["Pid"], 9)
+    await wait_until(
+        lambda: (lambda i: i["RestartCount"] == 1 and i["State"]["Running"])(compose.inspect([container])[0]),
+        30,
+        "a restart",
+    )
+    back = await instances_seen_through_lb(stack, {victim}, timeout=60)
+    FIGURES["crash_restart"] = {
+        "until_it_takes_traffic_again_s": round(time.monotonic() - crashed, 1),
+        "search_s": round(back, 1),
+    }
+
+
+async def test_stopping_web_drains_with_1001_and_loses_no_publication(stack: Stack):
+    """`docker compose stop web` while a writer keeps writing, then `docker compose start web`."""
+    compose = stack.compose
+    replicas = set(compose.hostnames("web"))
+    # Plain clients to read the close code; resuming subscribers to count what arrives.
+    watchers: list[GraphQLWSClient] = []
+    while {w.instance for w in watchers} != replicas:
+        assert len(watchers) < 30, f"round robin reached only {[w.instance for w in watchers]}"
+        watcher = await GraphQLWSClient(compose.ws_url).connect()
+        await watcher.subscribe(SUBSCRIPTION)
+        watchers.append(watcher)
+    reading = [asyncio.create_task(messages_until_closed(watcher, timeout=60)) for watcher in watchers]
+    async with subscribers_on_every_replica(stack, at_least=1) as subscribers:
+        writer = Writer(compose.url, stack.token, "drain", 0.1)
+        stop = asyncio.Event()
+        writing = asyncio.create_task(writer.run(stop))
+        try:
+            await asyncio.sleep(1.5)
+            stopping = time.monotonic()
+            await compose.arun("stop", "web")
+            stopped = time.monotonic()
+            exits = [info["State"]["ExitCode"] for info in compose.inspect(compose.ids("web", stopped=True))]
+            await asyncio.gather(*reading)
+            close_codes = {watcher.instance: watcher.ws.close_code if watcher.ws else None for watcher in watchers}
+            await compose.arun("start", "web")  # runs migrate again first: a no-op
+            started = time.monotonic()
+            resumed = await wait_until(
+                lambda: all(s.sessions[-1][0] > stopped for s in subscribers), 60, "every subscriber resubscribed"
+            )
+            await asyncio.sleep(2)
+        finally:
+            stop.set()
+            await writing
+            for watcher in watchers:
+                await watcher.close()
+        await wait_until(
+            lambda: all(not s.missing(writer.acked) for s in subscribers), 30, "every subscriber has every blog"
+        )
+
+    assert close_codes == dict.fromkeys(replicas, 1001)
+    assert exits == [0] * len(replicas), "a replica did not drain and exit by itself (137: killed at the grace period)"
+    infos = compose.inspect(compose.ids("web"))
+    assert [info["RestartCount"] for info in infos] == [0] * len(replicas)
+    assert_delivered_exactly_once_in_order(subscribers, writer.acked)
+    # In-flight mutations were answered before the replicas exited: nothing was written that the
+    # writer was not told about (the others found no replica and got 502 before any write).
+    assert {blog for s in subscribers for blog in s.received} <= set(writer.acked)
+    assert all(r.status == 502 for r in writer.failed), writer.failed
+    FIGURES["stop_web"] = {
+        "replicas": len(replicas),
+        "stop_s": round(stopped - stopping, 1),
+        "start_s": round(started - stopped, 1),
+        "start_until_every_subscriber_resumed_s": round(stopped + resumed - started, 1),
+        "subscribers": len(subscribers),
+        "closed_with_1001": len(watchers),
+        "blogs_written": len(writer.acked),
+        "posts_refused_while_down": len(writer.failed),
+    }
+
+
+def test_web_logs_are_json_lines(stack: Stack):
+    lines = [line for line in stack.compose.run("logs", "--no-log-prefix", "--no-color", "web").splitlines() if line]
+    assert lines
+    not_json = [line for line in lines if not line.startswith("{") or not isinstance(json.loads(line), dict)]
+    assert not_json == []
+
+
+def test_down_leaves_nothing_behind(stack: Stack):
+    compose = stack.compose
+    compose.save_logs()
+    began = time.monotonic()
+    compose.run("down", "--volumes", "--remove-orphans")
+    FIGURES["down_s"] = round(time.monotonic() - began, 1)
+    assert compose.leftovers() == {}
+    assert sh("docker", "image", "rm", compose.image).returncode == 0
+    assert sh("docker", "image", "inspect", compose.image).returncode != 0
+    for image in base_images():  # setup.sh's stand-ins stay for the next run
+        assert sh("docker", "image", "inspect", image).returncode == 0, image
