@@ -364,11 +364,13 @@ class DaphneInstance(Service):
         env: Mapping[str, str],
         port: int | None = None,
         cwd: Path = REPO_ROOT,
+        server_args: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name)
         self.env = dict(env)
         self.port = port or free_port()
         self.cwd = Path(cwd)
+        self.server_args = server_args  # more of Daphne's options (e.g. --ping-interval)
 
     @property
     def url(self) -> str:
@@ -393,6 +395,7 @@ class DaphneInstance(Service):
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                *self.server_args,
                 "project.asgi:application",
             ],
             env=env,
