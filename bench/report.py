@@ -241,6 +241,10 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _pct(share: Any) -> str:
+    return "–" if share is None else f"{share * 100:.0f}%"
+
+
 def _scaling(phases: dict[str, Any]) -> list[str]:
     """Issue 13: concurrent writers, the counter lock alone, Redis failovers."""
     out: list[str] = []
@@ -250,7 +254,10 @@ def _scaling(phases: dict[str, Any]) -> list[str]:
     if writers:
         out += [
             "**Concurrent writers**: createBlog, each writer on one of 3 instances in turn, one request at a "
-            "time, PostgreSQL (CPU in cores busy, s/s; lock waiters: sessions waiting on a lock, sampled every 10 ms):",
+            "time, PostgreSQL. CPU in cores busy (s/s). From pg_stat_activity every 10 ms: *lock held*, the share "
+            "of the time some transaction held the publication counter's row lock, *by the app* the part of it "
+            "spent idle in transaction (PostgreSQL waiting for the application), *hold* = held ÷ blogs/s, "
+            "*waiters* = sessions waiting on the lock:",
             "",
         ]
         rows = [
@@ -262,6 +269,9 @@ def _scaling(phases: dict[str, Any]) -> list[str]:
                 _v(r.get("daphne_cpu_s_per_s")),
                 _v(r.get("postgres_cpu_s_per_s")),
                 _v(r.get("writers_cpu_s_per_s")),
+                _pct(r.get("lock_held_share")),
+                _pct(r.get("lock_held_waiting_for_app_share")),
+                _v(r.get("lock_hold_ms_estimate")),
                 _v(r.get("lock_waiters_mean")),
                 f"{_v(r.get('delivered_to_every_instance'))}/{_v(r.get('blogs'))}",
             ]
@@ -276,7 +286,10 @@ def _scaling(phases: dict[str, Any]) -> list[str]:
                 "Daphne CPU",
                 "PostgreSQL CPU",
                 "writers' CPU",
-                "lock waiters",
+                "lock held",
+                "by the app",
+                "hold ms",
+                "waiters",
                 "delivered",
             ],
             rows,

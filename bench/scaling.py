@@ -36,9 +36,21 @@ if TYPE_CHECKING:
 
 # createBlog only ever waits for this one lock: the publication counter's row, held from its
 # UPDATE to the transaction's COMMIT.
+# A session holds the counter's row lock from its UPDATE to its COMMIT: while its last statement
+# is that UPDATE or the publication's INSERT (the COMMIT itself, one round trip, is not seen).
+# 'idle in transaction' then means the database waits for the application, with the lock held.
 LOCK_WAITS = """
-SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) FILTER (WHERE state = 'active')
-FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+WITH s AS (
+  SELECT state, wait_event_type IS NOT DISTINCT FROM 'Lock' AS waiting,
+         query ~* 'UPDATE\\s+"?notifications_publicationcounter"?\\s'
+           OR query ~* '^\\s*INSERT\\s+INTO\\s+"?notifications_publication"?\\s' AS publishing
+  FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+)
+SELECT count(*) FILTER (WHERE waiting),
+       count(*) FILTER (WHERE state = 'active'),
+       count(*) FILTER (WHERE publishing AND NOT waiting AND state = 'active'),
+       count(*) FILTER (WHERE publishing AND state = 'idle in transaction')
+FROM s
 """
 PGBENCH_SCRIPT = """\\set n random(1, 1000000000)
 BEGIN;
@@ -77,7 +89,7 @@ class LockSampler(threading.Thread):
         self.conn = psycopg.connect(url, autocommit=True)
         self.dbname = dbname
         self.period = period
-        self.samples: list[tuple[int, int]] = []
+        self.samples: list[tuple[int, int, int, int]] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -86,20 +98,25 @@ class LockSampler(threading.Thread):
                 cursor.execute(LOCK_WAITS, (self.dbname,))
                 row = cursor.fetchone()
                 if row is not None:
-                    self.samples.append((int(row[0]), int(row[1])))
+                    self.samples.append((int(row[0]), int(row[1]), int(row[2]), int(row[3])))
 
     def stop(self) -> dict[str, Any]:
         self.halt.set()
         self.join(5)
         self.conn.close()
-        waiting = [w for w, _ in self.samples]
-        active = [a for _, a in self.samples]
         n = len(self.samples) or 1
+        waiting = [s[0] for s in self.samples]
+        held_by_db = sum(1 for s in self.samples if s[2]) / n
+        held_by_app = sum(1 for s in self.samples if s[3] and not s[2]) / n
         return {
             "lock_samples": len(self.samples),
             "lock_waiters_mean": round(sum(waiting) / n, 2),
             "lock_wait_share": round(sum(1 for w in waiting if w) / n, 3),  # samples with anyone waiting
-            "active_sessions_mean": round(sum(active) / n, 2),
+            "active_sessions_mean": round(sum(s[1] for s in self.samples) / n, 2),
+            # Share of the time the lock was held (its UPDATE or INSERT ran or had run, no COMMIT yet),
+            # split by who had the turn: PostgreSQL executing, or the application (idle in transaction).
+            "lock_held_share": round(held_by_db + held_by_app, 3),
+            "lock_held_waiting_for_app_share": round(held_by_app, 3),
         }
 
 
@@ -185,7 +202,10 @@ def _write(bench: Bench, count: int, seconds: float) -> dict[str, Any]:
     delivered = sum(1 for blog_id in ids if got.get(blog_id, {}).get("count", 0) >= len(group))
     if errors:
         bench.note(f"writers_{count}: {len(errors)} createBlog failed, e.g. {errors[0]}")
+    held = locks["lock_held_share"]
     return {
+        # Little's law: the lock's utilisation / throughput = how long each publication holds it.
+        "lock_hold_ms_estimate": round(1000 * held * wall / len(done), 2) if done and held else None,
         "writers": count,
         "instances": len(group),
         "seconds": round(wall, 2),
