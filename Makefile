@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev static-assets run migrate test stack soak bench bench-quick schema lint format clean
+JS := tests/js
+
+.PHONY: install install-dev static-assets js-deps run migrate test stack soak bench bench-quick schema lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -33,6 +35,15 @@ install: $(VENV)/.installed static-assets
 
 install-dev: install $(VENV)/.installed-dev
 
+# Node and the npm packages the tests drive (graphql-http's audits, graphql-sse, Apollo Client),
+# exactly as tests/js/package-lock.json pins them; again only when the lockfile changes.
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	./scripts/ensure-system-packages.sh
+	cd $(JS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+js-deps: $(JS)/node_modules/.installed
+
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
@@ -41,8 +52,8 @@ run: migrate
 	@echo "Serving on http://$(HOST):$(PORT)/  (GraphiQL: http://$(HOST):$(PORT)/graphql/)"
 	$(BIN)/python -m project.server -v 0 -b $(HOST) -p $(PORT) project.asgi:application
 
-## test: lint (below), then install everything the tests need (system packages too, when root) and run them
-test: install-dev lint
+## test: lint (below), then install everything the tests need (system packages and Node too, when root) and run them
+test: install-dev lint js-deps
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m pytest
 
@@ -83,4 +94,4 @@ format: install-dev
 	$(BIN)/ruff format $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) staticfiles static-vendor .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) staticfiles static-vendor .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules

@@ -5,41 +5,31 @@ Per-IP limits are only as good as this. X-Forwarded-For is believed only from TR
 was written by the client and could be forged.
 """
 
-import ipaddress
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@lru_cache(maxsize=8)
-def _networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
-
-
-def _trusted(address: str, networks: Iterable[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+from project.networks import address_in
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted_proxies: Iterable[str] = ()) -> str:
-    """The client address: `peer`, unless `peer` is a trusted proxy naming someone else."""
-    networks = _networks(tuple(trusted_proxies))
+    """The client address: `peer`, unless `peer` is a trusted proxy naming someone else.
+
+    X-Forwarded-For is walked from the right: each entry was written by the hop after it, so an
+    entry is believed only while every hop to its right is a trusted proxy. The first address
+    that is not a trusted proxy is the client; anything to its left was written by the client.
+    """
+    trusted = tuple(trusted_proxies)
     address = peer or "unknown"
-    if not forwarded_for or not _trusted(address, networks):
+    if not forwarded_for or not address_in(address, trusted):
         return address
     for hop in reversed([hop.strip() for hop in forwarded_for.split(",")]):
         if not hop:
             break
         address = hop
-        if not _trusted(hop, networks):
+        if not address_in(hop, trusted):
             break
     return address
 

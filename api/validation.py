@@ -3,8 +3,10 @@
 graphene-django's view and django-channels-graphql-ws each parse and validate with graphql-core's
 standard rules; neither bounds what a document may cost. `check()` runs first on both paths:
 
-- size and tokens: graphql-core's own parser limits (`max_source_length`, `max_lexical_tokens`,
-  `max_comments`), so an oversized document is refused before it is even tokenised;
+- size, measured before anything is parsed or cached, then tokens: graphql-core's lexer stops at
+  `max_lexical_tokens` / `max_comments`, so a huge document costs no more than the limit;
+- parsed and validated once per distinct text (api/documents.py, bounded in bytes), for HTTP and
+  websockets alike;
 - introspection: graphql-core's NoSchemaIntrospectionCustomRule when GRAPHQL_INTROSPECTION is off
   (`__typename` stays allowed: Apollo and urql add it to every selection);
 - depth: graphene's `depth_limit_validator`;
@@ -45,6 +47,7 @@ from graphql import (
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 
+from api.documents import Prepared, PreparedDocuments, estimated_bytes
 from project.schema import schema
 
 PAGINATION_ARGUMENTS = ("first", "last")
@@ -66,22 +69,15 @@ class Verdict:
     """What `check()` found: errors to send, and the operation's type when the document is valid.
 
     When every check passed, `document` and `operation_node` are the parsed, validated document
-    and its chosen operation: the HTTP view executes them instead of parsing and validating again.
+    and its chosen operation (`prepared` holds both): the HTTP view executes them instead of
+    parsing and validating again, and the websocket hands subscriptions to the hub.
     """
 
     errors: list[GraphQLError] = field(default_factory=list)
     operation: OperationType | None = None
     document: DocumentNode | None = None
     operation_node: OperationDefinitionNode | None = None
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """What a document's text alone decides, computed once per distinct document."""
-
-    errors: tuple[GraphQLError, ...] = ()
-    document: DocumentNode | None = None
-    operation: OperationDefinitionNode | None = None
+    prepared: Prepared | None = None
 
 
 def check(query: Any, variables: Any = None, operation_name: Any = None) -> Verdict:
@@ -90,9 +86,9 @@ def check(query: Any, variables: Any = None, operation_name: Any = None) -> Verd
 
 
 def check_if_known(query: Any, variables: Any = None, operation_name: Any = None) -> Verdict | None:
-    """`check()` when the document was checked before, else None: the caller decides where to parse it.
+    """`check()` when it needs no parsing (a known document, or one refused for its size), else None.
 
-    The websocket answers known documents on the event loop and parses new ones in a thread.
+    The websocket answers those on the event loop and parses new documents in a thread.
     """
     return _check(query, variables, operation_name, compute=False)
 
@@ -104,7 +100,33 @@ def _check(query: Any, variables: Any, operation_name: Any, *, compute: bool) ->
         return Verdict([GraphQLError("'variables' must be an object.", extensions={"code": "BAD_USER_INPUT"})])
     if operation_name is not None and not isinstance(operation_name, str):
         return Verdict([GraphQLError("'operationName' must be a string.", extensions={"code": "BAD_USER_INPUT"})])
-    key = (
+    prepared = prepare(query, operation_name) if compute else prepared_if_known(query, operation_name)
+    if prepared is None:
+        return None
+    if prepared.errors or prepared.document is None or prepared.operation is None:
+        return Verdict(list(prepared.errors))
+    walk = _CostWalk(schema.graphql_schema, prepared.document, prepared.operation, variables or {})
+    errors = walk.check(settings.GRAPHQL_MAX_COST)
+    if errors:
+        return Verdict(errors)
+    return Verdict([], prepared.operation.operation, prepared.document, prepared.operation, prepared)
+
+
+def _size_error(query: str) -> GraphQLError | None:
+    """Measured before anything else: an oversized text is never parsed, cached or kept."""
+    limit = settings.GRAPHQL_MAX_DOCUMENT_CHARS
+    if len(query) > limit:
+        return limit_error(
+            f"The document has {len(query)} characters; at most {limit} are accepted: put large values in variables.",
+            "documentSize",
+            max=limit,
+        )
+    return None
+
+
+def _cache_key(query: str, operation_name: str | None) -> tuple[Any, ...]:
+    # The settings that judged a document are part of its key (tests change them at run time).
+    return (
         query,
         operation_name,
         settings.GRAPHQL_MAX_DOCUMENT_CHARS,
@@ -112,44 +134,43 @@ def _check(query: Any, variables: Any, operation_name: Any, *, compute: bool) ->
         settings.GRAPHQL_MAX_DEPTH,
         settings.GRAPHQL_INTROSPECTION,
     )
-    prepared = _prepared.get(key)
-    if prepared is None:
-        if not compute:
-            return None
-        prepared = _prepare(*key)
-        if len(_prepared) >= PREPARED_DOCUMENTS:
-            oldest = next(iter(_prepared), None)  # good enough against floods of distinct documents
-            if oldest is not None:
-                _prepared.pop(oldest, None)
-        _prepared[key] = prepared
-    if prepared.errors or prepared.document is None or prepared.operation is None:
-        return Verdict(list(prepared.errors))
-    walk = _CostWalk(schema.graphql_schema, prepared.document, prepared.operation, variables or {})
-    errors = walk.check(settings.GRAPHQL_MAX_COST)
-    if errors:
-        return Verdict(errors)
-    return Verdict([], prepared.operation.operation, prepared.document, prepared.operation)
 
 
-# Parsed and validated documents by text (and the settings that judged them). Parsing and
-# graphql-core's validation were 4 ms of a mutation's 13 ms in the view, and graphene-django then
-# did both again; clients send the same few documents over and over. A parsed document is never
-# mutated, so one serves every request, thread and websocket that sends the same text.
-PREPARED_DOCUMENTS = 1024
-_prepared: dict[tuple[Any, ...], _Prepared] = {}
+def prepared_if_known(query: str, operation_name: str | None) -> Prepared | None:
+    """The prepared document when it needs no parsing: cached, or refused for its size; else None."""
+    size_error = _size_error(query)
+    if size_error is not None:
+        return Prepared((size_error,))
+    return DOCUMENTS.get(_cache_key(query, operation_name))
 
 
-def _prepare(
-    query: str, operation_name: str | None, max_chars: int, max_tokens: int, max_depth: int, introspection: bool
-) -> _Prepared:
-    """What the document's text alone decides: parse and size limits, validity, depth, introspection."""
+def prepare(query: str, operation_name: str | None) -> Prepared:
+    """Size first, then tokens (graphql-core's lexer stops at the limit), then parse and validate.
+
+    Only documents that pass every check are cached; a refused one costs its request only.
+    """
+    known = prepared_if_known(query, operation_name)
+    if known is not None:
+        return known
+    prepared, document = _prepare(query, operation_name)
+    if document is not None and not prepared.errors:
+        DOCUMENTS.put(_cache_key(query, operation_name), prepared, estimated_bytes(query, document))
+    return prepared
+
+
+DOCUMENTS = PreparedDocuments(settings.GRAPHQL_DOCUMENT_CACHE_BYTES)
+
+
+def _prepare(query: str, operation_name: str | None) -> tuple[Prepared, DocumentNode | None]:
+    """What the document's text alone decides: tokens, validity, operation, depth, introspection."""
+    max_tokens = settings.GRAPHQL_MAX_TOKENS
     try:
-        document = parse(query, max_source_length=max_chars, max_lexical_tokens=max_tokens, max_comments=max_tokens)
+        document = parse(query, max_lexical_tokens=max_tokens, max_comments=max_tokens)
     except GraphQLError as error:
-        return _Prepared((_parse_limit_error(error),) if error.message.endswith("Parsing aborted.") else ())
+        return Prepared((_parse_limit_error(error),) if error.message.endswith("Parsing aborted.") else ()), None
     graphql_schema = schema.graphql_schema
     if validate(graphql_schema, document, specified_rules, max_errors=1):
-        return _Prepared()  # the executor reports plain validation errors in its own way
+        return Prepared(), None  # the executor reports plain validation errors in its own way
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         message = (
@@ -157,23 +178,33 @@ def _prepare(
             if operation_name
             else "The document holds several operations: send 'operationName' to pick one."
         )
-        return _Prepared((GraphQLError(message, extensions={"code": "BAD_USER_INPUT"}),))
+        return Prepared((GraphQLError(message, extensions={"code": "BAD_USER_INPUT"}),)), None
+    max_depth = settings.GRAPHQL_MAX_DEPTH
     depth_errors = [
         limit_error(error.message, "depth", max=max_depth) if not error.extensions else error
         for error in validate(graphql_schema, document, [depth_limit_validator(max_depth)])
     ]
     if depth_errors:
-        return _Prepared(tuple(depth_errors))
-    if not introspection:
+        return Prepared(tuple(depth_errors)), None
+    if not settings.GRAPHQL_INTROSPECTION:
         errors = validate(graphql_schema, document, [NoSchemaIntrospectionCustomRule])
         if errors:
-            return _Prepared(tuple(errors))
-    return _Prepared((), document, operation)
+            return Prepared(tuple(errors)), None
+    return Prepared((), document, operation), document
+
+
+def executor_errors(query: str) -> list[GraphQLError]:
+    """The syntax or validation errors the executor reports for a document `prepare` left to it."""
+    try:
+        document = parse(
+            query, max_lexical_tokens=settings.GRAPHQL_MAX_TOKENS, max_comments=settings.GRAPHQL_MAX_TOKENS
+        )
+    except GraphQLError as error:
+        return [error]
+    return validate(schema.graphql_schema, document, executor_rules())
 
 
 def _parse_limit_error(error: GraphQLError) -> GraphQLError:
-    if "Source contains" in error.message:
-        return limit_error(error.message, "documentSize", max=settings.GRAPHQL_MAX_DOCUMENT_CHARS)
     if "nested too deeply" in error.message:
         return limit_error(error.message, "depth", max=settings.GRAPHQL_MAX_DEPTH)
     return limit_error(error.message, "tokens", max=settings.GRAPHQL_MAX_TOKENS)

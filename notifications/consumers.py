@@ -8,6 +8,7 @@ subscriptions (notifications/hub.py): one execution per distinct subscription pe
 instead of one per subscriber, strict cursor order, and `after:` resume.
 """
 
+import asyncio
 import functools
 import json
 import logging
@@ -21,15 +22,19 @@ from channels.exceptions import StopConsumer
 from django.conf import settings
 from graphql.language.ast import OperationType
 
+from api import validation
 from api.auth import bearer_token
 from api.errors import BadUserInput, NotAuthenticated, format_error
+from api.request_id import bind_request_id, new_request_id
 from api.selectors import author_by_token
-from notifications import publications, telemetry
-from notifications.hub import LiveSubscription, get_hub
-from notifications.keepalive import forget, keep_alive
+from api.validation import Verdict
+from notifications import connections, keepalive, publications, shutdown, telemetry
+from notifications.cohorts import LiveSubscription, cohort_key
+from notifications.execution import run_orm_resolvers_in_thread
+from notifications.frames import EventFrames
+from notifications.hub import HubUnavailable, get_hub
 from notifications.limits import ConnectionLimits
-from notifications.shutdown import track_socket
-from notifications.transport import DirectSocket, EventFrames
+from notifications.transport import DirectSocket
 from project.schema import schema
 
 logger = logging.getLogger(__name__)
@@ -39,49 +44,10 @@ LEGACY_WS = "graphql-ws"
 SUBPROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
 OPERATION_MESSAGES = {"subscribe", "start", "complete", "stop"}
 KEEPALIVE_TEXT = {TRANSPORT_WS: '{"type":"ping"}', LEGACY_WS: '{"type":"ka"}'}
-
-
-def _named_type_name(graphql_type: Any) -> str:
-    while graphql.is_wrapping_type(graphql_type):
-        graphql_type = graphql_type.of_type
-    return graphql_type.name
-
-
-def run_orm_resolvers_in_thread(next_: Any, root: Any, info: graphql.GraphQLResolveInfo, **args: Any) -> Any:
-    """Keep the event loop free of the ORM without slowing subscription fan-out.
-
-    The library executes GraphQL on the event loop. Queries and mutations sent over the socket
-    run their (sync, ORM-backed) resolvers in Django's thread instead. Subscription events are
-    built from broadcast data, so only connection fields (which query the database) leave the loop.
-    """
-    if info.operation.operation is OperationType.SUBSCRIPTION and not _named_type_name(info.return_type).endswith(
-        "Connection"
-    ):
-        return next_(root, info, **args)
-    return database_sync_to_async(next_)(root, info, **args)
-
-
-@functools.lru_cache(maxsize=512)
-def parse_operation(
-    query: str, operation_name: str | None
-) -> tuple[graphql.DocumentNode | None, graphql.OperationDefinitionNode | None, tuple[graphql.GraphQLError, ...]]:
-    """Parse and validate once per distinct document: subscribers mostly send the same few."""
-    try:
-        document = graphql.parse(query)
-    except graphql.GraphQLError as error:
-        return None, None, (error,)
-    errors = graphql.validate(schema.graphql_schema, document)
-    if errors:
-        return None, None, tuple(errors)
-    operation = graphql.utilities.get_operation_ast(document, operation_name)
-    if operation is None:
-        message = (
-            f"Unknown operation named '{operation_name}'."
-            if operation_name
-            else "Must provide operation name if query contains multiple operations."
-        )
-        return None, None, (graphql.GraphQLError(message),)
-    return document, operation, ()
+# Both protocols' clients (graphql-ws, subscriptions-transport-ws, ours) reconnect after 1013
+# and resubscribe: the way to tell them "not here, not now" without ending their subscriptions.
+UNAVAILABLE_CLOSE = 1013
+INTERNAL_ERROR_CLOSE = 1011
 
 
 def subscription_arguments(
@@ -100,11 +66,22 @@ def subscription_arguments(
 
 
 class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
+    """One websocket: the library's protocol handling, subscriptions through the process's hub.
+
+    It is a `connections.LiveConnection` (keep-alives, SIGTERM drain, metrics) and the
+    `cohorts.EventSink` of its subscriptions.
+
+    Private parts of django-channels-graphql-ws used here, and only here (the library is pinned
+    in requirements-nodeps.txt; tests/test_internals.py fails when a bump changes them):
+    `_subscriptions` and `_operation_locks` (operations the library runs, for duplicate ids),
+    and the `_send_gql_connection_ack`, `_send_gql_complete`, `_send_gql_error`,
+    `_format_error` and `_on_gql_subscribe__parse_query` hooks.
+    """
+
     schema = schema
-    # No channel per socket: the process's hub is the only channel-layer receiver. Sockets then
-    # cost no Redis work while idle, and a Redis outage cannot crash them (a consumer holding
-    # channels-redis's shared BRPOP would die with it).
-    channel_layer_alias = "no channel layer for sockets"
+    # No channel per socket (our __call__ sets no channel layer): the process's hub is the only
+    # channel-layer receiver. Sockets then cost no Redis work while idle, and a Redis outage
+    # cannot crash them (a consumer holding channels-redis's shared BRPOP would die with it).
     channel_name = None  # the library puts it into every operation's context
     send_ping_every = None  # keep-alives come from notifications/keepalive.py, not a task per socket
     connection_init_wait_timeout = settings.GRAPHQL_WS_CONNECTION_INIT_TIMEOUT
@@ -137,8 +114,29 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         offered = [p.decode() if isinstance(p, bytes) else p for p in self.scope.get("subprotocols", [])]
         return next((p for p in SUBPROTOCOLS if p in offered), None)
 
+    # ------------------------------------------------------------------ connections.LiveConnection
+
+    @property
+    def protocol_name(self) -> str:
+        return self.subprotocol or "none"
+
+    def subscription_count(self) -> int:
+        return len(self.live) + len(self._subscriptions)
+
+    def send_keepalive(self) -> None:
+        if self.acknowledged:
+            self.socket.send_text(KEEPALIVE_TEXT[self.subprotocol or TRANSPORT_WS])
+
+    def going_away(self) -> None:
+        """The server is shutting down: 1001, so the client reconnects elsewhere and resumes."""
+        self.stop_all_live()
+        self.socket.close(1001, "Server shutting down: reconnect and resume with your last cursor", handshake_timeout=1)
+
+    # ------------------------------------------------------------------ connection lifecycle
+
     async def connect(self) -> None:
         self.limits = ConnectionLimits(self)
+        self.live: dict[str, LiveSubscription] = {}
         if self.subprotocol is None:
             # Refuse the handshake: a client that speaks neither protocol cannot be answered in one.
             logger.info("Websocket refused: no GraphQL subprotocol offered (%s)", self.scope.get("subprotocols"))
@@ -149,24 +147,20 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             return
         self.connection_initialised = False
         self.acknowledged = False
-        self.live: dict[str, LiveSubscription] = {}
         self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
-        track_socket(self)
+        shutdown.install()
         await super().connect()
         if self.subprotocol == LEGACY_WS:  # the library times out only graphql-transport-ws
             self.limits.watch_connection_init(self.connection_init_wait_timeout)
+        connections.register(self)
         telemetry.websocket_connected(self)
 
     async def disconnect(self, code: int) -> None:
+        connections.unregister(self)
         telemetry.websocket_disconnected(self, code)
         self.limits.release()
         self.stop_all_live()
-        forget(self)
         await super().disconnect(code)
-
-    async def on_operation(self, op_id: str, payload: dict[str, Any]) -> None:
-        """Before every subscribe/start: the limits HTTP enforces too, and the subscription budget."""
-        await self.limits.check_operation(op_id, payload)
 
     async def _send_gql_connection_ack(self) -> None:
         # Both protocols allow an ack payload; it tells clients, operators and tests which
@@ -175,10 +169,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         self.acknowledged = True
         if self.subprotocol == LEGACY_WS:
             self.send_keepalive()  # graphql-ws wants one right after the ack
-        keep_alive(self)
-
-    def send_keepalive(self) -> None:
-        self.socket.send_text(KEEPALIVE_TEXT[self.subprotocol or TRANSPORT_WS])
+        keepalive.ensure_running()
 
     async def on_connect(self, payload: Any) -> None:
         """`connection_init`: an `authorization: Bearer <token>` in the payload signs the socket in."""
@@ -192,6 +183,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
                 raise NotAuthenticated("The bearer token is invalid or has been revoked.")
             self.scope["user"] = author
         self.connection_initialised = True
+
+    # ------------------------------------------------------------------ incoming messages
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         too_big = self.limits.message_problem(text_data, bytes_data)
@@ -251,29 +244,54 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     def _format_error(error: Exception) -> Any:
         return format_error(error)
 
-    # ------------------------------------------------------------------ subscriptions via the hub
+    async def _on_gql_subscribe__parse_query(
+        self, op_name: str | None, query: str
+    ) -> tuple[graphql.DocumentNode | None, graphql.OperationDefinitionNode | None, Any]:
+        """The library's parse step, served from the one prepared-document cache (api/documents.py).
+
+        The library keeps an LRU cache of its own, keyed on the consumer as well as the text:
+        it held closed connections and up to 128 large documents alive.
+        """
+        prepared = validation.prepared_if_known(query, op_name)
+        if prepared is None:
+            prepared = await asyncio.to_thread(validation.prepare, query, op_name)
+        if prepared.document is not None:
+            return prepared.document, prepared.operation, None
+        if prepared.errors:
+            return None, None, list(prepared.errors)
+        return None, None, await asyncio.to_thread(validation.executor_errors, query)
 
     async def receive_json(self, content: dict[str, Any]) -> None:
+        """Every operation passes the shared limits first; subscriptions then go to the hub.
+
+        Documents are measured before they are parsed (api/validation.py): a known one is
+        answered on the event loop, a new one is parsed in a thread. Queries and mutations, and
+        documents the executor must report on, go on to the library.
+        """
         kind = content["type"].lower()
         if kind in ("subscribe", "start"):
+            bind_request_id(new_request_id())  # this operation's errors and log lines carry it
             payload = content["payload"]
-            document, operation, _errors = parse_operation(payload["query"], payload.get("operationName"))
-            if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
-                await self.start_live(content["id"], payload, document, operation)  # type: ignore[arg-type]
+            verdict = await self.limits.check_document(payload)
+            if verdict.errors:
+                await self.send_operation_errors(content["id"], verdict.errors)
+                return
+            if verdict.operation is OperationType.SUBSCRIPTION:
+                await self.start_live(content["id"], payload, verdict)
                 return
         elif kind in ("complete", "stop") and content.get("id") in self.live:
             self.stop_live(content["id"])
-            await self._send_gql_complete(content["id"])
+            # graphql-transport-ws: nothing more is sent for an id the client completed. The
+            # legacy protocol confirms a `stop` with `complete`.
+            if self.subprotocol == LEGACY_WS:
+                await self._send_gql_complete(content["id"])
             return
         await super().receive_json(content)
 
-    async def start_live(
-        self,
-        op_id: str,
-        payload: dict[str, Any],
-        document: graphql.DocumentNode,
-        operation: graphql.OperationDefinitionNode,
-    ) -> None:
+    # ------------------------------------------------------------------ subscriptions via the hub
+
+    async def start_live(self, op_id: str, payload: dict[str, Any], verdict: Verdict) -> None:
+        assert verdict.prepared is not None and verdict.operation_node is not None
         if self.subprotocol == TRANSPORT_WS and not self.acknowledged:
             await self.close(code=4401, reason="Unauthorized: subscribe before connection_ack")
             return
@@ -286,8 +304,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
                 )
             return
         try:
-            await self.on_operation(op_id, payload)
-            variables, arguments = subscription_arguments(operation, payload.get("variables") or {})
+            self.limits.reserve_subscription(op_id)
+            variables, arguments = subscription_arguments(verdict.operation_node, payload.get("variables") or {})
             after_seq = None
             if arguments.get("after") is not None:
                 after_seq = await database_sync_to_async(publications.resume_point)(arguments["after"])
@@ -297,12 +315,30 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             await self.send_operation_errors(op_id, [error])
             return
         operation_name = payload.get("operationName")
-        cohort_key = (payload["query"], operation_name, json.dumps(variables, sort_keys=True, default=str))
         subscription = LiveSubscription(
-            self, op_id, cohort_key, document, operation_name, variables, arguments.get("author"), after_seq
+            self,
+            op_id,
+            cohort_key(verdict.prepared, operation_name, variables),
+            verdict.prepared.document,  # type: ignore[arg-type]
+            operation_name,
+            variables,
+            arguments.get("author"),
+            after_seq,
         )
         self.live[op_id] = subscription
-        await get_hub().subscribe(subscription)
+        try:
+            await get_hub().subscribe(subscription)
+        except HubUnavailable as error:
+            self._unavailable(f"the delivery hub is not running ({error})")
+        except Exception as error:
+            logger.exception("Starting subscription %s failed", op_id)
+            self._unavailable(f"{type(error).__name__}")
+
+    def _unavailable(self, why: str) -> None:
+        """Subscriptions cannot be served here now: close so the client retries (another instance, later)."""
+        logger.warning("Closing a websocket with %d: %s", UNAVAILABLE_CLOSE, why)
+        self.stop_all_live()
+        self.socket.close(UNAVAILABLE_CLOSE, "Subscriptions unavailable here: reconnect and resume")
 
     def stop_live(self, op_id: str) -> None:
         subscription = self.live.pop(op_id, None)
@@ -310,13 +346,10 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             get_hub().unsubscribe(subscription)
 
     def stop_all_live(self) -> None:
-        for op_id in list(getattr(self, "live", {})):
+        for op_id in list(self.live):
             self.stop_live(op_id)
 
-    def going_away(self) -> None:
-        """The server is shutting down: 1001, so the client reconnects elsewhere and resumes."""
-        self.stop_all_live()
-        self.socket.close(1001, "Server shutting down: reconnect and resume with your last cursor", handshake_timeout=1)
+    # ------------------------------------------------------------------ cohorts.EventSink
 
     def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
         """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
@@ -326,6 +359,10 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             logger.warning("Closing a websocket that stopped reading (%d bytes unread)", unread)
             self.stop_all_live()
             self.socket.close(1013, "Too slow: reconnect and resume with your last cursor")
+
+    def send_failed(self, subscription: LiveSubscription, error: Exception) -> None:
+        self.stop_all_live()
+        self.socket.close(INTERNAL_ERROR_CLOSE, "Internal error: reconnect and resume with your last cursor")
 
     async def send_operation_errors(self, op_id: str, errors: list[graphql.GraphQLError]) -> None:
         """An operation failed before it started: an `error` message, its payload shaped per protocol."""

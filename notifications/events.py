@@ -11,13 +11,6 @@ from project import metrics
 logger = logging.getLogger(__name__)
 
 
-class EventStats:
-    """Process-wide counters an operator can read (exported as metrics later)."""
-
-    sent = 0
-    failed = 0
-
-
 def call_event(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Run `func` once the current transaction commits (at once outside one).
 
@@ -29,11 +22,9 @@ def call_event(func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         try:
             func(*args, **kwargs)
         except Exception:
-            EventStats.failed += 1
             metrics.broadcast_failed()
             logger.exception("Event %s failed after commit", getattr(func, "__qualname__", func))
         else:
-            EventStats.sent += 1
             metrics.broadcast_sent()
 
     transaction.on_commit(run)

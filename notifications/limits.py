@@ -4,7 +4,7 @@
 - message size (the protocol's answer to a bad message: 4400, or the legacy `error`);
 - `connection_init` within GRAPHQL_WS_CONNECTION_INIT_TIMEOUT on the legacy protocol too (the
   library enforces it only for graphql-transport-ws);
-- every operation passes api/validation.py, the same limits as HTTP, before the library runs it;
+- every operation passes api/validation.py, the same limits as HTTP, before anything runs it;
 - active subscriptions per connection.
 """
 
@@ -14,11 +14,9 @@ from collections import Counter
 from typing import Any
 
 from django.conf import settings
-from graphql import OperationType
 
 from api import validation
 from api.client_ip import scope_ip
-from api.request_id import bind_request_id, new_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -74,23 +72,17 @@ class ConnectionLimits:
         limit = settings.GRAPHQL_WS_MAX_MESSAGE_BYTES
         return f"The message is {size} bytes; at most {limit} are accepted." if size > limit else None
 
-    async def check_operation(self, op_id: str, payload: dict[str, Any]) -> None:
-        """Before the library runs an operation: the shared limits, then the subscription budget.
-
-        Raises GraphQLError, which the library sends as the protocol's `error` message.
-        """
-        bind_request_id(new_request_id())  # for this operation's task: errors and log lines carry it
+    async def check_document(self, payload: dict[str, Any]) -> validation.Verdict:
+        """The limits HTTP enforces too, before anything runs: a known (or oversized) document is
+        answered on the event loop, a new one is parsed in a thread."""
         args = (payload.get("query"), payload.get("variables"), payload.get("operationName"))
-        # A document seen before is answered from the cache on the loop; a new one is parsed in a thread.
         verdict = validation.check_if_known(*args)
         if verdict is None:
             verdict = await asyncio.to_thread(validation.check, *args)
-        if verdict.errors:
-            raise verdict.errors[0]
-        if verdict.operation is OperationType.SUBSCRIPTION:
-            self._reserve_subscription(op_id)
+        return verdict
 
-    def _reserve_subscription(self, op_id: str) -> None:
+    def reserve_subscription(self, op_id: str) -> None:
+        """The subscription budget of this connection; raises GraphQLError when it is spent."""
         # The consumer registers subscriptions one at a time (notifications/consumers.start_live),
         # so its registry is the whole count.
         active: dict[str, Any] = self.consumer.live

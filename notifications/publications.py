@@ -83,11 +83,15 @@ def resume_point(cursor: str) -> int:
     return seq
 
 
-def payloads_between(after_seq: int, upto_seq: int | None = None, author_username: str | None = None) -> list[dict]:
-    """Publications with after_seq < seq <= upto_seq, oldest first; deleted blogs are simply absent."""
+def payloads_between(
+    after_seq: int, upto_seq: int | None = None, author_username: str | None = None, *, limit: int | None = None
+) -> list[dict]:
+    """Publications with after_seq < seq <= upto_seq, oldest first, at most `limit`; deleted blogs are absent."""
     publications = Publication.objects.select_related("blog__author").filter(seq__gt=after_seq).order_by("seq")
     if upto_seq is not None:
         publications = publications.filter(seq__lte=upto_seq)
     if author_username is not None:
         publications = publications.filter(author_username=author_username)
+    if limit is not None:
+        publications = publications[:limit]
     return [event_payload(publication) for publication in publications]

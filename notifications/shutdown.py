@@ -9,24 +9,23 @@ resume with their cursor, then let the reactor stop as usual.
 import asyncio
 import logging
 import signal
-import weakref
 from typing import Any
 
 from django.conf import settings
 
+from notifications import connections
+
 logger = logging.getLogger(__name__)
 
-_sockets: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _in_flight = 0
 _installed = False
 _stopping = False
 _shutdown_task: "asyncio.Task[None] | None" = None  # the loop keeps only a weak reference to tasks
 
 
-def track_socket(consumer: Any) -> None:
-    """Remember an open websocket consumer (and make sure SIGTERM is ours, now that the reactor runs)."""
+def install() -> None:
+    """Make SIGTERM ours (once the reactor runs): called as connections and requests arrive."""
     _install()
-    _sockets.add(consumer)
 
 
 class InFlightRequests:
@@ -76,7 +75,9 @@ async def shut_down() -> None:
     from twisted.internet import reactor, tcp
 
     logger.info(
-        "SIGTERM: no new connections; finishing %d request(s), closing %d websocket(s)", _in_flight, len(_sockets)
+        "SIGTERM: no new connections; finishing %d request(s), closing %d connection(s)",
+        _in_flight,
+        len(connections.live()),
     )
     # zope.interface declares the reactor's methods without `self`; mypy needs the mypy-zope plugin for them.
     for reader in list(reactor.getReaders()):  # type: ignore[misc]
@@ -89,7 +90,7 @@ async def shut_down() -> None:
     # Publications those requests just committed come back through Redis within milliseconds:
     # deliver them here rather than make every client replay them after reconnecting.
     await asyncio.sleep(0.2)
-    for consumer in list(_sockets):
-        consumer.going_away()
+    for connection in connections.live():
+        connection.going_away()
     await asyncio.sleep(0.5)  # let close frames reach the clients
     reactor.stop()  # type: ignore[misc]

@@ -10,6 +10,7 @@ import re
 import time
 from typing import Any
 
+from api.client_ip import scope_ip
 from api.request_id import new_request_id
 from project import metrics
 from project.logs import connection_id_var
@@ -20,9 +21,8 @@ _OPERATION_KIND = re.compile(r"^\s*(?:#[^\n]*\n\s*)*(query|mutation|subscription
 _STARTED_AT = "telemetry.connected_at"
 
 
-def _client(scope: dict[str, Any]) -> str | None:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else None
+def _client(scope: dict[str, Any]) -> str:
+    return scope_ip(scope)  # the address every per-client rule uses, behind nginx too
 
 
 def websocket_connected(consumer: Any) -> None:
@@ -32,7 +32,6 @@ def websocket_connected(consumer: Any) -> None:
     consumer.scope[_STARTED_AT] = time.monotonic()
     # Channels runs all of a connection's handlers in one task, so this sticks to the connection.
     connection_id_var.set(connection_id)
-    metrics.websocket_opened(consumer)
     logger.info(
         "websocket connected (%s)",
         consumer.subprotocol,
@@ -48,7 +47,6 @@ def websocket_connected(consumer: Any) -> None:
 
 
 def websocket_disconnected(consumer: Any, code: int | None) -> None:
-    metrics.websocket_closed(consumer)
     connection_id = consumer.scope.get("connection_id")
     if connection_id is None:
         return  # refused during the handshake: never counted as connected
@@ -62,7 +60,7 @@ def websocket_disconnected(consumer: Any, code: int | None) -> None:
             "protocol": consumer.subprotocol,
             "code": code,
             "duration_s": round(time.monotonic() - started, 3) if started is not None else None,
-            "active_subscriptions": metrics.active_subscription_count(consumer),
+            "active_subscriptions": consumer.subscription_count(),
         },
     )
 

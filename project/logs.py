@@ -98,6 +98,8 @@ class RequestLogMiddleware:
 
     @staticmethod
     def _finish(request: HttpRequest, response: HttpResponse, request_id: str, started: float) -> None:
+        from api.client_ip import request_ip  # not at the top: the settings import this module
+
         response[REQUEST_ID_HEADER] = request_id
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         request_logger.info(
@@ -112,7 +114,7 @@ class RequestLogMiddleware:
                 "path": request.path,
                 "status": response.status_code,
                 "duration_ms": duration_ms,
-                "client": request.META.get("REMOTE_ADDR"),
+                "client": request_ip(request),
                 "user_agent": request.headers.get("User-Agent"),
             },
         )

@@ -8,12 +8,10 @@ when they are federated or pushed through one proxy.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import time
-import weakref
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -29,6 +27,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from api.auth import bearer_token
+from api.client_ip import request_ip
+from notifications import connections
+from project.networks import address_in
 
 REGISTRY = CollectorRegistry()
 INSTANCE_LABEL = "instance_name"
@@ -94,40 +95,19 @@ def delivery_latency(announced_at: float | None) -> None:
         DELIVERY_SECONDS.labels(instance_name()).observe(max(0.0, time.time() - announced_at))
 
 
-class WebsocketConnection(Protocol):
-    """What the websocket gauges read from a live consumer."""
-
-    @property
-    def subprotocol(self) -> str | None: ...
-
-
-_open_connections: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def websocket_opened(consumer: WebsocketConnection) -> None:
-    _open_connections.add(consumer)
-
-
-def websocket_closed(consumer: WebsocketConnection) -> None:
-    _open_connections.discard(consumer)
-
-
-def active_subscription_count(consumer: Any) -> int:
-    """Subscriptions a consumer is serving now: its live ones (the hub's) and any the library runs."""
-    return len(getattr(consumer, "live", ())) + len(getattr(consumer, "_subscriptions", ()))
-
-
 class WebsocketCollector(Collector):
-    """Counted at scrape time from the live consumers, so the gauges can never drift or leak."""
+    """Counted at scrape time from the live connections, so the gauges can never drift or leak."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        connections: Tally[str] = Tally()
+        open_connections: Tally[str] = Tally()
         subscriptions: Tally[str] = Tally()
-        for consumer in list(_open_connections):
-            protocol = consumer.subprotocol or "none"
-            connections[protocol] += 1
-            subscriptions[protocol] += active_subscription_count(consumer)
-        yield self._family("blogpush_websocket_connections", "Open websocket connections, by subprotocol.", connections)
+        for connection in connections.live():
+            protocol = connection.protocol_name
+            open_connections[protocol] += 1
+            subscriptions[protocol] += connection.subscription_count()
+        yield self._family(
+            "blogpush_websocket_connections", "Open websocket connections, by subprotocol.", open_connections
+        )
         yield self._family(
             "blogpush_subscriptions_active", "Active GraphQL subscriptions, by subprotocol.", subscriptions
         )
@@ -177,36 +157,23 @@ class HttpMetricsMiddleware:
         ).observe(time.perf_counter() - started)
 
 
-def _address_allowed(address: str, allowed: Iterable[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.strip().strip("[]"))
-    except ValueError:
-        return False
-    for entry in allowed:
-        try:
-            if ip in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
 def scrape_allowed(request: HttpRequest) -> bool:
-    """A matching METRICS_TOKEN bearer, or a request from an allowed address.
+    """A matching METRICS_TOKEN bearer, or a request from an allowed client address.
 
-    Behind a proxy (nginx adds X-Forwarded-For) the proxy's own address is not enough: the
-    client the proxy saw, the last X-Forwarded-For entry, must be allowed too. A client talking
-    to Daphne directly cannot use that header to pass, since its own address is checked first.
+    The client address is the one every per-address rule uses (api/client_ip.py, which believes
+    X-Forwarded-For only from TRUSTED_PROXIES). Behind a proxy that is not trusted, the proxy's
+    own address is not enough either: the client it names, the last X-Forwarded-For entry, must
+    be allowed too, so the public cannot read metrics through a load balancer on loopback.
     """
     token = settings.METRICS_TOKEN
     offered = bearer_token(request.headers.get("Authorization"))
     if token and offered is not None and hmac.compare_digest(offered.encode(), token.encode()):
         return True
     allowed = settings.METRICS_ALLOWED_IPS
-    if not _address_allowed(request.META.get("REMOTE_ADDR", ""), allowed):
+    if not address_in(request_ip(request), allowed):
         return False
     forwarded = request.headers.get("X-Forwarded-For")
-    return forwarded is None or _address_allowed(forwarded.split(",")[-1], allowed)
+    return forwarded is None or address_in(forwarded.split(",")[-1], allowed)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

@@ -4,7 +4,11 @@ Daphne walks every connection each second (reaping finished applications) and ev
 (timeouts and keep-alive pings). With 10,000 idle subscribers those walks were most of an
 instance's idle CPU. Here they run every 5 and 6 seconds: a websocket ping goes out 20 to 26 s
 apart instead of 20 to 22, and a closed connection's leftovers are freed up to 5 s later.
-Everything else, options included, is Daphne's own.
+Everything else, options included, is Daphne's own, except `--proxy-headers` (and its -host and
+-port variants), which this command refuses: Daphne would take the client address from the
+left-most X-Forwarded-For entry, the one the client itself wrote, and every per-address limit
+would be forgeable. The client address comes from TRUSTED_PROXIES instead (api/client_ip.py),
+walked from the right, for HTTP and websockets alike.
 """
 
 from typing import Any
@@ -36,8 +40,21 @@ class SweepingServer(Server):
             _reactor().callLater(daphne_interval, getattr(self, name))
 
 
+FORGEABLE_OPTIONS = ("--proxy-headers", "--proxy-headers-host", "--proxy-headers-port")
+
+
 class ServerCommand(CommandLineInterface):
     server_class = SweepingServer
+
+    def run(self, args: list[str]) -> None:
+        for arg in args:
+            if arg.split("=", 1)[0] in FORGEABLE_OPTIONS:
+                self.parser.error(
+                    f"{arg.split('=', 1)[0]} is refused: Daphne would believe the X-Forwarded-For entry a "
+                    "client wrote. Set TRUSTED_PROXIES to the proxy in front instead (the app walks the header "
+                    "from the right)."
+                )
+        super().run(args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Settings come from the environment (12-factor); defaults are for development only."""
 
-import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -10,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from project import redis_config
 from project.logs import logging_config
+from project.networks import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -195,6 +195,11 @@ PUBLICATION_RETENTION_SECONDS = int(os.environ.get("PUBLICATION_RETENTION_SECOND
 WS_MAX_BUFFERED_BYTES = int(os.environ.get("WS_MAX_BUFFERED_BYTES", str(4 * 1024 * 1024)))
 # How long the hub waits for an out-of-order publication before reading it from the database.
 HUB_REORDER_WINDOW_SECONDS = float(os.environ.get("HUB_REORDER_WINDOW_SECONDS", "0.5"))
+# While it has subscribers, each process reads the publication log this often: the bound on how
+# late a publication whose broadcast never happened (its writer died after commit) is delivered.
+HUB_LOG_CHECK_SECONDS = float(os.environ.get("HUB_LOG_CHECK_SECONDS", "10"))
+# How long a new subscription waits for a hub that is (re)starting before it is refused (close 1013).
+HUB_START_WAIT_SECONDS = float(os.environ.get("HUB_START_WAIT_SECONDS", "3"))
 # On SIGTERM, how long in-flight HTTP requests may take to finish before websockets close with 1001.
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "10"))
 
@@ -236,6 +241,8 @@ GRAPHQL_MAX_DOCUMENT_CHARS = env_int("GRAPHQL_MAX_DOCUMENT_CHARS", 20_000)
 GRAPHQL_MAX_TOKENS = env_int("GRAPHQL_MAX_TOKENS", 2_000)
 GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 10)
 GRAPHQL_MAX_COST = env_int("GRAPHQL_MAX_COST", 5_000)
+# Parsed documents kept for reuse, per process (api/documents.py), bounded by their estimated size.
+GRAPHQL_DOCUMENT_CACHE_BYTES = env_int("GRAPHQL_DOCUMENT_CACHE_BYTES", 32 * 1024 * 1024)
 # Websockets (notifications/limits.py). Daphne itself drops frames over 1 MiB
 # (--websocket-max-message-size); a createBlog with 100,000 characters of content fits below this.
 GRAPHQL_WS_MAX_MESSAGE_BYTES = env_int("GRAPHQL_WS_MAX_MESSAGE_BYTES", 512 * 1024)
@@ -244,11 +251,11 @@ GRAPHQL_WS_MAX_CONNECTIONS_PER_IP = env_int("GRAPHQL_WS_MAX_CONNECTIONS_PER_IP",
 # Peers whose X-Forwarded-For is believed (nginx); everyone else is identified by their own
 # address. IPs or CIDR networks, comma-separated.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
-for _proxy in TRUSTED_PROXIES:
+for _name, _entries in (("TRUSTED_PROXIES", TRUSTED_PROXIES), ("METRICS_ALLOWED_IPS", METRICS_ALLOWED_IPS)):
     try:
-        ipaddress.ip_network(_proxy, strict=False)
+        parse_networks(tuple(_entries))
     except ValueError as _error:
-        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network.") from _error
+        raise ImproperlyConfigured(f"{_name}: {_error}.") from None
 # Fixed-window rate limits, shared by all instances through Redis (api/ratelimit.py).
 RATE_LIMITS = {
     "mutation": env_rate("RATE_LIMIT_MUTATIONS", "60/60"),  # per signed-in author

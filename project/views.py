@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from graphene_django.views import GraphQLView as BaseGraphQLView
@@ -19,8 +20,13 @@ from graphql import ExecutionResult, GraphQLError, OperationType, execute_sync
 from api import validation
 from api.auth import bearer_token
 from api.errors import format_error
+from notifications.hub import hub_problem
+from project import graphql_over_http as spec
 
 logger = logging.getLogger(__name__)
+
+# `extensions.code` of the requests the view refuses before any GraphQL runs, by HTTP status.
+HTTP_ERROR_CODES = {405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE"}
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -30,7 +36,12 @@ class GraphQLView(BaseGraphQLView):
     CSRF protects ambient credentials: a request that carries the session cookie must pass
     Django's CSRF check; one that authenticates with a bearer token, or carries no cookie at
     all, cannot be forged by another site and needs no CSRF token.
+
+    The response's media type and status follow the GraphQL-over-HTTP spec (project/graphql_over_http.py).
     """
+
+    response_format = spec.UNSPECIFIED
+    answer_content_type: str | None = None  # set once a GraphQL response (not an HTTP refusal) is made
 
     def __init__(self, **kwargs: Any) -> None:
         # Django builds a view per request, so settings (and test overrides of them) apply at once.
@@ -43,7 +54,7 @@ class GraphQLView(BaseGraphQLView):
     @staticmethod
     def format_error(error: Exception) -> dict[str, Any]:
         if isinstance(error, HttpError):  # a request the view refused before any GraphQL ran
-            code = "METHOD_NOT_ALLOWED" if error.response.status_code == 405 else "BAD_REQUEST"
+            code = HTTP_ERROR_CODES.get(error.response.status_code, "BAD_REQUEST")
             return {"message": error.message, "extensions": {"code": code}}
         return format_error(error)
 
@@ -73,6 +84,9 @@ class GraphQLView(BaseGraphQLView):
         """Enforce the limits the websocket enforces too (api/validation.py), then run as usual."""
         if query is None or (show_graphiql and not query):
             return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
+        extensions_error = spec.extensions_error(self.extensions(request, data))
+        if extensions_error is not None:
+            return ExecutionResult(errors=[extensions_error])
         verdict = validation.check(query, variables, operation_name)
         if verdict.errors:
             return ExecutionResult(errors=verdict.errors)
@@ -102,7 +116,47 @@ class GraphQLView(BaseGraphQLView):
             rejection = CsrfViewMiddleware(lambda _: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
             if rejection is not None:
                 return rejection
-        return super().dispatch(request, *args, **kwargs)
+        if request.method not in ("GET", "POST"):
+            return super().dispatch(request, *args, **kwargs)  # graphene-django's 405
+        accept = request.headers.get("Accept")
+        chosen = spec.response_format(accept)
+        if chosen is None and not (self.graphiql and spec.accepts(accept, spec.HTML)):
+            response = self.not_acceptable(request)
+        else:
+            self.response_format = chosen or spec.UNSPECIFIED
+            response = super().dispatch(request, *args, **kwargs)
+            if self.answer_content_type is not None:
+                response["Content-Type"] = self.answer_content_type
+        patch_vary_headers(response, ["Accept"])
+        return response
+
+    def get_response(self, request: HttpRequest, data: Any, show_graphiql: bool = False) -> tuple[str | None, int]:
+        """graphene-django's response, with the status and media type the negotiated format gives it."""
+        result, status = super().get_response(request, data, show_graphiql)
+        if self.batch or result is None:
+            return result, status  # the spec has no batches: they keep graphene-django's codes
+        has_data = status == 200  # graphene-django leaves `data` out, with a 400, after a request error
+        well_formed = has_data or self.well_formed(request, data)
+        self.answer_content_type = self.response_format.content_type_for(well_formed=well_formed)
+        return result, self.response_format.status(has_data=has_data, well_formed=well_formed)
+
+    def well_formed(self, request: HttpRequest, data: Any) -> bool:
+        query, variables, operation_name, _ = self.get_graphql_params(request, data)
+        return spec.well_formed(query, variables, operation_name, self.extensions(request, data))
+
+    @staticmethod
+    def extensions(request: HttpRequest, data: Any) -> Any:
+        """The request's `extensions` parameter, read where graphene-django reads the others."""
+        return spec.extensions_parameter(request.GET.get("extensions") or data.get("extensions"))
+
+    def not_acceptable(self, request: HttpRequest) -> HttpResponse:
+        offered = f"{spec.GRAPHQL_RESPONSE_JSON} or {spec.JSON}" + (
+            " (or text/html for GraphiQL)" if self.graphiql else ""
+        )
+        response = HttpResponse(status=406, content_type=spec.JSON)
+        error = HttpError(response, f"The Accept header allows no media type this endpoint answers with: {offered}.")
+        response.content = self.json_encode(request, {"errors": [self.format_error(error)]})
+        return response
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -124,8 +178,12 @@ async def _channel_layer_ok() -> None:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
-    """Ready to serve: the database and the channel layer answer. 503 with the reason otherwise."""
+    """Ready to serve: the database and the channel layer answer, and this process's delivery hub
+    (once anyone subscribed here) is running. 503 with the reason otherwise."""
     problems = {}
+    hub = hub_problem()
+    if hub is not None:
+        problems["subscriptions"] = hub
     try:
         await asyncio.wait_for(database_sync_to_async(_database_ok)(), timeout=3)
     except Exception as error:

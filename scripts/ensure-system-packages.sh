@@ -9,6 +9,8 @@ declare -A needed=(
   [nginx]=nginx-light
   [initdb]=postgresql
   [chromium]=chromium
+  [node]=nodejs  # graphql-http's audits and the other reference clients (tests/js)
+  [npm]=npm
 )
 
 have() {

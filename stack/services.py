@@ -410,13 +410,12 @@ class DaphneInstance(Service):
     def start(self) -> None:
         env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
         self._spawn(
-            # --proxy-headers: behind nginx, the client address comes from X-Forwarded-For.
-            # -v 0: no Daphne access log; the app logs each request itself (project/logs.py).
+            # No --proxy-headers (project.server refuses it): the client address behind nginx comes
+            # from TRUSTED_PROXIES. -v 0: no Daphne access log; the app logs each request itself.
             [
                 sys.executable,
                 "-m",
                 "project.server",  # Daphne's command line (project/server.py)
-                "--proxy-headers",
                 "-v",
                 "0",
                 "-b",

@@ -1,6 +1,8 @@
 """Helpers for talking to a running server the way a client does: HTTP, Redis, GraphQL documents."""
 
+import asyncio
 import secrets
+import time
 from typing import Any
 
 import httpx
@@ -42,9 +44,11 @@ def unique_name(prefix: str = "author") -> str:
 class LiveApi:
     """GraphQL over HTTP against a live server."""
 
-    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None, local_address: str | None = None) -> None:
+        """`local_address`: the loopback address to connect from (127.0.0.2, ...), to be another client."""
         self.base_url = base_url.rstrip("/")
-        self.client = httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
+        transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
+        self.client = httpx.Client(base_url=self.base_url, timeout=30, headers=headers, transport=transport)
 
     def post(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -65,3 +69,32 @@ class LiveApi:
 
 
 LATEST_CURSOR = "query { latestCursor }"
+
+
+async def readyz(client: httpx.AsyncClient, url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        response = await client.get(f"{url}/readyz")
+    except httpx.HTTPError as error:
+        return 0, {"error": repr(error)}
+    try:
+        return response.status_code, response.json()
+    except ValueError:  # not from Django: nginx's own error page
+        return response.status_code, {"body": response.text[:200]}
+
+
+async def wait_readyz(urls: list[str], status: int, timeout: float = 20) -> dict[str, dict[str, Any]]:
+    """Poll /readyz at every URL at once until each answers `status`; the answer of each."""
+
+    async def poll(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = await readyz(client, url)
+            if code == status:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url}/readyz did not answer {status} within {timeout:g}s: {code} {body}")
+            await asyncio.sleep(0.1)
+
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        answers = await asyncio.gather(*(poll(client, url) for url in urls))
+    return dict(zip(urls, answers, strict=True))

@@ -151,3 +151,27 @@ async def test_acknowledged_sockets_get_the_protocols_keepalive_every_interval(d
         assert 2 <= arrivals[1] - arrivals[0] <= 5  # the interval, give or take a busy machine
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_a_completed_subscription_gets_nothing_more_and_only_legacy_stop_is_confirmed(
+    daphne_server, api: LiveApi, redis_server, protocol
+):
+    """graphql-transport-ws: after the client's `complete`, nothing is sent for that id (not even a
+    `complete`); the legacy protocol answers `stop` with `complete`."""
+    username, token = api.sign_up()
+    client = await GraphQLWSClient(daphne_server.ws_url, protocol).connect()
+    try:
+        stopped = await client.subscribe(BLOG_PUBLISHED, {"author": username})
+        kept = await client.subscribe(BLOG_PUBLISHED, {"author": username})
+        await client.send({"type": "complete" if protocol == TRANSPORT_WS else "stop", "id": stopped})
+        if protocol == LEGACY_WS:
+            assert await client.receive() == {"type": "complete", "id": stopped}
+        api.create_blog(token, "After complete")
+        event = await client.receive()
+        assert event["id"] == kept and event["payload"]["data"]["blogPublished"]["blog"]["title"] == "After complete"
+        # A round trip after the event: anything sent for the stopped id would have come before it.
+        await client.execute("query { viewer { username } }")
+        assert [message for message in client.backlog if message.get("id") == stopped] == []
+    finally:
+        await client.close()

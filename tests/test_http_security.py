@@ -92,10 +92,12 @@ def test_mutations_over_get_are_refused(daphne_server):
 
 
 def test_graphiql_is_off_without_debug(daphne_server):
+    """Without GraphiQL, an Accept of only text/html names nothing the endpoint serves (docs/http.md)."""
     with http(daphne_server) as client:
         response = client.get("/graphql/", headers={"Accept": "text/html"})
-    assert response.status_code == 400
+    assert response.status_code == 406
     assert response.headers["content-type"].startswith("application/json")
+    assert error_codes(response.json()) == ["NOT_ACCEPTABLE"]
     assert "graphiql" not in response.text.lower()
 
 

@@ -134,7 +134,8 @@ async def test_at_most_20_active_subscriptions_per_connection(daphne_server, red
         # Completing one frees exactly one slot: of two new subscriptions one is refused; the
         # other takes the slot, so a third is refused as well.
         await client.send({"type": "complete" if protocol == TRANSPORT_WS else "stop", "id": accepted[0]})
-        assert await client.receive() == {"type": "complete", "id": accepted[0]}
+        if protocol == LEGACY_WS:  # graphql-transport-ws sends nothing more for a completed id
+            assert await client.receive() == {"type": "complete", "id": accepted[0]}
         contenders = {await client.start(BLOG_PUBLISHED, {"author": author}) for _ in range(2)}
         assert (await refused_ids(client, 1)) < contenders
         third = await client.start(BLOG_PUBLISHED, {"author": author})

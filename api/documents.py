@@ -1,0 +1,84 @@
+"""Parsed and validated GraphQL documents, kept once per distinct text and bounded in bytes.
+
+Clients send the same few documents over and over, on HTTP and websockets alike; parsing and
+validating them was a third of a mutation's time. A parsed document is never mutated, so one
+serves every request, thread and socket that sends the same text. Only documents that passed
+every check that depends on the text alone are kept, and the cache is bounded by what its
+entries hold in memory, not by their number: a flood of large distinct documents evicts older
+entries instead of growing the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
+
+# A parsed document holds its token list and AST nodes: a few hundred bytes per token
+# (tests/test_documents.py checks this estimate stays above what graphql-core really allocates).
+BYTES_PER_TOKEN = 800
+BYTES_PER_CHARACTER = 2
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a document's text alone decides: its errors, or the document and chosen operation."""
+
+    errors: tuple[GraphQLError, ...] = ()
+    document: DocumentNode | None = None
+    operation: OperationDefinitionNode | None = None
+    # What other modules derive from the document alone, computed once per cached document.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def estimated_bytes(text: str, document: DocumentNode) -> int:
+    """About what keeping `document` (parsed from `text`) costs, erring on the high side."""
+    tokens = 0
+    token = document.loc.start_token if document.loc else None
+    while token is not None:
+        tokens += 1
+        token = token.next
+    return BYTES_PER_CHARACTER * len(text) + BYTES_PER_TOKEN * tokens
+
+
+class PreparedDocuments:
+    """A least-recently-used cache whose entries together stay under `budget` estimated bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.bytes = 0
+        self._entries: OrderedDict[Hashable, tuple[Prepared, int]] = OrderedDict()
+        self._lock = threading.Lock()  # HTTP requests run in Django's threads, sockets on the loop
+
+    def get(self, key: Hashable) -> Prepared | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: Hashable, prepared: Prepared, cost: int) -> None:
+        if cost > self.budget:
+            return  # would evict everything else for one document
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (prepared, cost)
+            self.bytes += cost
+            while self.bytes > self.budget:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self.bytes -= evicted
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,217 @@
+"""The hub's parts wired together, in-process: Channels' in-memory layer, a list for a log.
+
+Nothing here needs Redis, Daphne or a database: the resume seam, hub start-up failures and a
+send that raises are driven directly. The live tests (test_resume, test_faults, test_stack)
+prove the same paths on real processes.
+"""
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+from channels_graphql_ws.serializer import Serializer
+
+from api import validation
+from notifications import hub as hub_module
+from notifications.cohorts import LiveSubscription, cohort_key
+from notifications.frames import EventFrames
+from notifications.hub import Hub, HubUnavailable
+from notifications.publications import cursor_for
+from notifications.subscriptions import BlogPublished
+
+QUERY = """subscription Listen($author: String, $after: String) {
+  blogPublished(author: $author, after: $after) { cursor blog { title } }
+}"""
+
+
+def payload(seq: int, author: str = "ada") -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "cursor": cursor_for(seq),
+        "blog": {
+            "id": seq,
+            "title": f"blog {seq}",
+            "content": "text",
+            "published_at": "2026-11-28T00:00:00+00:00",
+            "author": {"id": 1, "username": author, "bio": ""},
+        },
+    }
+
+
+class Log:
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+        self.down = False
+
+    async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[dict[str, Any]]:
+        if self.down:
+            raise ConnectionError("database down")
+        found = [
+            p
+            for p in self.payloads
+            if p["seq"] > after
+            and (upto is None or p["seq"] <= upto)
+            and author in (None, p["blog"]["author"]["username"])
+        ]
+        return found[:limit]
+
+    async def position(self) -> int:
+        if self.down:
+            raise ConnectionError("database down")
+        return max((p["seq"] for p in self.payloads), default=0)
+
+
+class Sink:
+    """A connection: records what it was sent; `fail_on` makes one write raise."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.seqs: list[int] = []
+        self.fail_on = fail_on
+        self.failed: list[Exception] = []
+
+    def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
+        event = json.loads(frames.payload_json)["data"]["blogPublished"]
+        seq = int(event["blog"]["title"].split()[1])
+        if seq == self.fail_on:
+            raise BrokenPipeError("socket gone")
+        self.seqs.append(seq)
+
+    def send_failed(self, subscription: LiveSubscription, error: Exception) -> None:
+        self.failed.append(error)  # a real connection closes itself; the fan-out deactivates it
+
+
+def subscription(sink: Sink, after: int | None = None, author: str | None = None) -> LiveSubscription:
+    variables = {"author": author, "after": cursor_for(after) if after is not None else None}
+    prepared = validation.check(QUERY, variables).prepared
+    assert prepared is not None and prepared.document is not None
+    key = cohort_key(prepared, None, variables)
+    return LiveSubscription(sink, "1", key, prepared.document, None, variables, author, after)
+
+
+@pytest.fixture
+async def running(settings):
+    settings.HUB_REORDER_WINDOW_SECONDS = 0.05
+    settings.HUB_START_WAIT_SECONDS = 0.3
+    settings.HUB_LOG_CHECK_SECONDS = 3600
+    layer = InMemoryChannelLayer()
+    log = Log()
+    hub = Hub(layer, read_log=log.read, read_position=log.position)
+    yield hub, layer, log
+    await hub.close()
+
+
+async def publish(layer: InMemoryChannelLayer, log: Log, *seqs: int, live: bool = True) -> None:
+    for seq in seqs:
+        log.payloads.append(payload(seq))
+        if live:
+            message = {"type": "broadcast", "group": "hub", "payload": Serializer.serialize(payload(seq))}
+            await layer.group_send(BlogPublished.hub_group(), message)
+
+
+async def settle(condition, timeout: float = 3.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_live_events_reach_subscribers_in_order(running):
+    hub, layer, log = running
+    sink = Sink()
+    await hub.subscribe(subscription(sink))
+    await publish(layer, log, 1, 2, 3)
+    await settle(lambda: sink.seqs == [1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    ("hub_at", "cursor", "expected"),
+    [
+        (5, 2, [3, 4, 5, 6, 7]),  # hub ahead of the cursor: replay 3..5, then live 6, 7
+        (5, 5, [6, 7]),  # equal: nothing to replay
+        (5, 6, [7]),  # hub behind (another instance delivered 6 first): 6 is not sent again
+    ],
+)
+async def test_the_resume_seam_has_no_gap_and_no_duplicate(running, hub_at, cursor, expected):
+    hub, layer, log = running
+    await publish(layer, log, *range(1, hub_at + 1), live=False)
+    await hub.subscribe(subscription(Sink()))  # starts the hub at the log's position
+    assert hub.feed is not None and hub.feed.position == hub_at
+    sink = Sink()
+    await hub.subscribe(subscription(sink, after=cursor))
+    await publish(layer, log, *range(hub_at + 1, 8))
+    await settle(lambda: hub.feed is not None and hub.feed.position == 7)
+    await asyncio.sleep(0.05)
+    assert sink.seqs == expected
+
+
+async def test_live_events_during_a_replay_are_held_then_sent_once(running, monkeypatch):
+    hub, layer, log = running
+    await publish(layer, log, 1, 2, 3, live=False)
+    await hub.subscribe(subscription(Sink()))
+    slow_read = asyncio.Event()
+    read = log.read
+
+    async def read_while_publishing(after, upto, limit, author):
+        if author is None and upto == 3 and after == 0:  # the replay of the resuming subscriber
+            await publish(layer, log, 4, 5)
+            await settle(lambda: hub.feed is not None and hub.feed.position == 5)
+            slow_read.set()
+        return await read(after, upto, limit, author)
+
+    monkeypatch.setattr(hub, "read_log", read_while_publishing)
+    sink = Sink()
+    await hub.subscribe(subscription(sink, after=0))
+    assert slow_read.is_set()
+    assert sink.seqs == [1, 2, 3, 4, 5]
+
+
+async def test_a_send_that_raises_ends_only_that_connection(running):
+    hub, layer, log = running
+    sinks = [Sink(), Sink(fail_on=2), Sink()]
+    for sink in sinks:
+        await hub.subscribe(subscription(sink))
+    await publish(layer, log, 1, 2, 3)
+    await settle(lambda: sinks[2].seqs == [1, 2, 3])
+    assert sinks[0].seqs == [1, 2, 3]
+    assert sinks[1].seqs == [1] and [type(e) for e in sinks[1].failed] == [BrokenPipeError]
+
+
+async def test_a_hub_that_cannot_start_refuses_then_recovers(running, monkeypatch):
+    monkeypatch.setattr(hub_module, "START_RETRY_FIRST_SECONDS", 0.02)
+    monkeypatch.setattr(hub_module, "START_RETRY_MAX_SECONDS", 0.05)
+    hub, layer, log = running
+    log.down = True  # the database is down when the first subscriber arrives
+    with pytest.raises(HubUnavailable, match="database down"):
+        await hub.subscribe(subscription(Sink()))
+    assert hub.problem is not None and "database down" in hub.problem
+    log.down = False
+    sink = Sink()
+    await hub.subscribe(subscription(sink))  # the hub kept retrying by itself
+    assert hub.problem is None
+    await publish(layer, log, 1)
+    await settle(lambda: sink.seqs == [1])
+
+
+async def test_a_publication_whose_broadcast_never_happened_arrives_with_the_log_check(running, settings):
+    settings.HUB_LOG_CHECK_SECONDS = 0.1
+    hub, layer, log = running
+    sink = Sink()
+    await hub.subscribe(subscription(sink))
+    await publish(layer, log, 1, live=False)  # committed, but its writer died before the broadcast
+    await settle(lambda: sink.seqs == [1])
+
+
+async def test_cohorts_ignore_after_and_keep_everything_else(running):
+    first = subscription(Sink(), after=3)
+    second = subscription(Sink(), after=9)
+    other_author = subscription(Sink(), after=3, author="bob")
+    assert first.cohort_key == second.cohort_key != other_author.cohort_key
+    literal = validation.check('subscription { blogPublished(after: "x") { cursor blog { title } } }').prepared
+    plain = validation.check("subscription { blogPublished { cursor blog { title } } }").prepared
+    assert literal is not None and plain is not None
+    assert cohort_key(literal, None, {}) == cohort_key(plain, None, {})
+    # A variable that `after` shares with another field still counts.
+    shared = validation.check("subscription S($c: String) { blogPublished(author: $c, after: $c) { cursor } }").prepared
+    assert shared is not None
+    assert cohort_key(shared, None, {"c": "a"}) != cohort_key(shared, None, {"c": "b"})

@@ -1,0 +1,112 @@
+"""The private parts of Daphne, Twisted, Autobahn and django-channels-graphql-ws this project relies on.
+
+Each is used in one place only (notifications/transport.py, project/server.py,
+notifications/consumers.py, notifications/subscriptions.py) and pinned in the requirements. A
+version bump that changes one of them fails here, loudly, instead of quietly turning a guard
+off (a slow reader never closed, a sweep never run, a library cache back in use).
+"""
+
+import inspect
+import socket
+from typing import Any
+
+from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
+from channels_graphql_ws import GraphqlWsConsumer
+from channels_graphql_ws.serializer import Serializer
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import tcp
+
+from notifications import transport
+from notifications.consumers import GraphqlConsumer
+from notifications.subscriptions import HUB_GROUP, BlogPublished
+from project.server import SweepingServer
+
+
+async def test_daphne_hands_applications_a_send_that_leads_to_the_websocket_protocol():
+    captured: dict[str, Any] = {}
+
+    async def application(scope, receive, send):
+        captured["send"] = send
+
+    server = Server(application=application, endpoints=["tcp:port=0"])  # never run: only built
+    protocol = WebSocketProtocol()
+    server.connections = {protocol: {}}
+    server.create_application(protocol, {"type": "websocket"})
+    await server.connections[protocol]["application_instance"]
+    assert transport.daphne_protocol(captured["send"]) is protocol
+
+
+def test_autobahn_lets_us_send_any_close_code_with_a_handshake_timeout():
+    assert "closeHandshakeTimeout" in AutobahnProtocol.CONFIG_ATTRS_COMMON
+    parameters = inspect.signature(AutobahnProtocol.sendCloseFrame).parameters
+    assert {"code", "reasonUtf8"} <= set(parameters)
+    assert WebSocketProtocol.STATE_OPEN == AutobahnProtocol.STATE_OPEN
+
+
+class _Reactor:
+    """Just enough of a reactor for a Twisted TCP connection to accept writes."""
+
+    def addWriter(self, writer: Any) -> None:
+        pass
+
+    def removeWriter(self, writer: Any) -> None:
+        pass
+
+
+def test_twisted_write_buffer_is_where_the_slow_reader_guard_reads_it():
+    ours, theirs = socket.socketpair()
+    try:
+        connection = tcp.Connection(ours, None, reactor=_Reactor())  # type: ignore[arg-type]
+        connection.connected = True  # what makeConnection sets on an accepted socket
+        assert transport.plain_tcp_socket(connection) is ours
+        assert transport.nothing_queued(connection) and transport.unread_bytes(connection) == 0
+        connection.write(b"x" * 1000)
+        assert transport.unread_bytes(connection) == 1000
+        assert not transport.nothing_queued(connection)
+        connection.doWrite()  # the reactor found the socket writable: the peer's buffer takes it all
+        assert transport.unread_bytes(connection) == 0 and transport.nothing_queued(connection)
+        assert len(theirs.recv(4096)) == 1000
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_unread_bytes_raises_rather_than_answering_zero_when_twisted_changes():
+    class Changed:
+        pass
+
+    try:
+        transport.unread_bytes(Changed())
+    except RuntimeError as error:
+        assert "Twisted" in str(error)
+    else:
+        raise AssertionError("a transport without Twisted's buffer must not read as empty")
+
+
+def test_daphne_sweeps_reschedule_themselves_as_the_server_command_expects():
+    assert "callLater(1, self.application_checker)" in inspect.getsource(Server.application_checker)
+    assert "callLater(2, self.timeout_checker)" in inspect.getsource(Server.timeout_checker)
+    assert SweepingServer.application_checker is not Server.application_checker
+
+
+def test_the_library_hooks_the_consumer_overrides_are_still_called():
+    receive = inspect.getsource(GraphqlWsConsumer.receive_json)
+    subscribe = inspect.getsource(GraphqlWsConsumer._on_gql_subscribe)
+    connection_init = inspect.getsource(GraphqlWsConsumer._on_gql_connection_init)
+    assert "self._operation_locks" in receive and "self._send_gql_error(" in receive
+    assert "self._on_gql_subscribe__parse_query(" in subscribe
+    assert "self._send_gql_connection_ack()" in connection_init
+    assert "self._format_error(" in inspect.getsource(GraphqlWsConsumer._send_gql_error)
+    assert "self._send_gql_complete(" in inspect.getsource(GraphqlWsConsumer._on_gql_complete)
+    for name in ("_send_gql_connection_ack", "_send_gql_complete", "_send_gql_error", "_on_gql_subscribe__parse_query"):
+        assert inspect.iscoroutinefunction(getattr(GraphqlWsConsumer, name)), name
+    consumer = GraphqlConsumer()
+    assert consumer._subscriptions == {} and len(consumer._operation_locks) == 0
+
+
+def test_the_library_names_the_hub_group_and_serializes_payloads_as_the_hub_reads_them():
+    assert BlogPublished.hub_group() == BlogPublished._group_name(HUB_GROUP)
+    payload = {"seq": 7, "blog": {"title": "t"}}
+    assert Serializer.deserialize(Serializer.serialize(payload)) == payload
+    assert '"type": "broadcast"' in inspect.getsource(BlogPublished.broadcast_async)
