@@ -162,6 +162,7 @@ class LogIns:
             await self._log_in(round_number, "after")
 
 
+# The first test that asks for the drill pays for it (a stack, two failovers): ~50 s, more on a busy machine.
 @pytest.fixture(scope="module")
 def drill(sentinel_stack: Stack) -> tuple[Report, LogIns]:
     log_ins = LogIns(sentinel_stack.url)
@@ -175,6 +176,7 @@ def drill(sentinel_stack: Stack) -> tuple[Report, LogIns]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_subscribers_listen_on_every_instance(drill, sentinel_stack: Stack):
     report, _ = drill
     assert {s.instance for s in report.subscribers} == {instance.name for instance in sentinel_stack.instances}
@@ -182,6 +184,7 @@ def test_subscribers_listen_on_every_instance(drill, sentinel_stack: Stack):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_failovers_happened_there_and_back(drill):
     report, _ = drill
     assert len(report.rounds) == 2
@@ -193,6 +196,7 @@ def test_two_failovers_happened_there_and_back(drill):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_every_subscriber_gets_every_publication_once_and_in_order(drill):
     report, _ = drill
     published = report.published_titles
@@ -207,6 +211,7 @@ def test_every_subscriber_gets_every_publication_once_and_in_order(drill):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_live_delivery_resumes_within_the_stated_bound(drill, sentinel_stack: Stack):
     """Kill → the first publication sent after the kill reaches each subscriber."""
     report, _ = drill
@@ -219,6 +224,7 @@ def test_live_delivery_resumes_within_the_stated_bound(drill, sentinel_stack: St
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_no_mutation_fails_during_the_switch_and_none_is_a_500(drill):
     """Broadcast failures are the log's to repair and a cache outage lets the write through:
     every createBlog committed. Were one to fail, it would have to say so with a code."""
@@ -232,6 +238,7 @@ def test_no_mutation_fails_during_the_switch_and_none_is_a_500(drill):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_readyz_says_503_while_there_is_no_master_and_200_once_there_is(drill, sentinel_stack: Stack):
     report, _ = drill
     assert sentinel_stack.sentinel is not None
@@ -251,6 +258,7 @@ def test_readyz_says_503_while_there_is_no_master_and_200_once_there_is(drill, s
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_rate_limits_count_across_the_switch(drill):
     """LOGIN_LIMIT log-ins per address: three before the kill are remembered by the new master."""
     _, log_ins = drill
