@@ -64,9 +64,10 @@ compose-test: install-dev
 	$(BIN)/python -m pytest tests/test_deploy_files.py tests/test_compose.py
 
 ## stack: PostgreSQL + Redis + 3 Daphne instances behind nginx, from real processes (Ctrl-C stops it)
+## (STACK_ARGS=--sentinel: Redis as a master, a replica and three sentinels; --help for the rest)
 stack: install
 	./scripts/ensure-system-packages.sh
-	$(BIN)/python -m stack
+	$(BIN)/python -m stack $(STACK_ARGS)
 
 ## soak: 500 resuming subscribers for 10 minutes while instances are killed and Redis restarts
 soak: install-dev

@@ -1,5 +1,9 @@
-"""Rate limits counted in Django's cache: Redis when REDIS_URL is set, so every instance counts
-the same; the per-process memory cache otherwise.
+"""Rate limits counted in Django's cache: Redis when REDIS_URL or REDIS_SENTINELS is set, so every
+instance counts the same; the per-process memory cache otherwise.
+
+While the cache is unreachable (Redis down, or a Sentinel failover under way) nothing is counted
+and nothing is refused; counting resumes on the master that answers next. A failover keeps the
+counts the replica had received (asynchronous replication: at most the last moment's hits lost).
 
 Fixed windows (an INCR per hit on a key that expires with its window): exact retry-after hints,
 one round trip, at most twice the rate across a window boundary.
@@ -42,6 +46,11 @@ def _limited(scope: str, retry_after: int) -> RateLimited:
     )
 
 
+def _describe(error: Exception) -> str:
+    # One line per request while Redis is away (a failover lasts seconds): no traceback each time.
+    return f"{type(error).__name__}: {error}"
+
+
 def hit(scope: str, identity: str) -> None:
     """Count one attempt; raise RateLimited when it is over the limit configured for `scope`."""
     rate = settings.RATE_LIMITS.get(scope)
@@ -56,9 +65,9 @@ def hit(scope: str, identity: str) -> None:
         except ValueError:  # expired between add and incr
             cache.add(key, 1, timeout=rate[1] + 1)
             count = 1
-    except Exception:
+    except Exception as error:
         # Counting is protection, not a precondition: a cache outage must not stop all writes.
-        logger.exception("Rate limit %s not counted: the cache is unavailable", scope)
+        logger.warning("Rate limit %s not counted: the cache is unavailable (%s)", scope, _describe(error))
         return
     if count > rate[0]:
         raise _limited(scope, retry_after)
@@ -72,8 +81,8 @@ def check(scope: str, identity: str) -> None:
     window, retry_after = _window(rate, time.time())
     try:
         count = cache.get(_key(scope, identity, window), 0)
-    except Exception:
-        logger.exception("Rate limit %s not checked: the cache is unavailable", scope)
+    except Exception as error:
+        logger.warning("Rate limit %s not checked: the cache is unavailable (%s)", scope, _describe(error))
         return
     if count >= rate[0]:
         raise _limited(scope, retry_after)

@@ -158,7 +158,7 @@ def render(results: dict[str, Any]) -> str:
 
     rows = [
         mixed_row(count, big if count == 1 else phases.get(f"mixed_{count}", {}))
-        for count in _g(results, "config", "mixed_combos") or []
+        for count in (_g(results, "config", "mixed_combos") if big else None) or []
     ]
     resumed = phases.get("resumed", {})
     if resumed and not resumed.get("skipped"):
@@ -230,6 +230,8 @@ def render(results: dict[str, Any]) -> str:
         out += ["**Scale-out** behind nginx, fixed subscribers per instance, a burst of events back to back:", ""]
         out += _table(["instances", "subscribers", "events", "delivered", "deliveries/s", "vs 1"], rows)
 
+    out += _scaling(phases)
+
     rows = []
     for t in results.get("targets", []):
         met = {True: "yes", False: "**no**", None: "not measured" if t["goal"] != "(context)" else ""}[t["met"]]
@@ -243,6 +245,113 @@ def render(results: dict[str, Any]) -> str:
     if results.get("notes"):
         out += ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [""]
     return "\n".join(out)
+
+
+def _pct(share: Any) -> str:
+    return "–" if share is None else f"{share * 100:.0f}%"
+
+
+def _scaling(phases: dict[str, Any]) -> list[str]:
+    """Issue 13: concurrent writers, the counter lock alone, Redis failovers."""
+    out: list[str] = []
+    writers = sorted(
+        (int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"writers_\d+", k) and v.get("blogs")
+    )
+    if writers:
+        out += [
+            "**Concurrent writers**: createBlog, each writer on one of 3 instances in turn, one request at a "
+            "time, PostgreSQL. CPU in cores busy (s/s). From pg_stat_activity every 10 ms: *lock held*, the share "
+            "of the time some transaction held the publication counter's row lock, *by the app* the part of it "
+            "spent idle in transaction (PostgreSQL waiting for the application), *hold* = held ÷ blogs/s, "
+            "*waiters* = sessions waiting on the lock:",
+            "",
+        ]
+        rows = [
+            [
+                n,
+                _v(r.get("blogs_per_s")),
+                _v(_g(r, "mutation_rtt_ms", "p50")),
+                _v(_g(r, "mutation_rtt_ms", "p95")),
+                _v(r.get("daphne_cpu_s_per_s")),
+                _v(r.get("postgres_cpu_s_per_s")),
+                _v(r.get("writers_cpu_s_per_s")),
+                _pct(r.get("lock_held_share")),
+                _pct(r.get("lock_held_waiting_for_app_share")),
+                _v(r.get("lock_hold_ms_estimate")),
+                _v(r.get("lock_waiters_mean")),
+                f"{_v(r.get('delivered_to_every_instance'))}/{_v(r.get('blogs'))}",
+            ]
+            for n, r in writers
+        ]
+        out += _table(
+            [
+                "writers",
+                "blogs/s",
+                "RTT p50 ms",
+                "p95",
+                "Daphne CPU",
+                "PostgreSQL CPU",
+                "writers' CPU",
+                "lock held",
+                "by the app",
+                "hold ms",
+                "waiters",
+                "delivered",
+            ],
+            rows,
+        )
+    lock = phases.get("counter_lock", {})
+    if lock.get("clients_1"):
+        one, eight = lock["clients_1"], lock.get("clients_8", {})
+        out += [
+            f"**Counter lock alone** (pgbench, the publication transaction without the application, "
+            f"{_v(lock.get('seconds'))} s each): 1 client {_v(one.get('tps'))} tps "
+            f"({_v(one.get('latency_ms'))} ms), 8 clients {_v(eight.get('tps'))} tps "
+            f"({_v(eight.get('latency_ms'))} ms, {_v(eight.get('lock_waiters_mean'))} sessions waiting on the lock "
+            "on average).",
+            "",
+        ]
+    failover = phases.get("failover", {})
+    if failover.get("rounds"):
+        timings = failover.get("timings", {})
+        out += [
+            f"**Redis failover** (Sentinel, down-after-milliseconds {_v(timings.get('down_after_ms'))}; "
+            f"{_v(failover.get('subscribers'))} subscribers on {_v(len(failover.get('instances', [])))} instances, "
+            f"createBlog through nginx at a steady rate; the master SIGKILLed, then restarted as a replica; "
+            f"stated bound {_v(timings.get('bound_s'))} s):",
+            "",
+        ]
+        rows = [
+            [
+                r.get("round"),
+                f"{r.get('killed')} → {r.get('promoted')}",
+                _v(r.get("sentinel_switch_s")),
+                f"{_v(r.get('first_delivery_min_s'))}–{_v(r.get('first_delivery_max_s'))}",
+                _v(r.get("readyz_503_s")),
+                _v(r.get("published_during_switch")),
+                _v(r.get("broadcast_failures")),
+            ]
+            for r in failover["rounds"]
+        ]
+        out += _table(
+            [
+                "round",
+                "killed → promoted",
+                "sentinels switched s",
+                "kill → first live delivery s",
+                "/readyz 200 again s",
+                "published during the switch",
+                "broadcasts failed (read from the log)",
+            ],
+            rows,
+        )
+        out += [
+            f"{_v(failover.get('published'))} blogs published, {_v(len(failover.get('mutation_failures', [])))} "
+            f"mutations failed; {_v(failover.get('subscribers_complete_in_order'))} of "
+            f"{_v(failover.get('subscribers'))} subscribers received every one exactly once, in order.",
+            "",
+        ]
+    return out
 
 
 def update_readme(readme: Path, markdown: str, source: str) -> bool:

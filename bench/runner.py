@@ -1,4 +1,4 @@
-"""The benchmark phases of issue 7, run against real processes started here.
+"""The benchmark phases of issue 7 (and of issue 13: bench/scaling.py), run against real processes started here.
 
 Topology: redis-server, a PostgreSQL cluster, up to four Daphne instances of the product
 (web-1..web-4), one Daphne serving the polling baseline (bench.polling_asgi), and nginx
@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from bench import scaling
 from bench.clients import PROBE_PREFIX, ClientPool
 from bench.publisher import Published, Publisher
 from bench.servers import BenchNginx, PgCounters, PollingDaphne, cpu_seconds, raise_nofile, rss_bytes
@@ -75,8 +76,15 @@ class Config:
     baseline_budget: float = 20.0
     baseline_idle_seconds: float = 10.0
     warmup_timeout: float = 45.0
+    # Issue 13 (bench/scaling.py): concurrent createBlog writers over three instances, the counter
+    # lock on its own (pgbench), and Redis failovers under Sentinel.
+    writer_counts: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    writers_seconds: float = 10.0
+    counter_lock_seconds: int = 5
+    failover_rounds: int = 4
+    failover_rate: float = 10.0
     total_budget: float = 13.5 * 60.0  # later phases are skipped when the run would overrun this
-    phases: str = "latency,baseline,scale,two,fanout"  # which groups of phases to run
+    phases: str = "latency,baseline,scale,two,fanout,writers,failover"  # which groups of phases to run
     postgres: bool = True
 
     @classmethod
@@ -110,6 +118,11 @@ class Config:
             baseline_budget=15,
             baseline_idle_seconds=1,
             warmup_timeout=20,
+            writer_counts=[1, 2],
+            writers_seconds=1.5,
+            counter_lock_seconds=1,
+            # The failover drill has its own test (tests/test_sentinel.py); the quick run skips it.
+            phases="latency,baseline,scale,two,fanout,writers",
             total_budget=300,
         )
 
@@ -781,6 +794,8 @@ class Bench:
                 ("scale", self.scale_out),
                 ("two", self.two_instances),
                 ("fanout", self.fanout_and_mixed),
+                ("writers", lambda: scaling.writers(self)),
+                ("failover", lambda: scaling.failover(self)),
             ):
                 if key in chosen:
                     run()

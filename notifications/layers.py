@@ -9,13 +9,28 @@
 - After Redis restarts, the first command on each pooled connection fails ("Connection closed by
   server"). For group_send that was a publication lost for live delivery: every hub had already
   rejoined and read the log, and nothing told them to read it again. It is sent once more.
+
+All three hold in both of the host forms channels-redis knows: a URL (`{"address": ...}`), and
+its Sentinel form (`{"sentinels": [...], "master_name": ..., "sentinel_kwargs": ...}`), where
+every connection asks the sentinels for the master's address when it (re)connects, so after a
+failover the next command reaches the new master.
 """
 
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as BaseRedisChannelLayer
 from redis import asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """channels-redis's Sentinel pool that waits for a free connection, as the URL form's does.
+
+    SentinelConnectionPool only chooses where a connection goes (the master the sentinels name);
+    BlockingConnectionPool only decides what happens when all are in use. Neither overrides what
+    the other does, so the two compose by inheritance alone.
+    """
 
 
 class RedisChannelLayer(BaseRedisChannelLayer):
@@ -24,21 +39,24 @@ class RedisChannelLayer(BaseRedisChannelLayer):
 
     def create_pool(self, index: int) -> Any:
         host = dict(self.hosts[index])
-        address = host.pop("address")
         host.setdefault("socket_timeout", self.brpop_timeout + 10)
         host.setdefault("socket_connect_timeout", 5)
         host.setdefault("socket_keepalive", True)
         host.setdefault("health_check_interval", 15)
         host.setdefault("max_connections", self.max_connections)
         host.setdefault("timeout", self.pool_timeout)
-        return aioredis.BlockingConnectionPool.from_url(address, **host)
+        if "master_name" in host:  # as channels_redis.utils.create_pool reads the Sentinel form
+            sentinels = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+            return BlockingSentinelConnectionPool(host.pop("master_name"), sentinels, **host)
+        return aioredis.BlockingConnectionPool.from_url(host.pop("address"), **host)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Once more on a fresh connection if the pooled one died with Redis.
 
         A retry after a failure halfway may deliver twice; hubs drop what they already have
         by sequence number. Redis still down fails again, and the hubs catch up from the log
-        when they reconnect.
+        when they reconnect. Under Sentinel the second try reconnects, and a reconnect asks the
+        sentinels which server is the master now (a killed or demoted one is left behind).
         """
         try:
             await super().group_send(group, message)

@@ -19,9 +19,10 @@ from notifications.shutdown import InFlightRequests  # noqa: E402
 from notifications.transport import DirectSocketMiddleware  # noqa: E402
 from project.handlers import OneHopASGIHandler  # noqa: E402
 
-if not settings.REDIS_URL:
+if not settings.REDIS.configured:
     logging.getLogger("notifications").warning(
-        "REDIS_URL is not set: using the in-memory channel layer, so events reach only this process's subscribers."
+        "Neither REDIS_URL nor REDIS_SENTINELS is set: using the in-memory channel layer, "
+        "so events reach only this process's subscribers."
     )
 
 django_asgi_app = OneHopASGIHandler()

@@ -7,6 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from project import redis_config
 from project.logs import logging_config
 from project.networks import parse_networks
 
@@ -136,13 +137,16 @@ GRAPHENE = {
     "ATOMIC_MUTATIONS": False,
 }
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+# One Redis server (REDIS_URL), or the master a set of sentinels names (REDIS_SENTINELS and
+# REDIS_SENTINEL_MASTER, which take precedence); project/redis_config.py reads them all.
+REDIS = redis_config.from_environ(os.environ)
+REDIS_URL = REDIS.url
+if REDIS.configured:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "notifications.layers.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [REDIS.channel_layer_host()],
                 "group_expiry": int(os.environ.get("CHANNEL_GROUP_EXPIRY", "86400")),
                 "capacity": int(os.environ.get("CHANNEL_CAPACITY", "1000")),
             },
@@ -259,14 +263,7 @@ RATE_LIMITS = {
     "createToken": env_rate("RATE_LIMIT_LOG_INS", "20/300"),  # per client IP
     "loginFailure": env_rate("RATE_LIMIT_LOGIN_FAILURES", "10/900"),  # failed createToken per username
 }
-if REDIS_URL:
-    # Rate-limit counters live in Redis so every instance counts the same; without Redis they
-    # fall back to the default per-process memory cache.
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "blog",
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
-        }
-    }
+if REDIS.configured:
+    # Rate-limit counters live in Redis (the same master as the channel layer) so every instance
+    # counts the same; without Redis they fall back to the default per-process memory cache.
+    CACHES = {"default": REDIS.cache()}

@@ -171,7 +171,9 @@ def _database_ok() -> None:
 
 async def _channel_layer_ok() -> None:
     layer = get_channel_layer()
-    if layer is not None and hasattr(layer, "connection"):  # channels-redis: ask Redis itself
+    if layer is not None and hasattr(layer, "connection"):
+        # channels-redis: ask Redis itself. Under Sentinel the connection goes to the master the
+        # sentinels name, so this is 503 from the master's death until a replica is promoted.
         await layer.connection(0).ping()
 
 

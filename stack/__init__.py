@@ -3,10 +3,13 @@
     from stack import Stack
     with Stack(instances=3) as stack:
         ...  # stack.url, stack.ws_url, stack.instances[0].kill(), stack.redis.restart()
+    with Stack(sentinel=True) as stack:
+        ...  # stack.sentinel.master().kill(), stack.sentinel.wait_for_failover(...)
 
 See stack/services.py for the individual services.
 """
 
+from stack.sentinel import RedisSentinel, SentinelRedis, SentinelTimings
 from stack.services import (
     DaphneInstance,
     Nginx,
@@ -28,7 +31,10 @@ __all__ = [
     "DaphneInstance",
     "Nginx",
     "PostgresCluster",
+    "RedisSentinel",
     "RedisServer",
+    "SentinelRedis",
+    "SentinelTimings",
     "Service",
     "Stack",
     "StackError",

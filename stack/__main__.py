@@ -1,4 +1,5 @@
-"""Run Redis, PostgreSQL, N Daphne instances and nginx natively until Ctrl-C or SIGTERM."""
+"""Run Redis (--sentinel: a master, a replica and three sentinels), PostgreSQL, N Daphne instances
+and nginx natively until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -22,15 +23,36 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _print_sentinel(stack: Stack) -> None:
+    assert stack.sentinel is not None
+    group = stack.sentinel
+    master = group.master()
+    print(f"  redis: master {master.name} :{master.port}, replica {group.replica().name} :{group.replica().port}")
+    for key, value in group.env().items():
+        print(f"  {key}={value}")
+    print(
+        "  failover drill: kill -9 <the master's pid> (below), or "
+        f"redis-cli -p {group.sentinels[0].port} SENTINEL FAILOVER {group.master_name}; "
+        f"watch: redis-cli -p {group.sentinels[0].port} SENTINEL GET-MASTER-ADDR-BY-NAME {group.master_name}"
+    )
+    for node in group.nodes:
+        print(f"  {node.name} pid {node.pid}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("--instances", type=int, default=3, help="Daphne instances (default 3)")
     parser.add_argument("--sqlite", action="store_true", help="use a SQLite file instead of a PostgreSQL cluster")
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="Redis as a master, a replica and three sentinels (REDIS_SENTINELS) instead of one server",
+    )
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    stack = Stack(instances=args.instances, postgres=not args.sqlite)
+    stack = Stack(instances=args.instances, postgres=not args.sqlite, sentinel=args.sentinel)
     try:
         began = time.monotonic()
         stack.start()
@@ -38,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  http: {stack.url}/\n  ws:   {stack.ws_url}")
         for instance in stack.instances:
             print(f"  {instance.name}: {instance.url}/")
+        if stack.sentinel is not None:
+            _print_sentinel(stack)
         print("logs:")
         for service in stack.services:
             print(f"  {service.name:<8} {service.log_path}")

@@ -29,7 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from stack.sentinel import SentinelRedis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx.conf.template"
@@ -226,44 +233,66 @@ class Service:
         )
 
 
-def _redis_pings(port: int) -> bool:
+def redis_client(port: int, password: str | None = None) -> redis.Redis:
+    """A client for one redis-server or sentinel we started, for checks: no retries, short timeouts."""
+    return redis.Redis(
+        host="127.0.0.1",
+        port=port,
+        password=password,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+
+
+def redis_pings(port: int, password: str | None = None) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
+        with redis_client(port, password) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError):
         return False
 
 
 class RedisServer(Service):
-    """A throwaway, non-persistent redis-server (channel layer and cache)."""
+    """A throwaway, non-persistent redis-server (channel layer and cache).
 
-    def __init__(self, port: int | None = None) -> None:
-        super().__init__("redis")
+    With `replica_of` (the port of a master on 127.0.0.1) it starts as that master's replica;
+    change the attribute before `start()` to rejoin a killed node under a new master.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        name: str = "redis",
+        password: str | None = None,
+        replica_of: int | None = None,
+    ) -> None:
+        super().__init__(name)
         self.port = port or free_port()
+        self.password = password
+        self.replica_of = replica_of
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis_client(self.port, self.password)
 
     def start(self) -> None:
         # --save '' and --appendonly no: a restart loses all data, like a crash.
-        self._spawn(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ]
-        )
-        self._wait_ready(lambda: _redis_pings(self.port), "PING")
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        cmd += ["--dir", str(self.tmp)]
+        if self.password:
+            # masterauth too: any node may be a replica of another after a failover.
+            cmd += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            cmd += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        self._spawn(cmd)
+        self._wait_ready(lambda: redis_pings(self.port, self.password), "PING")
 
 
 def pg_bindir() -> Path:
@@ -492,10 +521,14 @@ def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
 
 
 def production_env(database_url: str, redis_url: str) -> dict[str, str]:
-    """Production settings as every instance here runs them: DEBUG off, a fresh secret, plain HTTP on loopback."""
+    """Production settings as every instance here runs them: DEBUG off, a fresh secret, plain HTTP on loopback.
+
+    An empty `redis_url` leaves REDIS_URL out (the caller sets REDIS_SENTINELS & co. instead).
+    """
+    redis_env = {"REDIS_URL": redis_url} if redis_url else {}
     return {
         "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
+        **redis_env,
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -518,17 +551,31 @@ def collectstatic(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
 
 
 class Stack:
-    """Redis + PostgreSQL (or SQLite) + N Daphne instances behind nginx.
+    """Redis (one server, or a master, a replica and three sentinels) + PostgreSQL (or SQLite)
+    + N Daphne instances behind nginx.
 
     Use as a context manager, or call `start()` / `stop()`. Whatever was
     started is stopped in reverse order, also when starting fails halfway.
     """
 
-    def __init__(self, instances: int = 3, postgres: bool = True, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        instances: int = 3,
+        postgres: bool = True,
+        env: Mapping[str, str] | None = None,
+        sentinel: bool | SentinelRedis = False,
+    ) -> None:
+        """`sentinel`: Redis as a master, a replica and three sentinels (stack/sentinel.py), or
+        that group itself when the caller wants other settings (passwords, timings)."""
         self.instance_count = instances
         self.use_postgres = postgres
         self.extra_env = dict(env or {})
         self.redis: RedisServer | None = None
+        self.sentinel: SentinelRedis | None = None
+        if sentinel:
+            from stack.sentinel import SentinelRedis
+
+            self.sentinel = sentinel if isinstance(sentinel, SentinelRedis) else SentinelRedis()
         self.postgres: PostgresCluster | None = None
         self.instances: list[DaphneInstance] = []
         self.nginx: Nginx | None = None
@@ -557,14 +604,21 @@ class Stack:
     @property
     def services(self) -> list[Service]:
         """Every service created so far, in start order."""
-        candidates = (self.redis, self.postgres, *self.instances, self.nginx)
+        redis_services = self.sentinel.services if self.sentinel is not None else [self.redis]
+        candidates = (*redis_services, self.postgres, *self.instances, self.nginx)
         return [service for service in candidates if service is not None]
 
     def start(self) -> Stack:
         with ExitStack() as cleanup:
-            self.redis = RedisServer()
-            cleanup.callback(self.redis.stop)
-            self.redis.start()
+            if self.sentinel is not None:
+                cleanup.callback(self.sentinel.stop)
+                self.sentinel.start()
+                redis_env = self.sentinel.env()
+            else:
+                self.redis = RedisServer()
+                cleanup.callback(self.redis.stop)
+                self.redis.start()
+                redis_env = {"REDIS_URL": self.redis.url}
 
             if self.use_postgres:
                 self.postgres = PostgresCluster()
@@ -579,7 +633,8 @@ class Stack:
             static_dir = Path(tempfile.mkdtemp(prefix="stack-static-"))
             cleanup.callback(_remove_tmp, static_dir)
             self.env = {
-                **production_env(database_url, self.redis.url),
+                **production_env(database_url, ""),
+                **redis_env,
                 # nginx is the instances' only peer: believe the client address it forwards.
                 "TRUSTED_PROXIES": "127.0.0.1",
                 "DJANGO_STATIC_ROOT": str(static_dir),

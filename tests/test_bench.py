@@ -39,10 +39,14 @@ def test_bench_quick_produces_results(tmp_path):
     assert phases["idle"]["cpu_s_per_s"] is not None
     assert phases["two_instances"]["storm"]["next_event_received"] > 0
     assert any(k.startswith("scale_") and v.get("deliveries_per_s") for k, v in phases.items())
+    # Issue 13: concurrent writers (each blog delivered on every instance) and the lock alone.
+    for name in ("writers_1", "writers_2"):
+        assert phases[name]["blogs"] > 0 and phases[name]["delivered_to_every_instance"] == phases[name]["blogs"]
+    assert phases["counter_lock"]["clients_8"]["tps"] > 0
     assert results["targets"]
 
     table = md_path.read_text()
-    assert "BASELINE" in table and "faster" in table and "| target |" in table
+    assert "BASELINE" in table and "faster" in table and "| target |" in table and "Concurrent writers" in table
     assert table.strip() in done.stdout  # printed too
     # A quick run never rewrites the README's table.
     assert "quick sizes" not in (REPO_ROOT / "README.md").read_text()

@@ -1,9 +1,46 @@
-"""notifications/layers.py against a real redis-server of its own (restarted here)."""
+"""notifications/layers.py against real Redis of its own: one redis-server (restarted here), and a
+master with a replica and three sentinels (failed over here). The layer's three fixes must hold
+in both of channels-redis's host forms: the URL and the Sentinel form."""
 
 import asyncio
+import secrets
+import time
+from collections.abc import Iterator
 
-from notifications.layers import RedisChannelLayer
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from notifications.layers import BlockingSentinelConnectionPool, RedisChannelLayer
+from project.redis_config import from_environ
+from stack.sentinel import SentinelRedis
 from stack.services import RedisServer
+
+
+@pytest.fixture(scope="module")
+def sentinel_redis() -> Iterator[SentinelRedis]:
+    with SentinelRedis(password=secrets.token_hex(8), sentinel_password=secrets.token_hex(8)) as group:
+        yield group
+
+
+@pytest.fixture(scope="module")
+def single_redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def sentinel_host(group: SentinelRedis, **extra) -> dict:
+    """The hosts entry the settings build from REDIS_SENTINELS & co. (project/redis_config.py)."""
+    host = from_environ(group.env()).channel_layer_host()
+    assert isinstance(host, dict)
+    return {**host, **extra}
+
+
+@pytest.fixture(params=["url", "sentinel"])
+def host(request, single_redis: RedisServer, sentinel_redis: SentinelRedis):
+    """A channel-layer host entry of either form; `extra` settings are merged in by the test."""
+    if request.param == "url":
+        return lambda **extra: {"address": single_redis.url, **extra}
+    return lambda **extra: sentinel_host(sentinel_redis, **extra)
 
 
 async def test_the_first_group_send_after_a_redis_restart_is_delivered():
@@ -24,3 +61,109 @@ async def test_the_first_group_send_after_a_redis_restart_is_delivered():
         assert (await asyncio.wait_for(other.receive(listener), 5))["type"] == "after"
         await layer.close_pools()
         await other.close_pools()
+
+
+async def test_the_sentinel_form_uses_a_blocking_pool_on_the_master(sentinel_redis: SentinelRedis):
+    layer = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
+    try:
+        await layer.connection(0).ping()
+        pool = layer.connection(0).connection_pool
+        assert isinstance(pool, BlockingSentinelConnectionPool)
+        assert pool.master_address == ("127.0.0.1", sentinel_redis.master().port)
+    finally:
+        await layer.close_pools()
+
+
+async def test_an_idle_receiver_outlives_brpop_in_both_forms(host):
+    """Nothing arrives for longer than BRPOP's 5 s wait: the receiver must still be there after it."""
+    layer = RedisChannelLayer(hosts=[host()])
+    sender = RedisChannelLayer(hosts=[host()])
+    try:
+        channel = await layer.new_channel()
+        waiting = asyncio.create_task(layer.receive(channel))
+        await asyncio.sleep(layer.brpop_timeout + 1.5)
+        assert not waiting.done(), waiting  # a read timeout would have ended it with an error
+        await sender.send(channel, {"type": "late"})
+        assert (await asyncio.wait_for(waiting, 5))["type"] == "late"
+    finally:
+        await layer.close_pools()
+        await sender.close_pools()
+
+
+async def test_a_burst_past_the_pool_size_waits_instead_of_failing_in_both_forms(host):
+    """More concurrent commands than connections: they queue for one (no MaxConnectionsError)."""
+    layer = RedisChannelLayer(hosts=[host(max_connections=2)])
+    try:
+        channels = [await layer.new_channel() for _ in range(30)]
+        await asyncio.gather(*(layer.group_add("burst", channel) for channel in channels))
+        await layer.group_send("burst", {"type": "all"})
+        received = await asyncio.wait_for(asyncio.gather(*(layer.receive(c) for c in channels)), 10)
+        assert [message["type"] for message in received] == ["all"] * len(channels)
+    finally:
+        await layer.close_pools()
+
+
+@pytest.mark.slow
+async def test_after_a_failover_receivers_notice_and_broadcasts_reach_the_new_master(sentinel_redis: SentinelRedis):
+    """The master is SIGKILLed. A receiver blocked on it must fail at once (that is how the hub knows
+    to rejoin and read the log), not wait out its read timeout; once the sentinels have promoted
+    the replica, the first broadcast from a pool full of dead connections reaches a receiver that
+    joined on the new master, and the old receiver's layer works again."""
+    sentinel_redis.wait_vote_cooldown()
+    publisher = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
+    hub = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
+    late = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
+    old = sentinel_redis.master()
+    try:
+        channel = await hub.new_channel()
+        await hub.group_add("hub", channel)
+        await publisher.group_send("hub", {"type": "before"})
+        assert (await asyncio.wait_for(hub.receive(channel), 5))["type"] == "before"
+
+        blocked = asyncio.create_task(hub.receive(channel))
+        await asyncio.sleep(0.5)
+        killed_at = time.monotonic()
+        old.kill()
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(blocked, 5)
+        assert time.monotonic() - killed_at < 2, "the receiver waited for its read timeout instead of failing"
+
+        new, _ = await asyncio.to_thread(sentinel_redis.wait_for_failover, old)
+        assert new is not old
+        listener = await late.new_channel()
+        await late.group_add("hub", listener)
+        await publisher.group_send("hub", {"type": "after"})
+        assert (await asyncio.wait_for(late.receive(listener), 5))["type"] == "after"
+
+        await hub.group_add("hub", channel)  # what the hub does after a failure: rejoin, then read
+        await publisher.group_send("hub", {"type": "again"})
+        # The replica had the membership (replicated long before the kill), so "after" is there too.
+        received = [(await asyncio.wait_for(hub.receive(channel), 5))["type"] for _ in range(2)]
+        assert received == ["after", "again"]
+    finally:
+        for layer in (publisher, hub, late):
+            await layer.close_pools()
+        await asyncio.to_thread(sentinel_redis.rejoin, old)
+
+
+@pytest.mark.slow
+async def test_after_a_switchover_the_first_broadcast_leaves_the_demoted_master(sentinel_redis: SentinelRedis):
+    """A planned failover (SENTINEL FAILOVER) keeps the old master running, now a read-only replica.
+    Sentinel disconnects its clients when it demotes it (CLIENT KILL TYPE normal), so pooled
+    connections reconnect and ask the sentinels again; a write that still reached it would fail
+    with READONLY, which redis-py turns into a ConnectionError, and the layer sends it once more."""
+    publisher = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
+    receiver = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
+    try:
+        await publisher.group_send("switch", {"type": "warm"})  # a pooled connection to today's master
+        old = sentinel_redis.master()
+        await asyncio.to_thread(sentinel_redis.wait_vote_cooldown)
+        new, _ = await asyncio.to_thread(sentinel_redis.switchover)
+        assert new is not old and old.running
+        channel = await receiver.new_channel()
+        await receiver.group_add("switch", channel)
+        await publisher.group_send("switch", {"type": "after"})
+        assert (await asyncio.wait_for(receiver.receive(channel), 5))["type"] == "after"
+    finally:
+        await publisher.close_pools()
+        await receiver.close_pools()
