@@ -33,16 +33,32 @@ def seq_from_cursor(cursor: str) -> int:
 def publication_record(blog: Blog) -> Publication:
     """Number the blog's publication; the counter's row lock is held until our commit.
 
-    One UPDATE ... RETURNING both locks and increments (PostgreSQL, and SQLite since 3.35), and
-    no savepoint inside the caller's transaction: a mutation's round trips are its latency.
+    Every other publisher waits on that lock from our UPDATE to our COMMIT, so the round trips
+    in between are the write ceiling (docs/scaling.md). On PostgreSQL one statement both takes
+    the number and records the publication; elsewhere (SQLite, which has no UPDATE in a WITH)
+    one UPDATE ... RETURNING, then the INSERT. No savepoint inside the caller's transaction.
     """
-    table = connection.ops.quote_name(PublicationCounter._meta.db_table)
+    counter = connection.ops.quote_name(PublicationCounter._meta.db_table)
+    author_username = blog.author.username
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(f"UPDATE {table} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
+        if connection.vendor == "postgresql":
+            created_at = timezone.now()
+            table = connection.ops.quote_name(Publication._meta.db_table)
+            cursor.execute(
+                f"WITH n AS (UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq) "
+                f"INSERT INTO {table} (seq, blog_id, author_username, created_at) "
+                "SELECT last_seq, %s, %s, %s FROM n RETURNING id, seq",
+                [blog.pk, author_username, created_at],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
+            return Publication(id=row[0], seq=row[1], blog=blog, author_username=author_username, created_at=created_at)
+        cursor.execute(f"UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
         row = cursor.fetchone()
         if row is None:
             raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
-        return Publication.objects.create(seq=row[0], blog=blog, author_username=blog.author.username)
+        return Publication.objects.create(seq=row[0], blog=blog, author_username=author_username)
 
 
 def event_payload(publication: Publication) -> dict:
