@@ -22,6 +22,7 @@ import multiprocessing
 import multiprocessing.connection
 import random
 import statistics
+import threading
 import time
 from collections import Counter, defaultdict
 from typing import Any, cast
@@ -336,9 +337,18 @@ class Worker:
             result = await result
         return result
 
+    def _read_commands(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while True:
+                loop.call_soon_threadsafe(self.commands.put_nowait, self.conn.recv())
+        except (EOFError, OSError, RuntimeError):  # the parent went away, or the loop closed
+            return
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), lambda: self.commands.put_nowait(self.conn.recv()))
+        # A thread of its own reads commands: with the pipe watched by the loop, a readable pipe
+        # did not mean a whole message (BlockingIOError mid-message on a large command).
+        threading.Thread(target=self._read_commands, args=(loop,), daemon=True).start()
         while True:
             command = await self.commands.get()
             if command.get("cmd") == "exit":
