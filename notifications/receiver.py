@@ -22,7 +22,7 @@ from notifications.sequencer import Payload
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_SECONDS = 0.1
-RETRY_MAX_SECONDS = 1.0  # one receiver per process: cheap to retry often, and delivery waits on it
+RETRY_MAX_SECONDS = 0.5  # one receiver per process: cheap to retry often, and delivery waits on it
 
 
 class LayerReceiver:
