@@ -3,7 +3,8 @@
 Daphne's reactor would stop at once: in-flight requests are cancelled and websockets drop with
 1006. Instead: stop accepting connections, finish the HTTP requests in flight (a mutation that
 was sent is answered), close every websocket with 1001 so clients reconnect elsewhere and
-resume with their cursor, then let the reactor stop as usual.
+resume with their cursor, then let the reactor stop as usual. HTTP subscription streams (SSE,
+multipart) are live connections, not requests in flight: they end with the websockets.
 """
 
 import asyncio
@@ -47,8 +48,13 @@ class InFlightRequests:
 
 
 def requests_in_flight() -> int:
-    """HTTP requests this process is serving right now."""
+    """HTTP requests this process is serving right now (long-lived subscription streams are not counted)."""
     return _in_flight
+
+
+def stopping() -> bool:
+    """SIGTERM arrived: new subscribers are refused, so they go to another instance."""
+    return _stopping
 
 
 def _install() -> None:
