@@ -36,7 +36,7 @@ from graphql.language.ast import OperationType
 from api import validation
 from api.auth import bearer_token
 from api.client_ip import scope_ip
-from api.errors import format_error
+from api.errors import BadUserInput, format_error
 from api.request_id import bind_request_id, request_id_from
 from api.selectors import author_by_token
 from notifications import connections, publications, shutdown
@@ -152,26 +152,27 @@ class Subscriber:
         assert verdict.prepared is not None and verdict.operation_node is not None
         _, variables, operation_name = params[:3]
         shutdown.install()
-        token = bearer_token(self.headers.get("authorization"))
-        if token is not None and await database_sync_to_async(author_by_token)(token) is None:
-            raise Refusal(
-                [
-                    graphql.GraphQLError(
-                        "The bearer token is invalid or has been revoked.", extensions=_code("UNAUTHENTICATED")
-                    )
-                ],
-                401,
-                www_authenticate='Bearer error="invalid_token"',
-            )
         try:
+            token = bearer_token(self.headers.get("authorization"))
+            if token is not None and await database_sync_to_async(author_by_token)(token) is None:
+                message = "The bearer token is invalid or has been revoked."
+                raise Refusal(
+                    [graphql.GraphQLError(message, extensions=_code("UNAUTHENTICATED"))],
+                    401,
+                    www_authenticate='Bearer error="invalid_token"',
+                )
             coerced, arguments = subscription_arguments(verdict.operation_node, variables or {})
             # A reconnecting EventSource sends the id of the last event it saw: that is where it resumes.
             cursor = self.headers.get("last-event-id") or arguments.get("after")
             after_seq = await database_sync_to_async(publications.resume_point)(cursor) if cursor else None
-        except Exception as error:
-            if not isinstance(error, graphql.GraphQLError):
-                error = graphql.GraphQLError(str(error), original_error=error)
+        except graphql.GraphQLError as error:  # variables that do not fit the operation
             raise Refusal([error]) from None
+        except BadUserInput as error:  # a cursor it cannot resume from
+            raise Refusal([graphql.GraphQLError(str(error), original_error=error)]) from None
+        except Refusal:
+            raise
+        except Exception as error:  # the database, most likely: masked, logged with the request id
+            raise Refusal([graphql.GraphQLError(str(error), original_error=error)], 500) from None
         # Nothing awaited from here until the stream is registered: a SIGTERM cannot slip in between.
         if shutdown.stopping():
             message = "The server is shutting down: subscribe again (another instance will answer)."
