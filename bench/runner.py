@@ -31,6 +31,7 @@ from typing import Any
 from bench.clients import PROBE_PREFIX, ClientPool
 from bench.publisher import Published, Publisher
 from bench.servers import BenchNginx, PgCounters, PollingDaphne, cpu_seconds, raise_nofile, rss_bytes
+from bench.sse import sse_phases
 from stack.services import DaphneInstance, PostgresCluster, RedisServer, migrate, production_env
 
 AUTHOR = "bench"
@@ -71,8 +72,10 @@ class Config:
     baseline_budget: float = 20.0
     baseline_idle_seconds: float = 10.0
     warmup_timeout: float = 45.0
+    # SSE subscribers (graphql-sse over HTTP) on one instance, after the websocket fan-out (bench/sse.py).
+    sse_fanout_sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
     total_budget: float = 13.5 * 60.0  # later phases are skipped when the run would overrun this
-    phases: str = "latency,baseline,scale,two,fanout"  # which groups of phases to run
+    phases: str = "latency,baseline,scale,two,fanout,sse"  # which groups of phases to run
     postgres: bool = True
 
     @classmethod
@@ -105,6 +108,7 @@ class Config:
             baseline_budget=15,
             baseline_idle_seconds=1,
             warmup_timeout=20,
+            sse_fanout_sizes=[20],
             total_budget=300,
         )
 
@@ -740,6 +744,7 @@ class Bench:
                 ("scale", self.scale_out),
                 ("two", self.two_instances),
                 ("fanout", self.fanout_and_mixed),
+                ("sse", lambda: sse_phases(self)),
             ):
                 if key in chosen:
                     run()
