@@ -20,12 +20,14 @@ from project import graphql_over_http as spec
 from stack import Stack
 from stack.services import REPO_ROOT, DaphneInstance
 from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors
+from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient
 from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.slow
 
 JS = REPO_ROOT / "tests" / "js"
 BLOGS = 40
+FOLLOW = "subscription Follow($author: String) { blogPublished(author: $author) { cursor blog { title } } }"
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +190,24 @@ async def test_reference_clients_through_nginx_get_every_blog_once_in_order_acro
             assert await asyncio.to_thread(victim.wait, 15) is not None
     finally:
         await asyncio.gather(*(subscriber.stop() for subscriber, _ in placed))
+
+
+@pytest.mark.parametrize("transport", ["sse", "multipart"])
+async def test_nginx_passes_heartbeats_and_events_on_at_once(stack: Stack, transport: str):
+    """Through deploy/nginx.conf.template (proxy_buffering off; streams also send X-Accel-Buffering: no)
+    every heartbeat reaches the client on time, and an event within moments of its mutation."""
+    api = LiveApi(stack.instances[0].url)
+    username, token = await asyncio.to_thread(api.sign_up)
+    accept = SSE_ACCEPT if transport == "sse" else APOLLO_ACCEPT
+    async with StreamClient(stack.url, FOLLOW, {"author": username}, accept=accept) as client:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        beats = [await client.next(timeout=5, skip=()) for _ in range(3)]  # the opening one, then every 2 s
+        assert all(beat.kind in ("comment", "part") for beat in beats), beats
+        assert loop.time() - began < 7
+        sent = loop.time()
+        await asyncio.to_thread(api.create_blog, token, "through nginx")
+        [result] = await client.results(1, timeout=5)
+        assert result["data"]["blogPublished"]["blog"]["title"] == "through nginx"
+        took = (loop.time() - sent) * 1000
+        print(f"\n{transport} through nginx: the event arrived {took:.0f} ms after the mutation was sent")
