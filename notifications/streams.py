@@ -226,7 +226,8 @@ class SseStream(HttpStream):
     def tail(self, reason: str) -> bytes:
         # No `complete`: that would tell the client the subscription is over. The stream just
         # ends, which graphql-sse's client and EventSource both answer by reconnecting.
-        return f": {ENDINGS[reason][1]}\n\n".encode()
+        code, message = ENDINGS[reason]
+        return f": {code}: {message}\n\n".encode()
 
 
 # ---------------------------------------------------------------------- Apollo's multipart
