@@ -10,8 +10,9 @@ event stream), so one place words every GraphQL error. Anything unusual (another
 body over DATA_UPLOAD_MAX_MEMORY_SIZE, a host Django would refuse, a plain-HTTP request Django
 would redirect) goes to Django too.
 
-A stream counts against the per-address connection limit the websockets count against, checks
-a bearer token like the websocket's `connection_init`, resumes after `Last-Event-ID` (what a
+A stream counts against the per-address connection limit the websockets count against, is
+refused to a foreign `Origin` as a websocket handshake is, checks a bearer token like the
+websocket's `connection_init`, resumes after `Last-Event-ID` (what a
 browser's EventSource sends when it reconnects) or the `after:` argument, and is not an HTTP
 request in flight (notifications/shutdown.py waits for those; fan-outs leave them the GIL).
 """
@@ -44,6 +45,7 @@ from notifications.cohorts import LiveSubscription, cohort_key
 from notifications.hub import HubUnavailable, get_hub
 from notifications.limits import release_connection_slot, take_connection_slot
 from notifications.operations import subscription_arguments
+from notifications.origins import origin_allowed
 from notifications.streams import STREAMS, HttpStream, response_headers
 from notifications.transport import DirectStream
 from project import graphql_over_http as spec
@@ -152,6 +154,9 @@ class Subscriber:
         assert verdict.prepared is not None and verdict.operation_node is not None
         _, variables, operation_name = params[:3]
         shutdown.install()
+        if not origin_allowed(self.headers.get("origin")):  # as websocket handshakes are (403)
+            message = "Subscriptions are not served to pages of this origin."
+            raise Refusal([graphql.GraphQLError(message, extensions=_code("FORBIDDEN"))], 403)
         try:
             token = bearer_token(self.headers.get("authorization"))
             if token is not None and await database_sync_to_async(author_by_token)(token) is None:

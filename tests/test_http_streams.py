@@ -480,3 +480,17 @@ async def test_a_variable_of_the_wrong_type_is_the_clients_error_on_every_transp
         ]
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_pages_of_a_foreign_origin_are_refused_as_websocket_handshakes_are(stream_servers, transport):
+    server = stream_servers[1]
+    foreign = stream(server, transport, {}, headers={"Origin": "https://evil.example"})
+    try:
+        response = await foreign.open()
+        assert response.status_code == 403
+        assert error_codes(json.loads(await foreign.body())) == ["FORBIDDEN"]
+    finally:
+        await foreign.close()
+    async with stream(server, transport, {}, headers={"Origin": server.url}) as own:
+        assert own.streaming
