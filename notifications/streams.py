@@ -21,6 +21,7 @@ their last cursor, exactly as websocket clients do after a 1001, 1013 or 1011 cl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -56,8 +57,13 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def error_body(code: str, message: str, **extensions: Any) -> str:
-    return json.dumps({"errors": [{"message": message, "extensions": {"code": code, **extensions}}]})
+@functools.lru_cache(maxsize=4)
+def _chunked_once(data: bytes) -> bytes:
+    return chunk(data)
+
+
+def error_result(code: str, message: str) -> dict[str, Any]:
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
 def response_headers(content_type: str, request_id: str) -> list[tuple[bytes, bytes]]:
@@ -78,6 +84,7 @@ class HttpStream:
 
     protocol_name: ClassVar[str]
     content_type: ClassVar[str]
+    heartbeat: ClassVar[bytes]  # the keep-alive, as it goes out unframed
 
     __slots__ = (
         "__weakref__",
@@ -106,14 +113,23 @@ class HttpStream:
     def preamble(self) -> bytes:
         raise NotImplementedError
 
-    def event_bytes(self, frames: EventFrames) -> bytes:
-        raise NotImplementedError
-
-    def heartbeat_bytes(self) -> bytes:
+    def encode_event(self, frames: EventFrames) -> bytes:
         raise NotImplementedError
 
     def tail(self, reason: str) -> bytes:
         raise NotImplementedError
+
+    def event_bytes(self, frames: EventFrames) -> bytes:
+        """This event as written to the socket: built by the first stream of its kind, reused by all."""
+        key = (self.protocol_name, self.direct.chunked)
+        encoded = frames.get(key)
+        if encoded is None:
+            event = self.encode_event(frames)
+            encoded = frames.put(key, chunk(event) if self.direct.chunked else event)
+        return bytes(encoded)
+
+    def heartbeat_bytes(self) -> bytes:
+        return _chunked_once(self.heartbeat) if self.direct.chunked else self.heartbeat
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,7 +158,7 @@ class HttpStream:
         self.ended_by = reason
         if self.state == NEW:
             code, message = ENDINGS[reason]
-            self.refuse(503, error_body(code, message), retry_after=RETRY_AFTER_SECONDS)
+            self.refuse(503, json.dumps(error_result(code, message)), retry_after=RETRY_AFTER_SECONDS)
             return
         self.state = ENDED
         self.direct.finish(self.tail(reason), hang_up_after=SLOW_READER_GRACE_SECONDS if reason == "slow" else None)
@@ -193,13 +209,11 @@ class HttpStream:
 
 # ---------------------------------------------------------------------- graphql-sse
 
-_SSE_HEARTBEAT = b":\n\n"
-_SSE_HEARTBEAT_CHUNK = chunk(_SSE_HEARTBEAT)
-
 
 class SseStream(HttpStream):
     protocol_name = spec.SSE
     content_type = spec.EVENT_STREAM_RESPONSE.content_type
+    heartbeat = b":\n\n"
     __slots__ = ()
 
     @property
@@ -212,16 +226,8 @@ class SseStream(HttpStream):
         retry_ms = random.randint(1000, 4000)
         return f": blogPublished\nretry: {retry_ms}\n\n".encode()
 
-    def event_bytes(self, frames: EventFrames) -> bytes:
-        key = ("sse", self.direct.chunked)
-        encoded = frames.get(key)
-        if encoded is None:
-            event = spec.sse_event("next", frames.payload_json, frames.cursor).encode()
-            encoded = frames.put(key, chunk(event) if self.direct.chunked else event)
-        return bytes(encoded)
-
-    def heartbeat_bytes(self) -> bytes:
-        return _SSE_HEARTBEAT_CHUNK if self.direct.chunked else _SSE_HEARTBEAT
+    def encode_event(self, frames: EventFrames) -> bytes:
+        return spec.sse_event("next", frames.payload_json, frames.cursor).encode()
 
     def tail(self, reason: str) -> bytes:
         # No `complete`: that would tell the client the subscription is over. The stream just
@@ -240,13 +246,10 @@ def multipart_part(json_text: str) -> bytes:
     )
 
 
-_MULTIPART_HEARTBEAT = multipart_part("{}")
-_MULTIPART_HEARTBEAT_CHUNK = chunk(_MULTIPART_HEARTBEAT)
-
-
 class MultipartStream(HttpStream):
     protocol_name = spec.MULTIPART
     content_type = f'{spec.MULTIPART_MIXED}; boundary="{spec.MULTIPART_BOUNDARY}"; subscriptionSpec="1.0"'
+    heartbeat = multipart_part("{}")
     __slots__ = ()
 
     @property
@@ -254,24 +257,16 @@ class MultipartStream(HttpStream):
         return float(settings.MULTIPART_HEARTBEAT_SECONDS)
 
     def preamble(self) -> bytes:
-        return f"--{spec.MULTIPART_BOUNDARY}".encode() + _MULTIPART_HEARTBEAT
+        return f"--{spec.MULTIPART_BOUNDARY}".encode() + self.heartbeat
 
-    def event_bytes(self, frames: EventFrames) -> bytes:
-        key = ("multipart", self.direct.chunked)
-        encoded = frames.get(key)
-        if encoded is None:
-            part = multipart_part(f'{{"payload":{frames.payload_json}}}')
-            encoded = frames.put(key, chunk(part) if self.direct.chunked else part)
-        return bytes(encoded)
-
-    def heartbeat_bytes(self) -> bytes:
-        return _MULTIPART_HEARTBEAT_CHUNK if self.direct.chunked else _MULTIPART_HEARTBEAT
+    def encode_event(self, frames: EventFrames) -> bytes:
+        return multipart_part(f'{{"payload":{frames.payload_json}}}')
 
     def tail(self, reason: str) -> bytes:
         # Apollo's protocol: a transport error is a part with `payload: null` and top-level
         # `errors`; the closing delimiter then ends the response.
         code, message = ENDINGS[reason]
-        return multipart_part(json.dumps({"payload": None, **json.loads(error_body(code, message))})) + b"--\r\n"
+        return multipart_part(json.dumps({"payload": None, **error_result(code, message)})) + b"--\r\n"
 
 
 STREAMS: dict[str, type[HttpStream]] = {spec.SSE: SseStream, spec.MULTIPART: MultipartStream}
