@@ -82,21 +82,20 @@ class HttpSubscriptions:
         transport = spec.stream_for(headers.get("accept"), scope["method"])
         if transport is None:
             return await self.app(scope, receive, send)
-        read = await _read_body(receive)
-        if read is None:
-            return None  # the client left before its request arrived
-        body, messages = read
-        replay = _replaying(messages, receive)
-        if body is None or not _served_here(scope, headers):
-            return await self.app(scope, replay, send)
-        params = _parameters(scope, headers, body)
-        if params is None:
-            return await self.app(scope, replay, send)
-        verdict = validation.check_if_known(*params[:3])
-        if verdict is None:
-            verdict = await asyncio.to_thread(validation.check, *params[:3])
-        if verdict.errors or verdict.operation is not OperationType.SUBSCRIPTION:
-            return await self.app(scope, replay, send)  # the view answers in the negotiated format
+        # Until it is known to be a stream, it may be a mutation: the SIGTERM drain waits for it. From
+        # here to the app's own count (InFlightRequests) nothing is awaited, so there is no gap.
+        with shutdown.in_flight():
+            read = await _read_body(receive)
+            if read is None:
+                return None  # the client left before its request arrived
+            body, messages = read
+            params = _parameters(scope, headers, body) if body is not None and _served_here(scope, headers) else None
+            verdict = validation.check_if_known(*params[:3]) if params is not None else None
+            if params is not None and verdict is None:
+                verdict = await asyncio.to_thread(validation.check, *params[:3])
+        if params is None or verdict is None or verdict.errors or verdict.operation is not OperationType.SUBSCRIPTION:
+            # Not for here, or not a valid subscription: the view answers, in the negotiated format.
+            return await self.app(scope, _replaying(messages, receive), send)
         request_id = request_id_from(headers.get("x-request-id"))
         bind_request_id(request_id)
         await Subscriber(scope, headers, transport, request_id).serve(verdict, params, receive, send)

@@ -8,8 +8,10 @@ multipart) are live connections, not requests in flight: they end with the webso
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -36,15 +38,22 @@ class InFlightRequests:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        global _in_flight
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        _install()
-        _in_flight += 1
-        try:
+        with in_flight():
             return await self.app(scope, receive, send)
-        finally:
-            _in_flight -= 1
+
+
+@contextlib.contextmanager
+def in_flight() -> Iterator[None]:
+    """Count what runs inside as an HTTP request in flight (the drain waits for it)."""
+    global _in_flight
+    _install()
+    _in_flight += 1
+    try:
+        yield
+    finally:
+        _in_flight -= 1
 
 
 def requests_in_flight() -> int:

@@ -192,3 +192,26 @@ def _parts(body: bytes) -> list[dict[str, Any]]:
         for part in body.split(b"\r\n--graphql")
         if b"\r\n\r\n" in part and part.strip(b"-\r\n")
     ]
+
+
+async def test_only_a_started_stream_stops_counting_as_a_request_in_flight(router):
+    """Until its body is read and checked, a request asking for a stream may be a mutation: the
+    SIGTERM drain must wait for it. A stream, once started, must not hold the drain up."""
+    app, _, _, _ = router
+    scope, raw = request("POST", SSE_ACCEPT, {"query": QUERY})
+    incoming: asyncio.Queue[Message] = asyncio.Queue()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    task = asyncio.create_task(app(scope, incoming.get, send))
+    await asyncio.sleep(0.05)
+    assert shutdown.requests_in_flight() == 1  # its body has not arrived yet
+    incoming.put_nowait({"type": "http.request", "body": raw, "more_body": False})
+    async with asyncio.timeout(3):
+        while not sent:
+            await asyncio.sleep(0.01)
+    assert sent[0]["status"] == 200 and shutdown.requests_in_flight() == 0
+    incoming.put_nowait({"type": "http.disconnect"})
+    await asyncio.wait_for(task, 3)
