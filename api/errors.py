@@ -56,6 +56,10 @@ def format_error(error: Exception) -> dict[str, Any]:
     elif isinstance(original, GraphQLError) and original.extensions and "code" in original.extensions:
         extensions.update(original.extensions)
         formatted["message"] = original.message
+    elif isinstance(original, GraphQLError) and error.path is None:
+        # A variable's value of the wrong type: graphql-core wraps the coercion error, before any
+        # resolver ran (resolver errors have a path). The client's input, not a server fault.
+        extensions["code"] = "GRAPHQL_VALIDATION_FAILED"
     elif isinstance(original, NotAuthenticated):
         extensions["code"] = "UNAUTHENTICATED"
     elif isinstance(original, PermissionDenied):

@@ -27,6 +27,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any, cast
 
+from bench.sse import SSE, LightSse
 from bench.wire import LightSocket
 
 PROBE_PREFIX = "probe-"
@@ -93,6 +94,9 @@ class Client:
             await self._send({"type": "complete" if self.protocol == TRANSPORT_WS else "stop", "id": str(op)})
 
     async def _session(self) -> None:
+        if self.protocol == SSE:
+            await self._sse_session()
+            return
         async with self.worker.connect_slots:
             self.ws = await LightSocket.connect(self.url, self.protocol, timeout=30)
             await self._send({"type": "connection_init", "payload": {}})
@@ -111,6 +115,19 @@ class Client:
                 self.ws.transport.close()
                 return
             await self.subscribe()
+        self.error = None
+        self.subscribed.set()
+        self.ws.listen(functools.partial(self.worker.on_message, self))
+        await self.ws.wait_closed()
+
+    async def _sse_session(self) -> None:
+        """An SSE stream: the request is the subscription, the response's head says it is live."""
+        async with self.worker.connect_slots:
+            self.ws = await LightSse.connect(self.url, self.query, self.variables, timeout=30)
+            self.op = 1  # LightSse labels every event as operation "1"
+            if self.closing:
+                self.ws.transport.close()
+                return
         self.error = None
         self.subscribed.set()
         self.ws.listen(functools.partial(self.worker.on_message, self))

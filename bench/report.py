@@ -140,6 +140,8 @@ def render(results: dict[str, Any]) -> str:
         rows,
     )
 
+    out += _sse(phases, dict(fan), idle)
+
     big = fan[-1][1] if fan else {}
     base_cpu = big.get("server_cpu_s_per_event")
 
@@ -349,6 +351,69 @@ def _scaling(phases: dict[str, Any]) -> list[str]:
             f"{_v(failover.get('published'))} blogs published, {_v(len(failover.get('mutation_failures', [])))} "
             f"mutations failed; {_v(failover.get('subscribers_complete_in_order'))} of "
             f"{_v(failover.get('subscribers'))} subscribers received every one exactly once, in order.",
+            "",
+        ]
+    return out
+
+
+def _sse(phases: dict[str, Any], websocket_rows: dict[int, Any], websocket_idle: dict[str, Any]) -> list[str]:
+    """SSE subscribers (bench/sse.py) beside the websocket rows of the same size."""
+    sse = sorted(
+        (int(k.split("_")[2]), v)
+        for k, v in phases.items()
+        if re.fullmatch(r"sse_fanout_\d+", k) and not v.get("skipped")
+    )
+    if not sse:
+        return []
+    rows = []
+    for size, r in sse:
+        ws = websocket_rows.get(size, {})
+        rows.append(
+            [
+                f"{size:,} SSE on 1 instance",
+                _v(r.get("connected")),
+                f"{_v(r.get('events'))}/{_v(r.get('events_requested'))}",
+                _v(r.get("events_fully_delivered")),
+                _v(_g(r, "response_to_last_ms", "p50")),
+                _v(_g(r, "response_to_last_ms", "max")),
+                _v(_g(r, "sent_to_last_ms", "p50")),
+                _v(_g(ws, "sent_to_last_ms", "p50")),
+                _v(_g(r, "mutation_rtt_ms", "p50")),
+                _v(r.get("server_cpu_s_per_event")),
+                _v(ws.get("server_cpu_s_per_event")),
+                _v(_g(r, "connect", "elapsed")),
+            ]
+        )
+    out = [
+        "**SSE fan-out**: the same events to graphql-sse subscribers (one HTTP stream each, straight to the "
+        "instance), beside the websocket row of the same size (*ws*):",
+        "",
+    ]
+    out += _table(
+        [
+            "subscribers",
+            "connected",
+            "events",
+            "all delivered",
+            "response→last p50",
+            "max",
+            "sent→last p50",
+            "ws sent→last p50",
+            "mutation RTT p50",
+            "CPU s/event",
+            "ws CPU s/event",
+            "connect s",
+        ],
+        rows,
+    )
+    idle = phases.get("sse_idle", {})
+    if idle and not idle.get("skipped"):
+        out += [
+            f"**Idle SSE**, {_v(idle.get('subscribers'))} streams on one instance for {_v(idle.get('seconds'))} s: "
+            f"RSS {_v(idle.get('rss_kb_per_connection'))} KB per stream (websocket: "
+            f"{_v(websocket_idle.get('rss_kb_per_connection'))} KB per connection), {_v(idle.get('rss_mb'))} MB "
+            f"in all, {_v(idle.get('empty_instance_rss_mb'))} MB empty; CPU {_v(idle.get('cpu_s_per_s'))} s/s "
+            "(heartbeat comments every 15 s included).",
             "",
         ]
     return out

@@ -35,6 +35,7 @@ from bench import scaling
 from bench.clients import PROBE_PREFIX, ClientPool
 from bench.publisher import Published, Publisher
 from bench.servers import BenchNginx, PgCounters, PollingDaphne, cpu_seconds, raise_nofile, rss_bytes
+from bench.sse import sse_phases
 from stack.services import DaphneInstance, PostgresCluster, RedisServer, migrate, production_env
 
 AUTHOR = "bench"
@@ -84,7 +85,9 @@ class Config:
     failover_rounds: int = 4
     failover_rate: float = 10.0
     total_budget: float = 13.5 * 60.0  # later phases are skipped when the run would overrun this
-    phases: str = "latency,baseline,scale,two,fanout,writers,failover"  # which groups of phases to run
+    # SSE subscribers (graphql-sse over HTTP) on one instance, after the websocket fan-out (bench/sse.py).
+    sse_fanout_sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
+    phases: str = "latency,baseline,scale,two,fanout,sse,writers,failover"  # which groups of phases to run
     postgres: bool = True
 
     @classmethod
@@ -118,11 +121,12 @@ class Config:
             baseline_budget=15,
             baseline_idle_seconds=1,
             warmup_timeout=20,
+            sse_fanout_sizes=[20],
             writer_counts=[1, 2],
             writers_seconds=1.5,
             counter_lock_seconds=1,
             # The failover drill has its own test (tests/test_sentinel.py); the quick run skips it.
-            phases="latency,baseline,scale,two,fanout,writers",
+            phases="latency,baseline,scale,two,fanout,sse,writers",
             total_budget=300,
         )
 
@@ -794,6 +798,7 @@ class Bench:
                 ("scale", self.scale_out),
                 ("two", self.two_instances),
                 ("fanout", self.fanout_and_mixed),
+                ("sse", lambda: sse_phases(self)),
                 ("writers", lambda: scaling.writers(self)),
                 ("failover", lambda: scaling.failover(self)),
             ):

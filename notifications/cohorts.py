@@ -122,7 +122,7 @@ class Cohort:
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [format_error(error) for error in result.errors]
-        return EventFrames(json.dumps(body, separators=(",", ":")))
+        return EventFrames(json.dumps(body, separators=(",", ":")), payload.get("cursor"))
 
 
 class CohortRegistry:

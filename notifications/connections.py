@@ -18,6 +18,10 @@ class LiveConnection(Protocol):
     def subscription_count(self) -> int:
         """Subscriptions this connection is serving now."""
 
+    @property
+    def keepalive_seconds(self) -> float:
+        """How often notifications/keepalive.py sends this connection its keep-alive."""
+
     def send_keepalive(self) -> None:
         """The transport's keep-alive, if it is ready for one."""
 

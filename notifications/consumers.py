@@ -34,6 +34,7 @@ from notifications.execution import run_orm_resolvers_in_thread
 from notifications.frames import EventFrames
 from notifications.hub import HubUnavailable, get_hub
 from notifications.limits import ConnectionLimits
+from notifications.operations import subscription_arguments
 from notifications.transport import DirectSocket
 from project.schema import schema
 
@@ -48,21 +49,6 @@ KEEPALIVE_TEXT = {TRANSPORT_WS: '{"type":"ping"}', LEGACY_WS: '{"type":"ka"}'}
 # and resubscribe: the way to tell them "not here, not now" without ending their subscriptions.
 UNAVAILABLE_CLOSE = 1013
 INTERNAL_ERROR_CLOSE = 1011
-
-
-def subscription_arguments(
-    operation: graphql.OperationDefinitionNode, raw_variables: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Coerced variables and the root field's arguments; GraphQLError when the variables do not fit."""
-    coerced = graphql.execution.values.get_variable_values(
-        schema.graphql_schema, operation.variable_definitions or (), raw_variables or {}
-    )
-    if isinstance(coerced, list):
-        raise coerced[0]
-    field_node = operation.selection_set.selections[0]
-    assert isinstance(field_node, graphql.FieldNode)
-    field_def = schema.graphql_schema.subscription_type.fields[field_node.name.value]
-    return coerced, graphql.execution.values.get_argument_values(field_def, field_node, coerced)
 
 
 class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
@@ -122,6 +108,10 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
 
     def subscription_count(self) -> int:
         return len(self.live) + len(self._subscriptions)
+
+    @property
+    def keepalive_seconds(self) -> float:
+        return float(settings.GRAPHQL_WS_PING_SECONDS)
 
     def send_keepalive(self) -> None:
         if self.acknowledged:

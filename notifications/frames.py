@@ -10,10 +10,13 @@ from typing import Any
 
 
 class EventFrames:
-    __slots__ = ("_encoded", "payload_json")
+    __slots__ = ("_encoded", "cursor", "payload_json")
 
-    def __init__(self, payload_json: str) -> None:
+    def __init__(self, payload_json: str, cursor: str | None = None) -> None:
         self.payload_json = payload_json  # the GraphQL result: {"data": ..., "errors": ...}
+        # The publication's cursor, whatever the document selects: SSE streams send it as the
+        # event's `id:`, which a reconnecting EventSource hands back as Last-Event-ID.
+        self.cursor = cursor
         self._encoded: dict[Hashable, Any] = {}
 
     def get(self, key: Hashable) -> Any:

@@ -1,6 +1,7 @@
 """What one websocket may cost: the consumer calls these hooks, so limits stay out of its protocol code.
 
-- connections per client IP, per instance (refused at the handshake);
+- connections per client IP, per instance (refused at the handshake); HTTP subscription streams
+  (SSE, multipart) take their slots from the same count (`take_connection_slot`);
 - message size (the protocol's answer to a bad message: 4400, or the legacy `error`);
 - `connection_init` within GRAPHQL_WS_CONNECTION_INIT_TIMEOUT on the legacy protocol too (the
   library enforces it only for graphql-transport-ws);
@@ -20,8 +21,22 @@ from api.client_ip import scope_ip
 
 logger = logging.getLogger(__name__)
 
-# Open websockets per client address in this process.
+# Open websockets and HTTP subscription streams per client address in this process.
 _open_connections: Counter[str] = Counter()
+
+
+def take_connection_slot(ip: str) -> bool:
+    """Count one more live connection for `ip`; False (nothing counted) when it holds the maximum."""
+    if _open_connections[ip] >= settings.GRAPHQL_WS_MAX_CONNECTIONS_PER_IP:
+        return False
+    _open_connections[ip] += 1
+    return True
+
+
+def release_connection_slot(ip: str) -> None:
+    _open_connections[ip] -= 1
+    if _open_connections[ip] <= 0:
+        del _open_connections[ip]
 
 
 class ConnectionLimits:
@@ -35,11 +50,10 @@ class ConnectionLimits:
 
     def admit(self) -> bool:
         """Count this connection against its IP; False when the IP already holds the maximum."""
-        limit = settings.GRAPHQL_WS_MAX_CONNECTIONS_PER_IP
-        if _open_connections[self.ip] >= limit:
+        if not take_connection_slot(self.ip):
+            limit = settings.GRAPHQL_WS_MAX_CONNECTIONS_PER_IP
             logger.warning("Websocket refused: %s already holds %d connections", self.ip, limit)
             return False
-        _open_connections[self.ip] += 1
         self.admitted = True
         return True
 
@@ -49,9 +63,7 @@ class ConnectionLimits:
             self.init_watch.cancel()
         if self.admitted:
             self.admitted = False
-            _open_connections[self.ip] -= 1
-            if _open_connections[self.ip] <= 0:
-                del _open_connections[self.ip]
+            release_connection_slot(self.ip)
 
     def watch_connection_init(self, timeout: float) -> None:
         """Close with 4408 unless `connection_init` arrives within `timeout` seconds."""

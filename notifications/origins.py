@@ -5,6 +5,7 @@ are not browsers (CLI tools, servers, tests) and cannot be hijacked that way, so
 """
 
 from typing import Any
+from urllib.parse import urlparse
 
 from channels.security.websocket import OriginValidator as BaseOriginValidator
 from django.conf import settings
@@ -23,3 +24,10 @@ class OriginValidator(BaseOriginValidator):
 
     def valid_origin(self, parsed_origin: Any) -> bool:
         return parsed_origin is None or super().valid_origin(parsed_origin)
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """The same rule for an HTTP subscription stream's `Origin` (absent: not a browser, or a same-origin GET)."""
+    if origin is None:
+        return True
+    return OriginValidator(None).valid_origin(urlparse(origin))

@@ -3,12 +3,15 @@
 Daphne's reactor would stop at once: in-flight requests are cancelled and websockets drop with
 1006. Instead: stop accepting connections, finish the HTTP requests in flight (a mutation that
 was sent is answered), close every websocket with 1001 so clients reconnect elsewhere and
-resume with their cursor, then let the reactor stop as usual.
+resume with their cursor, then let the reactor stop as usual. HTTP subscription streams (SSE,
+multipart) are live connections, not requests in flight: they end with the websockets.
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -35,20 +38,32 @@ class InFlightRequests:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        global _in_flight
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        _install()
-        _in_flight += 1
-        try:
+        with in_flight():
             return await self.app(scope, receive, send)
-        finally:
-            _in_flight -= 1
+
+
+@contextlib.contextmanager
+def in_flight() -> Iterator[None]:
+    """Count what runs inside as an HTTP request in flight (the drain waits for it)."""
+    global _in_flight
+    _install()
+    _in_flight += 1
+    try:
+        yield
+    finally:
+        _in_flight -= 1
 
 
 def requests_in_flight() -> int:
-    """HTTP requests this process is serving right now."""
+    """HTTP requests this process is serving right now (long-lived subscription streams are not counted)."""
     return _in_flight
+
+
+def stopping() -> bool:
+    """SIGTERM arrived: new subscribers are refused, so they go to another instance."""
+    return _stopping
 
 
 def _install() -> None:

@@ -1,4 +1,10 @@
-"""ASGI entry point: HTTP goes to Django, websockets on /graphql/ to the GraphQL consumer."""
+"""ASGI entry point: HTTP goes to Django, websockets on /graphql/ to the GraphQL consumer.
+
+Subscription requests that ask for an HTTP stream (graphql-sse, Apollo's multipart) are served
+by notifications/http_subscriptions.py before Django: a stream lives for hours, and Django's
+request cycle (a request object, the middleware chain, a thread hop) would be held by each of
+thousands, and counted as a request in flight by the SIGTERM drain. Everything else it hands on.
+"""
 
 import logging
 import os
@@ -13,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from notifications.auth import SessionAuthWhenCookie  # noqa: E402
+from notifications.http_subscriptions import HttpSubscriptions  # noqa: E402
 from notifications.origins import OriginValidator  # noqa: E402
 from notifications.routing import websocket_urlpatterns  # noqa: E402
 from notifications.shutdown import InFlightRequests  # noqa: E402
@@ -28,7 +35,7 @@ if not settings.REDIS.configured:
 django_asgi_app = OneHopASGIHandler()
 application = ProtocolTypeRouter(
     {
-        "http": InFlightRequests(django_asgi_app),
+        "http": HttpSubscriptions(InFlightRequests(django_asgi_app)),
         "websocket": DirectSocketMiddleware(OriginValidator(SessionAuthWhenCookie(URLRouter(websocket_urlpatterns)))),
     }
 )

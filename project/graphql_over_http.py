@@ -13,6 +13,12 @@ checks it; docs/http.md has the tables. A GraphQL response goes out in one of th
 A request that is not a well-formed GraphQL-over-HTTP request (wrong parameter types) gets 400
 in every format, labelled `application/json`, as graphql-http's reference server does. An
 `Accept` that allows none of these (nor `text/html` while GraphiQL is on) gets 406.
+
+Subscriptions also run over HTTP (docs/http.md, notifications/streams.py): as a graphql-sse
+event stream to a request whose `Accept` names `text/event-stream`, and as Apollo's multipart
+response to a POST whose `Accept` names `multipart/mixed` with `subscriptionSpec=1.0`
+(`stream_for`). A client that accepts only `text/event-stream` gets every other answer as the
+graphql-sse protocol says: one `next` event with the result (errors included) and `complete`.
 """
 
 import json
@@ -24,6 +30,12 @@ from graphql import GraphQLError
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 HTML = "text/html"
+EVENT_STREAM = "text/event-stream"
+MULTIPART_MIXED = "multipart/mixed"
+# The HTTP subscription streams, by the protocol name metrics and logs give them.
+SSE = "graphql-sse"
+MULTIPART = "multipart-http"
+MULTIPART_BOUNDARY = "graphql"
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class ResponseFormat:
 GRAPHQL_RESPONSE = ResponseFormat("graphql-response+json", f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8", 400)
 APPLICATION_JSON = ResponseFormat("json", f"{JSON}; charset=utf-8", 200)
 UNSPECIFIED = ResponseFormat("unspecified", JSON, 400)  # graphene-django's own answer, unchanged
+# graphql-sse: errors before execution are reported through an accepted event stream.
+EVENT_STREAM_RESPONSE = ResponseFormat("event-stream", f"{EVENT_STREAM}; charset=utf-8", 200)
 
 
 class _Range(NamedTuple):
@@ -55,6 +69,7 @@ class _Range(NamedTuple):
     q: float
     charset: str | None
     position: int
+    parameters: dict[str, str]  # the others, names lower-cased, values unquoted
 
 
 class _Match(NamedTuple):
@@ -75,7 +90,7 @@ def _parse_accept(header: str) -> list[_Range]:
         type_, _, subtype = media_range.lower().partition("/")
         if not type_ or not subtype:
             continue
-        q, charset = 1.0, None
+        q, charset, others = 1.0, None, {}
         for parameter in parameters:
             key, _, value = parameter.partition("=")
             key, value = key.strip().lower(), value.strip().strip('"').lower()
@@ -86,7 +101,9 @@ def _parse_accept(header: str) -> list[_Range]:
                     q = 0.0  # an unreadable weight accepts nothing rather than everything
             elif key == "charset":
                 charset = value
-        ranges.append(_Range(type_, subtype, q, charset, position))
+            else:
+                others[key] = value.strip("'")
+        ranges.append(_Range(type_, subtype, q, charset, position, others))
     return ranges
 
 
@@ -136,6 +153,43 @@ def response_format(accept: str | None) -> ResponseFormat | None:
     if graphql_response is not None and graphql_response.q > 0:
         return GRAPHQL_RESPONSE
     return None
+
+
+def stream_for(accept: str | None, method: str) -> str | None:
+    """The HTTP subscription stream a request asks for, if any: SSE or MULTIPART.
+
+    SSE when `Accept` names `text/event-stream` (a wildcard is not enough: curl's `*/*` wants
+    JSON), Apollo's multipart for a POST naming `multipart/mixed` with `subscriptionSpec` 1.0
+    (quoted or not) and no boundary but ours. Between both, the higher weight, then the first listed.
+    """
+    candidates = []
+    for candidate in _parse_accept(accept or ""):
+        if candidate.q <= 0 or candidate.charset not in (None, "utf-8", "utf8"):
+            continue
+        if (candidate.type, candidate.subtype) == ("text", "event-stream"):
+            candidates.append((candidate.q, -candidate.position, SSE))
+        elif (
+            (candidate.type, candidate.subtype) == ("multipart", "mixed")
+            and method == "POST"
+            and candidate.parameters.get("subscriptionspec", "").startswith("1.0")
+            and candidate.parameters.get("boundary", MULTIPART_BOUNDARY) == MULTIPART_BOUNDARY
+        ):
+            candidates.append((candidate.q, -candidate.position, MULTIPART))
+    return max(candidates)[2] if candidates else None
+
+
+def sse_event(event: str, data: str = "", event_id: str | None = None) -> str:
+    """One Server-Sent Event; every line of `data` gets its own `data:` field (the field is always there:
+    browsers skip events without one)."""
+    lines = [f"id: {event_id}"] if event_id is not None else []
+    lines.append(f"event: {event}")
+    lines += [f"data: {line}" for line in data.split("\n")] if data else ["data: "]
+    return "\n".join(lines) + "\n\n"
+
+
+def sse_result(result_json: str) -> str:
+    """A whole GraphQL response as graphql-sse's distinct connections mode streams it: `next`, then `complete`."""
+    return sse_event("next", result_json) + sse_event("complete")
 
 
 def accepts(accept: str | None, media_type: str) -> bool:

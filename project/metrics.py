@@ -58,7 +58,7 @@ BROADCAST_FAILURES = Counter(
 )
 EVENTS_DELIVERED = Counter(
     "blogpush_events_delivered",
-    "Subscription events sent to websocket subscribers by this process.",
+    "Subscription events sent to subscribers (websockets and HTTP streams) by this process.",
     [INSTANCE_LABEL],
     registry=REGISTRY,
 )
@@ -95,31 +95,44 @@ def delivery_latency(announced_at: float | None) -> None:
         DELIVERY_SECONDS.labels(instance_name()).observe(max(0.0, time.time() - announced_at))
 
 
+WEBSOCKET_PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
+STREAM_PROTOCOLS = ("graphql-sse", "multipart-http")  # HTTP subscription streams (notifications/streams.py)
+
+
 class WebsocketCollector(Collector):
     """Counted at scrape time from the live connections, so the gauges can never drift or leak."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        open_connections: Tally[str] = Tally()
+        websockets: Tally[str] = Tally()
+        streams: Tally[str] = Tally()
         subscriptions: Tally[str] = Tally()
         for connection in connections.live():
             protocol = connection.protocol_name
-            open_connections[protocol] += 1
+            (streams if protocol in STREAM_PROTOCOLS else websockets)[protocol] += 1
             subscriptions[protocol] += connection.subscription_count()
         yield self._family(
-            "blogpush_websocket_connections", "Open websocket connections, by subprotocol.", open_connections
+            "blogpush_websocket_connections",
+            "Open websocket connections, by subprotocol.",
+            websockets,
+            WEBSOCKET_PROTOCOLS,
         )
         yield self._family(
-            "blogpush_subscriptions_active", "Active GraphQL subscriptions, by subprotocol.", subscriptions
+            "blogpush_http_streams",
+            "Open HTTP subscription streams (graphql-sse, Apollo's multipart), by protocol.",
+            streams,
+            STREAM_PROTOCOLS,
+        )
+        yield self._family(
+            "blogpush_subscriptions_active",
+            "Active GraphQL subscriptions, by protocol.",
+            subscriptions,
+            WEBSOCKET_PROTOCOLS + STREAM_PROTOCOLS,
         )
 
     @staticmethod
-    def _family(name: str, documentation: str, counts: Tally[str]) -> GaugeMetricFamily:
+    def _family(name: str, documentation: str, counts: Tally[str], always: tuple[str, ...]) -> GaugeMetricFamily:
         family = GaugeMetricFamily(name, documentation, labels=[INSTANCE_LABEL, "protocol"])
-        for protocol in (
-            "graphql-transport-ws",
-            "graphql-ws",
-            *sorted(set(counts) - {"graphql-ws", "graphql-transport-ws"}),
-        ):
+        for protocol in (*always, *sorted(set(counts) - set(always))):
             family.add_metric([instance_name(), protocol], counts.get(protocol, 0))
         return family
 

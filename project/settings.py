@@ -174,6 +174,10 @@ BLOG_CONTENT_MAX = 100_000
 
 # Websocket keep-alive: detects dead peers and keeps idle proxies from closing the socket.
 GRAPHQL_WS_PING_SECONDS = float(os.environ.get("GRAPHQL_WS_PING_SECONDS", "25"))
+# Heartbeats of HTTP subscription streams, for the same reasons: an SSE comment, a multipart `{}`
+# part (Apollo's routers send one every 5 s).
+SSE_HEARTBEAT_SECONDS = float(os.environ.get("SSE_HEARTBEAT_SECONDS", "15"))
+MULTIPART_HEARTBEAT_SECONDS = float(os.environ.get("MULTIPART_HEARTBEAT_SECONDS", "5"))
 GRAPHQL_WS_CONNECTION_INIT_TIMEOUT = int(os.environ.get("GRAPHQL_WS_CONNECTION_INIT_TIMEOUT", "10"))
 
 LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL", "INFO")
@@ -191,7 +195,8 @@ WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", "")
 
 # How far back `blogPublished(after: cursor)` can replay; older cursors must refetch.
 PUBLICATION_RETENTION_SECONDS = int(os.environ.get("PUBLICATION_RETENTION_SECONDS", str(7 * 24 * 3600)))
-# A subscriber whose socket holds more unread bytes than this is closed with 1013 (it resumes).
+# A subscriber whose socket holds more unread bytes than this is closed with 1013 (it resumes);
+# an HTTP subscription stream is ended the same way.
 WS_MAX_BUFFERED_BYTES = int(os.environ.get("WS_MAX_BUFFERED_BYTES", str(4 * 1024 * 1024)))
 # How long the hub waits for an out-of-order publication before reading it from the database.
 HUB_REORDER_WINDOW_SECONDS = float(os.environ.get("HUB_REORDER_WINDOW_SECONDS", "0.5"))

@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 # `extensions.code` of the requests the view refuses before any GraphQL runs, by HTTP status.
 HTTP_ERROR_CODES = {405: "METHOD_NOT_ALLOWED", 406: "NOT_ACCEPTABLE"}
+SUBSCRIPTIONS_ELSEWHERE = (
+    "Subscriptions run over a websocket on this same URL (graphql-transport-ws or graphql-ws), or over HTTP "
+    "as a stream: a JSON POST or a GET with 'Accept: text/event-stream' (graphql-sse), or a JSON POST with "
+    "'Accept: multipart/mixed;subscriptionSpec=1.0' (Apollo Client's HttpLink)."
+)
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -91,8 +96,9 @@ class GraphQLView(BaseGraphQLView):
         if verdict.errors:
             return ExecutionResult(errors=verdict.errors)
         if verdict.operation is OperationType.SUBSCRIPTION:
-            message = "Subscriptions run over a websocket on this same URL (graphql-transport-ws or graphql-ws)."
-            return ExecutionResult(errors=[GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})])
+            return ExecutionResult(
+                errors=[GraphQLError(SUBSCRIPTIONS_ELSEWHERE, extensions={"code": "BAD_USER_INPUT"})]
+            )
         if verdict.document is None or (request.method == "GET" and verdict.operation is not OperationType.QUERY):
             # Invalid documents, and mutations over GET: graphene-django answers those its own way.
             return super().execute_graphql_request(request, data, query, variables, operation_name, show_graphiql)
@@ -120,6 +126,11 @@ class GraphQLView(BaseGraphQLView):
             return super().dispatch(request, *args, **kwargs)  # graphene-django's 405
         accept = request.headers.get("Accept")
         chosen = spec.response_format(accept)
+        if chosen is None:
+            # A client that takes only a stream: graphql-sse answers in its own event stream;
+            # for Apollo's multipart (errors before a subscription starts, queries) plain JSON.
+            stream = spec.stream_for(accept, "POST")
+            chosen = {spec.SSE: spec.EVENT_STREAM_RESPONSE, spec.MULTIPART: spec.UNSPECIFIED}.get(stream or "")
         if chosen is None and not (self.graphiql and spec.accepts(accept, spec.HTML)):
             response = self.not_acceptable(request)
         else:
@@ -127,6 +138,9 @@ class GraphQLView(BaseGraphQLView):
             response = super().dispatch(request, *args, **kwargs)
             if self.answer_content_type is not None:
                 response["Content-Type"] = self.answer_content_type
+            if self.answer_content_type == spec.EVENT_STREAM_RESPONSE.content_type:
+                response.content = spec.sse_result(response.content.decode()).encode()
+                response["Cache-Control"] = "no-cache"
         patch_vary_headers(response, ["Accept"])
         return response
 
@@ -150,7 +164,7 @@ class GraphQLView(BaseGraphQLView):
         return spec.extensions_parameter(request.GET.get("extensions") or data.get("extensions"))
 
     def not_acceptable(self, request: HttpRequest) -> HttpResponse:
-        offered = f"{spec.GRAPHQL_RESPONSE_JSON} or {spec.JSON}" + (
+        offered = f"{spec.GRAPHQL_RESPONSE_JSON}, {spec.JSON} or {spec.EVENT_STREAM}" + (
             " (or text/html for GraphiQL)" if self.graphiql else ""
         )
         response = HttpResponse(status=406, content_type=spec.JSON)

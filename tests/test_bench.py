@@ -37,6 +37,9 @@ def test_bench_quick_produces_results(tmp_path):
     fanout = [v for k, v in phases.items() if k.startswith("fanout_")]
     assert fanout and fanout[0]["events"] > 0 and fanout[0]["server_cpu_s_per_event"] is not None
     assert phases["idle"]["cpu_s_per_s"] is not None
+    sse = [v for k, v in phases.items() if k.startswith("sse_fanout_")]
+    assert sse and sse[0]["events_fully_delivered"] == sse[0]["events"] > 0, sse
+    assert phases["sse_idle"]["rss_kb_per_connection"] is not None
     assert phases["two_instances"]["storm"]["next_event_received"] > 0
     assert any(k.startswith("scale_") and v.get("deliveries_per_s") for k, v in phases.items())
     # Issue 13: concurrent writers (each blog delivered on every instance) and the lock alone.
@@ -46,7 +49,8 @@ def test_bench_quick_produces_results(tmp_path):
     assert results["targets"]
 
     table = md_path.read_text()
-    assert "BASELINE" in table and "faster" in table and "| target |" in table and "Concurrent writers" in table
+    for heading in ("BASELINE", "faster", "| target |", "Concurrent writers", "SSE fan-out"):
+        assert heading in table, heading
     assert table.strip() in done.stdout  # printed too
     # A quick run never rewrites the README's table.
     assert "quick sizes" not in (REPO_ROOT / "README.md").read_text()

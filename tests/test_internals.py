@@ -6,6 +6,7 @@ version bump that changes one of them fails here, loudly, instead of quietly tur
 off (a slow reader never closed, a sweep never run, a library cache back in use).
 """
 
+import asyncio
 import inspect
 import socket
 from typing import Any
@@ -13,12 +14,15 @@ from typing import Any
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
 from channels_graphql_ws import GraphqlWsConsumer
 from channels_graphql_ws.serializer import Serializer
+from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import tcp
+from twisted.python import failure
 
 from notifications import transport
 from notifications.consumers import GraphqlConsumer
+from notifications.streams import chunk
 from notifications.subscriptions import HUB_GROUP, BlogPublished
 from project.server import SweepingServer
 
@@ -47,10 +51,19 @@ def test_autobahn_lets_us_send_any_close_code_with_a_handshake_timeout():
 class _Reactor:
     """Just enough of a reactor for a Twisted TCP connection to accept writes."""
 
+    def __init__(self) -> None:
+        self.writers: set[Any] = set()
+
     def addWriter(self, writer: Any) -> None:
-        pass
+        self.writers.add(writer)
 
     def removeWriter(self, writer: Any) -> None:
+        self.writers.discard(writer)
+
+    def addReader(self, reader: Any) -> None:
+        pass
+
+    def removeReader(self, reader: Any) -> None:
         pass
 
 
@@ -110,3 +123,66 @@ def test_the_library_names_the_hub_group_and_serializes_payloads_as_the_hub_read
     payload = {"seq": 7, "blog": {"title": "t"}}
     assert Serializer.deserialize(Serializer.serialize(payload)) == payload
     assert '"type": "broadcast"' in inspect.getsource(BlogPublished.broadcast_async)
+
+
+def _flush(connection: tcp.Connection, reactor: _Reactor) -> None:
+    """What the reactor does while the socket is writable: write while Twisted wants to, drop when told to."""
+    for _ in range(1000):
+        if connection not in reactor.writers:
+            return
+        why = connection.doWrite()
+        if why:
+            reactor.removeWriter(connection)
+            connection.connectionLost(failure.Failure(why))
+
+
+async def test_an_http_stream_under_daphne_is_written_and_ended_as_notifications_streams_expect():
+    """Daphne's HTTP `send` leads to its WebRequest; a response started through it is chunked,
+    takes direct writes after its headers, ends with Twisted's last chunk, and a paused
+    HTTPChannel does not keep close_when_flushed() from closing the connection."""
+    seen: dict[str, Any] = {}
+    big = b"event: next\ndata: " + b"x" * 70_000 + b"\n\n"
+
+    async def application(scope, receive, send):
+        await receive()
+        direct = transport.DirectStream(send)
+        seen["request"] = direct.request
+        direct.start(200, [(b"content-type", b"text/event-stream")], b": open\n\n")
+        seen["chunked"] = direct.chunked
+        seen["open"] = transport.http_response_open(direct.request)
+        seen["unread"] = direct.write(chunk(big))  # more than Twisted's buffer: it pauses the HTTPChannel
+        seen["paused"] = transport.http_transport(direct.request).producerPaused
+        direct.finish(b": end\n\n", hang_up_after=30)
+        seen["open_after"] = transport.http_response_open(direct.request)
+        await receive()  # Daphne tells the application the response is over
+
+    server = Server(application=application, endpoints=["tcp:port=0"])  # never run: only built
+    server.connections = {}
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        theirs = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    ours.setblocking(False)
+    try:
+        protocol = HTTPFactory(server).buildProtocol(("127.0.0.1", 1))
+        reactor = _Reactor()
+        connection = tcp.Server(ours, protocol, ("127.0.0.1", 1), None, 0, reactor)  # type: ignore[arg-type]
+        protocol.makeConnection(connection)
+        protocol.dataReceived(b"GET /graphql/ HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
+        [instance] = [details["application_instance"] for details in server.connections.values()]
+        await asyncio.wait_for(instance, 5)
+        assert isinstance(seen["request"], WebRequest)
+        assert seen["chunked"] and seen["open"] and not seen["open_after"]
+        assert seen["unread"] > len(big)  # behind the headers Twisted still holds: queued, never sent out of order
+        assert seen["paused"]
+        _flush(connection, reactor)
+        theirs.settimeout(5)
+        received = b""
+        while data := theirs.recv(65536):
+            received += data
+        assert connection.disconnected
+        head, body = received.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head
+        assert body == chunk(b": open\n\n") + chunk(big) + chunk(b": end\n\n") + b"0\r\n\r\n"
+    finally:
+        ours.close()
+        theirs.close()

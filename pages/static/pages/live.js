@@ -4,6 +4,11 @@
  * subscribes with `blogPublished(after: <cursor>)`: the server replays whatever was published
  * in between, so nothing falls into the gap. After a drop it resubscribes after the last cursor
  * it saw and gets what it missed, once and in order. Blogs are merged by id all the same.
+ *
+ * Where websockets cannot get through (a proxy that strips `Upgrade`, say) while plain HTTP
+ * does, it falls back to server-sent events: an EventSource on the same URL (graphql-sse's
+ * distinct connections mode, `?query=`). Each event's id is its cursor, so the browser's own
+ * reconnect (with `Last-Event-ID`) resumes with no gap. `?transport=sse` starts with it.
  */
 "use strict";
 
@@ -24,6 +29,8 @@
     blogPublished(author: $author, after: $after) { cursor blog { ${BLOG_FIELDS} } }
   }`;
 
+  const WEBSOCKET_FAILURES_BEFORE_SSE = 2; // handshakes that failed while HTTP answered
+
   const config = JSON.parse(document.getElementById("live-config").textContent);
   const list = document.getElementById("blogs");
   const empty = document.getElementById("empty");
@@ -36,9 +43,16 @@
   let reconnectTimer = null;
   let nextOperationId = 1;
   let liveOperation = null; // the subscription's operation id
+  let source = null; // the EventSource, once on server-sent events
+  let transport =
+    new URLSearchParams(window.location.search).get("transport") === "sse" || typeof WebSocket === "undefined"
+      ? "sse"
+      : "websocket";
+  let failedHandshakes = 0;
 
   function setStatus(state, text) {
     status.dataset.state = state;
+    status.dataset.transport = transport;
     status.textContent = text;
   }
 
@@ -206,15 +220,53 @@
     reconnectTimer = setTimeout(connect, delay);
   }
 
+  // The handshake failed before the socket opened: if plain HTTP gets through, websockets are what
+  // is blocked, and server-sent events are the way round; if it does not, the server is down.
+  function onHandshakeFailed() {
+    failedHandshakes += 1;
+    if (failedHandshakes < WEBSOCKET_FAILURES_BEFORE_SSE) {
+      scheduleReconnect();
+      return;
+    }
+    fetch(config.graphqlPath, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify({ query: "query Reachable { latestCursor }" }),
+    }).then(
+      (response) => {
+        if (response.ok) transport = "sse";
+        scheduleReconnect();
+      },
+      () => scheduleReconnect(),
+    );
+  }
+
   function connect() {
     clearTimeout(reconnectTimer);
+    if (transport === "sse") {
+      connectEventSource();
+      return;
+    }
     if (socket !== null) return;
     const url = new URL(config.subscriptionPath, window.location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     if (failedAttempts === 0) setStatus("connecting", "Connecting…");
-    const ws = new WebSocket(url, "graphql-transport-ws");
+    let ws;
+    try {
+      ws = new WebSocket(url, "graphql-transport-ws");
+    } catch (error) {
+      transport = "sse"; // refused outright (a policy of this page's context)
+      scheduleReconnect();
+      return;
+    }
+    let opened = false;
     socket = ws;
-    ws.addEventListener("open", () => send(ws, { type: "connection_init", payload: {} }));
+    ws.addEventListener("open", () => {
+      opened = true;
+      failedHandshakes = 0;
+      send(ws, { type: "connection_init", payload: {} });
+    });
     ws.addEventListener("message", (event) => {
       try {
         onMessage(ws, JSON.parse(event.data));
@@ -226,8 +278,74 @@
       if (socket !== ws) return;
       socket = null;
       liveOperation = null;
+      if (opened) scheduleReconnect();
+      else onHandshakeFailed();
+    });
+  }
+
+  // ------------------------------------------------------------------ server-sent events
+
+  function connectEventSource() {
+    if (source !== null) return;
+    if (failedAttempts === 0) setStatus("connecting", "Connecting…");
+    const ready = lastCursor === null ? loadLatest() : Promise.resolve();
+    ready.then(openEventSource, (error) => {
+      setStatus("error", `Could not load the latest blogs: ${error.message}`);
       scheduleReconnect();
     });
+  }
+
+  function openEventSource() {
+    if (source !== null) return;
+    const url = new URL(config.graphqlPath, window.location.href);
+    url.searchParams.set("query", BLOG_PUBLISHED);
+    url.searchParams.set("operationName", "LiveBlogs");
+    // The browser reconnects to this same URL by itself; `Last-Event-ID` (the last event's
+    // cursor) then tells the server where to resume, whatever `after` says here.
+    url.searchParams.set("variables", JSON.stringify({ author: config.author, after: lastCursor }));
+    const es = new EventSource(url);
+    source = es;
+    es.addEventListener("open", () => {
+      failedAttempts = 0;
+      setStatus("live", "Live · server-sent events");
+    });
+    es.addEventListener("next", (event) => {
+      const result = JSON.parse(event.data);
+      if (result.errors && result.errors.length) {
+        onStreamErrors(result.errors);
+        return;
+      }
+      const published = result.data && result.data.blogPublished;
+      if (published) {
+        lastCursor = published.cursor;
+        show(published.blog, true);
+      }
+    });
+    // The server completes a stream only after refusing it (errors above): start afresh.
+    es.addEventListener("complete", () => closeEventSource(es));
+    es.addEventListener("error", () => {
+      if (es.readyState === EventSource.CLOSED) {
+        closeEventSource(es); // refused (busy, shutting down): our own backoff from here
+      } else {
+        setStatus("reconnecting", "Disconnected: reconnecting…"); // the browser is at it, with Last-Event-ID
+      }
+    });
+  }
+
+  function onStreamErrors(errors) {
+    const codes = errors.map((error) => error.extensions && error.extensions.code);
+    if (codes.includes("BAD_USER_INPUT")) {
+      lastCursor = null; // too old for the server's replay window: read the list again
+      return;
+    }
+    setStatus("error", `Subscription failed: ${errors[0].message}`);
+  }
+
+  function closeEventSource(es) {
+    es.close();
+    if (source !== es) return;
+    source = null;
+    scheduleReconnect();
   }
 
   window.addEventListener("online", connect);
