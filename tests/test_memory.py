@@ -102,12 +102,12 @@ async def test_distinct_hostile_documents_do_not_grow_the_process_and_subscriber
     try:
         await subscriber.subscribe(BLOG_PUBLISHED, {"author": username})
         listener = asyncio.ensure_future(listen())
-        await asyncio.to_thread(http_round, http, 0, 20)  # warm-up: caches fill to their bound
-        await ws_round(hostile, 0, 20)
+        await asyncio.to_thread(http_round, http, 0, 15)  # warm-up: caches fill to their bound
+        await ws_round(hostile, 0, 15)
         warm = rss_bytes(instance.pid or 0)
         writer = threading.Thread(target=publish)
         writer.start()
-        await asyncio.gather(asyncio.to_thread(http_round, http, 20, 80), ws_round(hostile, 20, 80))
+        await asyncio.gather(asyncio.to_thread(http_round, http, 15, 60), ws_round(hostile, 15, 60))
         stop.set()
         await asyncio.to_thread(writer.join)
         after = rss_bytes(instance.pid or 0)
