@@ -1,4 +1,4 @@
-"""`python -m project.server`: Daphne's command line, with sweeps sized for many idle websockets.
+"""`python -m project.server`: Daphne's command line, sized for many idle websockets and reconnect storms.
 
 Daphne walks every connection each second (reaping finished applications) and every two seconds
 (timeouts and keep-alive pings). With 10,000 idle subscribers those walks were most of an
@@ -9,6 +9,12 @@ Everything else, options included, is Daphne's own, except `--proxy-headers` (an
 left-most X-Forwarded-For entry, the one the client itself wrote, and every per-address limit
 would be forgeable. The client address comes from TRUSTED_PROXIES instead (api/client_ip.py),
 walked from the right, for HTTP and websockets alike.
+
+Each listening socket also gets a backlog of LISTEN_BACKLOG instead of Twisted's 50. The kernel
+completes a TCP handshake on its own while the socket's queue has room, so a busy instance still
+answers a connect at once; with 50, a reconnect storm overflows the queue, the kernel drops SYNs,
+the client (nginx) retries a second later, and nginx's 500 ms proxy_connect_timeout takes a live
+instance for a dead one and answers 502. Linux caps the figure at net.core.somaxconn.
 """
 
 from typing import Any
@@ -23,7 +29,21 @@ def _reactor() -> Any:
     return reactor
 
 
+LISTEN_BACKLOG = 4096
+_BACKLOG_KINDS = ("tcp:", "tcp6:", "unix:")
+
+
+def with_backlog(endpoint: str, backlog: int = LISTEN_BACKLOG) -> str:
+    """A Twisted server endpoint string with `backlog` set, unless it names one already."""
+    if not endpoint.startswith(_BACKLOG_KINDS) or ":backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
+
+
 class SweepingServer(Server):
+    def __init__(self, application: Any, endpoints: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(application, endpoints=[with_backlog(endpoint) for endpoint in endpoints or []], **kwargs)
+
     def application_checker(self) -> None:
         self._sweep_every("application_checker", daphne_interval=1, calls=5)
 
