@@ -28,7 +28,7 @@ from api.errors import BadUserInput, NotAuthenticated, format_error
 from api.request_id import bind_request_id, new_request_id
 from api.selectors import author_by_token
 from api.validation import Verdict
-from notifications import connections, keepalive, publications, shutdown, telemetry
+from notifications import connections, keepalive, shutdown, telemetry
 from notifications.cohorts import LiveSubscription, cohort_key
 from notifications.execution import run_orm_resolvers_in_thread
 from notifications.frames import EventFrames
@@ -298,7 +298,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             variables, arguments = subscription_arguments(verdict.operation_node, payload.get("variables") or {})
             after_seq = None
             if arguments.get("after") is not None:
-                after_seq = await database_sync_to_async(publications.resume_point)(arguments["after"])
+                after_seq = await get_hub().resume_point(arguments["after"])
         except Exception as error:
             if not isinstance(error, graphql.GraphQLError):
                 error = graphql.GraphQLError(str(error), original_error=error)

@@ -40,7 +40,7 @@ from api.client_ip import scope_ip
 from api.errors import BadUserInput, format_error
 from api.request_id import bind_request_id, request_id_from
 from api.selectors import author_by_token
-from notifications import connections, publications, shutdown
+from notifications import connections, shutdown
 from notifications.cohorts import LiveSubscription, cohort_key
 from notifications.hub import HubUnavailable, get_hub
 from notifications.limits import release_connection_slot, take_connection_slot
@@ -168,7 +168,7 @@ class Subscriber:
             coerced, arguments = subscription_arguments(verdict.operation_node, variables or {})
             # A reconnecting EventSource sends the id of the last event it saw: that is where it resumes.
             cursor = self.headers.get("last-event-id") or arguments.get("after")
-            after_seq = await database_sync_to_async(publications.resume_point)(cursor) if cursor else None
+            after_seq = await get_hub().resume_point(cursor) if cursor else None
         except graphql.GraphQLError as error:  # variables that do not fit the operation
             raise Refusal([error]) from None
         except BadUserInput as error:  # a cursor it cannot resume from

@@ -6,7 +6,8 @@ Redis once per process, not once per subscriber. It is made of parts with one jo
 - receiver.LayerReceiver: the group membership, and every broadcast handed on;
 - feed.OrderedFeed (with sequencer.Sequencer): strict sequence order, gaps filled from the log;
 - cohorts.CohortRegistry: who is subscribed, grouped so each event is rendered once per cohort;
-- fanout.fan_out: the same bytes written to every member, one failing connection isolated.
+- fanout.fan_out: the same bytes written to every member, one failing connection isolated;
+- replay.ReplayWindow and RenderCache: resuming subscribers' replays, read and rendered once for all.
 
 The hub wires them together, starts them (retrying with backoff while Redis or the database is
 down: never silently), checks the log now and then for a publication whose broadcast never
@@ -28,8 +29,9 @@ from django.core.exceptions import ImproperlyConfigured
 from notifications import publications, telemetry
 from notifications.cohorts import CohortRegistry, LiveSubscription
 from notifications.fanout import fan_out
-from notifications.feed import LOG_PAGE, OrderedFeed
+from notifications.feed import OrderedFeed
 from notifications.receiver import LayerReceiver
+from notifications.replay import RenderCache, ReplayWindow, ResumePoints
 from notifications.sequencer import Payload
 from notifications.subscriptions import BlogPublished
 
@@ -57,6 +59,7 @@ class Hub:
         *,
         read_log: ReadLog = _read_log,
         read_position: Callable[[], Awaitable[int]] | None = None,
+        check_resume_point: Callable[[str], Awaitable[int]] | None = None,
     ) -> None:
         layer = layer or get_channel_layer()
         if layer is None:
@@ -64,6 +67,9 @@ class Hub:
         self.read_log = read_log
         self.read_position = read_position or database_sync_to_async(publications.last_published_seq)
         self.registry = CohortRegistry()
+        self.replays = ReplayWindow(read_log)
+        self.replay_renders = RenderCache()
+        self.resume_points = ResumePoints(check_resume_point or database_sync_to_async(publications.resume_point))
         self.receiver = LayerReceiver(layer, BlogPublished.hub_group(), on_payload=self._offer, on_resync=self._resync)
         self.feed: OrderedFeed | None = None
         self._started = asyncio.Event()
@@ -182,17 +188,12 @@ class Hub:
         cohort = self.registry.add(subscription)
         sent = 0
         try:
-            after = subscription.position
-            while subscription.active:
-                page = await self.read_log(after, upto, LOG_PAGE, subscription.author)
+            async for page in self.replays.pages(subscription.position, upto, subscription.author):
                 for payload in page:
                     if not subscription.active:
                         break
-                    subscription.sink.send_event(subscription, await cohort.render(payload))
+                    subscription.sink.send_event(subscription, await self.replay_renders.render(cohort, payload))
                     sent += 1
-                if len(page) < LOG_PAGE:
-                    break
-                after = page[-1]["seq"]
             subscription.position = upto
         except BaseException:
             self.registry.remove(subscription)
@@ -202,6 +203,10 @@ class Hub:
             telemetry.events_sent(sent)
         for seq, frames in held:
             subscription.deliver(seq, frames)  # skips what the replay covered
+
+    async def resume_point(self, cursor: str) -> int:
+        """The sequence number `cursor` resumes after; BadUserInput when it cannot be resumed from."""
+        return await self.resume_points.seq(cursor)
 
     def unsubscribe(self, subscription: LiveSubscription) -> None:
         self.registry.remove(subscription)

@@ -7,6 +7,7 @@ prove the same paths on real processes.
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from channels_graphql_ws.serializer import Serializer
 
 from api import validation
 from notifications import hub as hub_module
-from notifications.cohorts import LiveSubscription, cohort_key
+from notifications.cohorts import Cohort, LiveSubscription, cohort_key
 from notifications.frames import EventFrames
 from notifications.hub import Hub, HubUnavailable
 from notifications.publications import cursor_for
@@ -44,10 +45,15 @@ class Log:
     def __init__(self) -> None:
         self.payloads: list[dict[str, Any]] = []
         self.down = False
+        self.reads: list[tuple[int, int | None, str | None]] = []
+        self.before_read: Callable[[int, int | None, str | None], Awaitable[None]] | None = None
 
     async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[dict[str, Any]]:
+        if self.before_read is not None:
+            await self.before_read(after, upto, author)
         if self.down:
             raise ConnectionError("database down")
+        self.reads.append((after, upto, author))
         found = [
             p
             for p in self.payloads
@@ -145,21 +151,20 @@ async def test_the_resume_seam_has_no_gap_and_no_duplicate(running, hub_at, curs
     assert sink.seqs == expected
 
 
-async def test_live_events_during_a_replay_are_held_then_sent_once(running, monkeypatch):
+async def test_live_events_during_a_replay_are_held_then_sent_once(running):
     hub, layer, log = running
     await publish(layer, log, 1, 2, 3, live=False)
     await hub.subscribe(subscription(Sink()))
     slow_read = asyncio.Event()
-    read = log.read
 
-    async def read_while_publishing(after, upto, limit, author):
+    async def publish_meanwhile(after, upto, author):
         if author is None and upto == 3 and after == 0:  # the replay of the resuming subscriber
+            log.before_read = None
             await publish(layer, log, 4, 5)
             await settle(lambda: hub.feed is not None and hub.feed.position == 5)
             slow_read.set()
-        return await read(after, upto, limit, author)
 
-    monkeypatch.setattr(hub, "read_log", read_while_publishing)
+    log.before_read = publish_meanwhile
     sink = Sink()
     await hub.subscribe(subscription(sink, after=0))
     assert slow_read.is_set()
@@ -215,3 +220,30 @@ async def test_cohorts_ignore_after_and_keep_everything_else(running):
     shared = validation.check("subscription S($c: String) { blogPublished(author: $c, after: $c) { cursor } }").prepared
     assert shared is not None
     assert cohort_key(shared, None, {"c": "a"}) != cohort_key(shared, None, {"c": "b"})
+
+
+async def test_a_crowd_resuming_from_many_cursors_shares_log_reads_and_renders(running, monkeypatch):
+    """After an instance dies, its subscribers resume here at once: one read and one render per event."""
+    hub, layer, log = running
+    await publish(layer, log, *range(1, 41))
+    await hub.subscribe(subscription(Sink()))
+    await settle(lambda: hub.feed is not None and hub.feed.position == 40)
+    renders = 0
+    render = Cohort.render
+
+    async def counting_render(cohort, payload):
+        nonlocal renders
+        renders += 1
+        return await render(cohort, payload)
+
+    monkeypatch.setattr(Cohort, "render", counting_render)
+    log.reads.clear()
+    cursors = [20 + i % 20 for i in range(400)]  # 20 distinct cursors, 400 subscribers
+    sinks = [Sink() for _ in cursors]
+    await asyncio.gather(*(hub.subscribe(subscription(sink, after=after)) for sink, after in zip(sinks, cursors)))
+    await publish(layer, log, 41)
+    await settle(lambda: all(sink.seqs[-1:] == [41] for sink in sinks))
+    for sink, after in zip(sinks, cursors):
+        assert sink.seqs == list(range(after + 1, 42))
+    assert len(log.reads) <= 20, log.reads  # one per subscriber (400) before
+    assert renders <= 20 + 2, renders  # the 20 replayed events, 41 and the first subscriber's cohort
