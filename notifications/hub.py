@@ -159,13 +159,21 @@ class Hub:
         """Read the log every `interval` seconds while anyone listens here.
 
         A publication whose broadcast never happened (its writer died between commit and
-        broadcast) is otherwise noticed only when the next one arrives. One query per process
-        per interval, not per subscriber.
+        broadcast) is otherwise noticed only when the next one arrives. One look at the counter
+        row per process per interval, not per subscriber; the log itself is read only when the
+        counter is ahead of what was delivered.
         """
         while True:
             await asyncio.sleep(interval)
-            if self.registry and self.feed is not None:
-                self.feed.resync()
+            feed = self.feed
+            if not self.registry or feed is None:
+                continue
+            try:
+                behind = await self.read_position() > feed.position
+            except Exception:
+                behind = True  # the feed's own read retries with backoff and reports the problem
+            if behind:
+                feed.resync()
 
     async def _deliver(self, payload: Payload) -> None:
         await fan_out(payload, self.registry.for_author(payload["blog"]["author"]["username"]))

@@ -134,7 +134,8 @@ class SingleFlight(Generic[K, V]):
 class Renders(Protocol):
     """What the cache needs of a cohort."""
 
-    key: Hashable
+    @property
+    def key(self) -> Hashable: ...
 
     async def render(self, payload: Payload) -> EventFrames: ...
 

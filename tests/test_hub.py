@@ -46,6 +46,7 @@ class Log:
         self.payloads: list[dict[str, Any]] = []
         self.down = False
         self.reads: list[tuple[int, int | None, str | None]] = []
+        self.position_reads = 0
         self.before_read: Callable[[int, int | None, str | None], Awaitable[None]] | None = None
 
     async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[dict[str, Any]]:
@@ -64,6 +65,7 @@ class Log:
         return found[:limit]
 
     async def position(self) -> int:
+        self.position_reads += 1
         if self.down:
             raise ConnectionError("database down")
         return max((p["seq"] for p in self.payloads), default=0)
@@ -207,6 +209,24 @@ async def test_a_publication_whose_broadcast_never_happened_arrives_with_the_log
     await settle(lambda: sink.seqs == [1])
 
 
+async def test_while_nothing_is_missed_the_log_check_reads_only_the_counter(running, settings):
+    settings.HUB_LOG_CHECK_SECONDS = 0.05
+    hub, layer, log = running
+    await publish(layer, log, 1, 2, live=False)
+    sink = Sink()
+    await hub.subscribe(subscription(sink))
+    await publish(layer, log, 3)
+    await settle(lambda: sink.seqs == [3])
+    log.reads.clear()
+    checks = log.position_reads
+    await asyncio.sleep(0.5)
+    assert log.position_reads >= checks + 3
+    assert log.reads == []  # the publication log itself: not read while nothing is missed
+    await publish(layer, log, 4, live=False)
+    await settle(lambda: sink.seqs == [3, 4])
+    assert len(log.reads) == 1
+
+
 async def test_cohorts_ignore_after_and_keep_everything_else(running):
     first = subscription(Sink(), after=3)
     second = subscription(Sink(), after=9)
@@ -240,10 +260,12 @@ async def test_a_crowd_resuming_from_many_cursors_shares_log_reads_and_renders(r
     log.reads.clear()
     cursors = [20 + i % 20 for i in range(400)]  # 20 distinct cursors, 400 subscribers
     sinks = [Sink() for _ in cursors]
-    await asyncio.gather(*(hub.subscribe(subscription(sink, after=after)) for sink, after in zip(sinks, cursors)))
+    await asyncio.gather(
+        *(hub.subscribe(subscription(sink, after=after)) for sink, after in zip(sinks, cursors, strict=True))
+    )
     await publish(layer, log, 41)
     await settle(lambda: all(sink.seqs[-1:] == [41] for sink in sinks))
-    for sink, after in zip(sinks, cursors):
+    for sink, after in zip(sinks, cursors, strict=True):
         assert sink.seqs == list(range(after + 1, 42))
     assert len(log.reads) <= 20, log.reads  # one per subscriber (400) before
     assert renders <= 20 + 2, renders  # the 20 replayed events, 41 and the first subscriber's cohort
