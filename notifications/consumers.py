@@ -100,6 +100,16 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         offered = [p.decode() if isinstance(p, bytes) else p for p in self.scope.get("subprotocols", [])]
         return next((p for p in SUBPROTOCOLS if p in offered), None)
 
+    # Read once per connection, not per event: each `settings.X` goes through LazyObject's
+    # __getattribute__, a measurable share of a fan-out to thousands of sockets.
+    @functools.cached_property
+    def _event_kind(self) -> str:
+        return "next" if self.subprotocol == TRANSPORT_WS else "data"
+
+    @functools.cached_property
+    def _max_unread(self) -> int:
+        return int(settings.WS_MAX_BUFFERED_BYTES)
+
     # ------------------------------------------------------------------ connections.LiveConnection
 
     @property
@@ -343,9 +353,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
 
     def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
         """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
-        kind = "next" if self.subprotocol == TRANSPORT_WS else "data"
-        unread = self.socket.send_event(frames, kind, subscription.op_id)
-        if unread > settings.WS_MAX_BUFFERED_BYTES:
+        unread = self.socket.send_event(frames, self._event_kind, subscription.op_id)
+        if unread > self._max_unread:
             logger.warning("Closing a websocket that stopped reading (%d bytes unread)", unread)
             self.stop_all_live()
             self.socket.close(1013, "Too slow: reconnect and resume with your last cursor")

@@ -92,6 +92,7 @@ class HttpStream:
         "ended_by",
         "events",
         "ip",
+        "max_unread",
         "opened_at",
         "request_id",
         "state",
@@ -107,6 +108,7 @@ class HttpStream:
         self.events = 0
         self.ended_by: str | None = None
         self.opened_at = time.monotonic()
+        self.max_unread = settings.WS_MAX_BUFFERED_BYTES  # once, not per event (LazyObject lookups)
 
     # ------------------------------------------------------------------ wire format (subclasses)
 
@@ -183,7 +185,7 @@ class HttpStream:
             return
         unread = self.direct.write(self.event_bytes(frames))
         self.events += 1
-        if unread > settings.WS_MAX_BUFFERED_BYTES:
+        if unread > self.max_unread:
             logger.warning("Ending a %s stream that stopped reading (%d bytes unread)", self.protocol_name, unread)
             self.end("slow")
 

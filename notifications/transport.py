@@ -230,7 +230,7 @@ class DirectSocket(_DirectWrites):
         """Write one event; returns the bytes still unread by the client."""
         if self.protocol is not None:
             if websocket_is_open(self.protocol):
-                return self._write(message_frame(frames, kind, op_id))
+                return self._write_to(self.protocol.transport, message_frame(frames, kind, op_id))
             return 0
         self._asgi({"type": "websocket.send", "text": message_text(frames, kind, op_id)})
         return 0
