@@ -10,13 +10,13 @@ entries instead of growing the process.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
+
+from project.lru import BytesBoundedLRU
 
 # A parsed document holds its token list and AST nodes: a few hundred bytes per token
 # (tests/test_documents.py checks this estimate stays above what graphql-core really allocates).
@@ -45,40 +45,5 @@ def estimated_bytes(text: str, document: DocumentNode) -> int:
     return BYTES_PER_CHARACTER * len(text) + BYTES_PER_TOKEN * tokens
 
 
-class PreparedDocuments:
-    """A least-recently-used cache whose entries together stay under `budget` estimated bytes."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.bytes = 0
-        self._entries: OrderedDict[Hashable, tuple[Prepared, int]] = OrderedDict()
-        self._lock = threading.Lock()  # HTTP requests run in Django's threads, sockets on the loop
-
-    def get(self, key: Hashable) -> Prepared | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
-            return entry[0]
-
-    def put(self, key: Hashable, prepared: Prepared, cost: int) -> None:
-        if cost > self.budget:
-            return  # would evict everything else for one document
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.bytes -= old[1]
-            self._entries[key] = (prepared, cost)
-            self.bytes += cost
-            while self.bytes > self.budget:
-                _, (_, evicted) = self._entries.popitem(last=False)
-                self.bytes -= evicted
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
+class PreparedDocuments(BytesBoundedLRU[Hashable, Prepared]):
+    """Prepared documents by text, together under `budget` estimated bytes."""

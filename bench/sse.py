@@ -16,7 +16,8 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+
+from bench.wire import host_and_port, open_connection, response_head
 
 if TYPE_CHECKING:
     from bench.runner import Bench
@@ -45,16 +46,9 @@ class LightSse(asyncio.Protocol):
 
     @classmethod
     async def connect(cls, url: str, query: str, variables: dict[str, Any], timeout: float) -> LightSse:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        host, port, path = host_and_port(url)
         body = json.dumps({"query": query, "variables": variables}).encode()
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            _, protocol = await loop.create_connection(
-                lambda: cls(f"{host}:{port}", parts.path or "/", body), host, port
-            )
-            await protocol.opened
-        return protocol
+        return await open_connection(lambda: cls(f"{host}:{port}", path, body), host, port, timeout)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -63,11 +57,9 @@ class LightSse(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.raw += data
         if not self.head_done:
-            end = self.raw.find(b"\r\n\r\n")
-            if end < 0:
+            head = response_head(self.raw)
+            if head is None:
                 return
-            head = bytes(self.raw[:end]).decode("latin-1")
-            del self.raw[: end + 4]
             if not head.startswith("HTTP/1.1 200") or "text/event-stream" not in head:
                 self._fail(ConnectionError(f"refused: {head.splitlines()[0] if head else head!r}"))
                 return

@@ -16,7 +16,7 @@ import base64
 import os
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -35,6 +35,37 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     repeated = (mask * (size // 4 + 1))[:size]
     masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(size, "big")
     return header + mask + masked
+
+
+class Opening(Protocol):
+    opened: asyncio.Future[None]
+
+
+P = TypeVar("P", bound=Opening)
+
+
+def host_and_port(url: str) -> tuple[str, int, str]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+
+
+async def open_connection(factory: Callable[[], P], host: str, port: int, timeout: float) -> P:
+    """Connect, and wait until the protocol says it is open (a response head was accepted)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        _, protocol = await loop.create_connection(factory, host, port)  # type: ignore[type-var]
+        await protocol.opened
+    return protocol
+
+
+def response_head(buffer: bytearray) -> str | None:
+    """The HTTP response head, taken off the front of `buffer`, once it is all there."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).decode("latin-1")
+    del buffer[: end + 4]
+    return head
 
 
 class LightSocket(asyncio.Protocol):
@@ -59,14 +90,8 @@ class LightSocket(asyncio.Protocol):
 
     @classmethod
     async def connect(cls, url: str, subprotocol: str, timeout: float) -> LightSocket:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        path = parts.path or "/"
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            _, protocol = await loop.create_connection(lambda: cls(f"{host}:{port}", path, subprotocol), host, port)
-            await protocol.opened
-        return protocol
+        host, port, path = host_and_port(url)
+        return await open_connection(lambda: cls(f"{host}:{port}", path, subprotocol), host, port, timeout)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,11 +101,9 @@ class LightSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         if not self.upgraded:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
+            head = response_head(self.buffer)
+            if head is None:
                 return
-            head = bytes(self.buffer[:end]).decode("latin-1")
-            del self.buffer[: end + 4]
             if not head.startswith("HTTP/1.1 101"):
                 self._fail(ConnectionError(f"handshake refused: {head.splitlines()[0] if head else head!r}"))
                 return

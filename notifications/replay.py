@@ -26,6 +26,7 @@ from typing import Generic, Protocol, TypeVar
 
 from notifications.frames import EventFrames
 from notifications.sequencer import Payload
+from project.lru import BytesBoundedLRU
 
 FRESH_SECONDS = 1.0
 MAX_SPAN = 1000  # sequence numbers in one shared window
@@ -142,35 +143,26 @@ class Renders(Protocol):
 
 class RenderCache:
     def __init__(self, max_bytes: int = RENDER_CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._done: OrderedDict[tuple[Hashable, int], tuple[EventFrames, int]] = OrderedDict()
+        self._done: BytesBoundedLRU[tuple[Hashable, int], EventFrames] = BytesBoundedLRU(max_bytes)
         self._flights: SingleFlight[tuple[Hashable, int], EventFrames] = SingleFlight()
+
+    @property
+    def bytes(self) -> int:
+        return self._done.bytes
 
     async def render(self, cohort: Renders, payload: Payload) -> EventFrames:
         key = (cohort.key, payload["seq"])
         done = self._done.get(key)
         if done is not None:
-            self._done.move_to_end(key)
-            return done[0]
+            return done
 
         async def render_and_keep() -> EventFrames:
             frames = await cohort.render(payload)
-            self._keep(key, frames)
+            # The result, and a wrapping of about its size per transport that uses it.
+            self._done.put(key, frames, 4 * len(frames.payload_json) + 256)
             return frames
 
         return await self._flights.run(key, render_and_keep)
-
-    def _keep(self, key: tuple[Hashable, int], frames: EventFrames) -> None:
-        # The result, and a wrapping of about its size per transport that uses it.
-        size = 4 * len(frames.payload_json) + 256
-        if size > self.max_bytes:
-            return
-        self._done[key] = (frames, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, evicted) = self._done.popitem(last=False)
-            self.bytes -= evicted
 
     def __len__(self) -> int:
         return len(self._done)
