@@ -40,7 +40,10 @@ class RedisChannelLayer(BaseRedisChannelLayer):
     def create_pool(self, index: int) -> Any:
         host = dict(self.hosts[index])
         host.setdefault("socket_timeout", self.brpop_timeout + 10)
-        host.setdefault("socket_connect_timeout", 5)
+        # A dead host does not refuse a connection, it stays silent (a killed container, a lost
+        # machine). Redis on the same network accepts within milliseconds, so a second means
+        # dead; a broadcast after a commit waits at most this long per try, not five seconds.
+        host.setdefault("socket_connect_timeout", 1)
         host.setdefault("socket_keepalive", True)
         host.setdefault("health_check_interval", 15)
         host.setdefault("max_connections", self.max_connections)

@@ -207,6 +207,7 @@ class Compose:
     subnet_prefix: str
     image: str
     override: Path
+    extra_files: tuple[Path, ...] = ()  # between the project's file and the test's override
     env: dict[str, str] = field(default_factory=dict)
     url: str = ""  # the lb, the only way in
     ws_url: str = ""
@@ -230,7 +231,8 @@ class Compose:
         return f"{self.subnet_prefix}.2"
 
     def command(self, *args: str) -> list[str]:
-        return ["docker", "compose", "-p", self.name, "-f", str(COMPOSE_FILE), "-f", str(self.override), *args]
+        files = [COMPOSE_FILE, *self.extra_files, self.override]
+        return ["docker", "compose", "-p", self.name, *(arg for path in files for arg in ("-f", str(path))), *args]
 
     def run(self, *args: str, timeout: float = 300, check: bool = True, stdin: str | None = None) -> str:
         result = subprocess.run(
