@@ -29,8 +29,10 @@ from notifications.sequencer import Payload
 from project.lru import BytesBoundedLRU
 
 FRESH_SECONDS = 1.0
-MAX_SPAN = 1000  # sequence numbers in one shared window
 PAGE = 500
+# Sequence numbers in the one shared window: no more payloads in memory than one page of a direct
+# read (a blog's content may be 100,000 characters).
+MAX_SPAN = PAGE
 RENDER_CACHE_BYTES = 16 * 1024 * 1024
 RESUME_POINT_SECONDS = 10.0
 RESUME_POINT_ENTRIES = 4096
