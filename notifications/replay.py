@@ -44,6 +44,10 @@ V = TypeVar("V")
 ReadLog = Callable[[int, int | None, int, str | None], Awaitable[list[Payload]]]
 
 
+def _seq(payload: Payload) -> int:
+    return int(payload["seq"])
+
+
 def _author(payload: Payload) -> str:
     return payload["blog"]["author"]["username"]
 
@@ -57,7 +61,6 @@ class ReplayWindow:
         # Every publication with lo < seq <= hi, oldest first, as read at `_read_at` (or later).
         self._lo = self._hi = 0
         self._items: list[Payload] = []
-        self._seqs: list[int] = []
         self._read_at: float | None = None
 
     async def pages(self, after: int, upto: int, author: str | None) -> AsyncIterator[list[Payload]]:
@@ -74,8 +77,8 @@ class ReplayWindow:
                 after = page[-1]["seq"]
         async with self._lock:
             await self._cover(after, upto)
-            start = bisect.bisect_right(self._seqs, after)
-            end = bisect.bisect_right(self._seqs, upto)
+            start = bisect.bisect_right(self._items, after, key=_seq)
+            end = bisect.bisect_right(self._items, upto, key=_seq)
             found = [p for p in self._items[start:end] if author is None or _author(p) == author]
         yield found
 
@@ -93,7 +96,6 @@ class ReplayWindow:
             if upto > self._hi:
                 self._items += await self._read_all(self._hi, upto)
                 self._hi = upto
-        self._seqs = [p["seq"] for p in self._items]
 
     async def _read_all(self, after: int, upto: int) -> list[Payload]:
         found: list[Payload] = []

@@ -17,8 +17,11 @@ class Log:
     def __init__(self, seqs) -> None:
         self.payloads = [payload(seq, "ada" if seq % 2 else "bob") for seq in seqs]
         self.reads: list[tuple[int, int | None, str | None]] = []
+        self.stall: tuple[int, int] | None = None  # a range whose read hangs until cancelled
 
     async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[dict[str, Any]]:
+        if (after, upto) == self.stall:
+            await asyncio.Event().wait()
         self.reads.append((after, upto, author))
         found = [
             p
@@ -152,3 +155,18 @@ async def test_remembered_resume_points_are_bounded():
     for seq in range(100):
         await points.seq(str(seq))
     assert len(points) == 10
+
+
+async def test_a_replay_cancelled_while_the_window_grows_leaves_it_consistent():
+    log = Log(range(1, 101))
+    window = ReplayWindow(log.read, fresh_seconds=60)
+    assert await replay(window, 50, 60) == list(range(51, 61))
+    log.stall = (60, 80)
+    stalled = asyncio.create_task(replay(window, 40, 80))  # grows down (40, 50], then up (60, 80]
+    await asyncio.sleep(0.05)
+    stalled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stalled
+    log.stall = None
+    assert await replay(window, 40, 80) == list(range(41, 81))
+    assert await replay(window, 45, 55, "bob") == list(range(46, 56, 2))
