@@ -16,7 +16,7 @@ from typing import Any
 
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
 
-from project.lru import BytesBoundedLRU
+from project.lru import CostBoundedLRU
 
 # A parsed document holds its token list and AST nodes: a few hundred bytes per token
 # (tests/test_documents.py checks this estimate stays above what graphql-core really allocates).
@@ -45,5 +45,5 @@ def estimated_bytes(text: str, document: DocumentNode) -> int:
     return BYTES_PER_CHARACTER * len(text) + BYTES_PER_TOKEN * tokens
 
 
-class PreparedDocuments(BytesBoundedLRU[Hashable, Prepared]):
+class PreparedDocuments(CostBoundedLRU[Hashable, Prepared]):
     """Prepared documents by text, together under `budget` estimated bytes."""

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 from notifications.frames import EventFrames
 from notifications.sequencer import Payload
-from project.lru import BytesBoundedLRU
+from project.lru import CostBoundedLRU
 
 FRESH_SECONDS = 1.0
 PAGE = 500
@@ -147,7 +146,7 @@ class Renders(Protocol):
 
 class RenderCache:
     def __init__(self, max_bytes: int = RENDER_CACHE_BYTES) -> None:
-        self._done: BytesBoundedLRU[tuple[Hashable, int], EventFrames] = BytesBoundedLRU(max_bytes)
+        self._done: CostBoundedLRU[tuple[Hashable, int], EventFrames] = CostBoundedLRU(max_bytes)
         self._flights: SingleFlight[tuple[Hashable, int], EventFrames] = SingleFlight()
 
     @property
@@ -188,8 +187,7 @@ class ResumePoints:
     ) -> None:
         self._check = check
         self.ttl = ttl
-        self.max_entries = max_entries
-        self._known: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._known: CostBoundedLRU[str, tuple[int, float]] = CostBoundedLRU(max_entries)  # cost 1 each
         self._flights: SingleFlight[str, int] = SingleFlight()
 
     async def seq(self, cursor: str) -> int:
@@ -200,10 +198,7 @@ class ResumePoints:
 
         async def check_and_keep() -> int:
             seq = await self._check(cursor)
-            self._known[cursor] = (seq, now)
-            self._known.move_to_end(cursor)
-            while len(self._known) > self.max_entries:
-                self._known.popitem(last=False)
+            self._known.put(cursor, (seq, now), 1)
             return seq
 
         return await self._flights.run(cursor, check_and_keep)

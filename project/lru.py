@@ -1,7 +1,8 @@
-"""A least-recently-used cache bounded by what its entries cost in bytes, not by their number.
+"""A least-recently-used cache bounded by what its entries cost together.
 
-Used where entries vary widely in size and a client decides them (prepared GraphQL documents,
-rendered events): a flood of large entries evicts older ones instead of growing the process.
+Where entries vary widely in size and a client decides them (prepared GraphQL documents,
+rendered events), the cost is bytes: a flood of large entries evicts older ones instead of
+growing the process. With a cost of 1 per entry it is bounded by their number (resume points).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class BytesBoundedLRU(Generic[K, V]):
+class CostBoundedLRU(Generic[K, V]):
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.bytes = 0
