@@ -24,9 +24,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -433,6 +433,23 @@ class DaphneInstance(Service):
         self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz")
 
 
+def start_all(instances: list[DaphneInstance]) -> None:
+    """Start them side by side: each spends most of its start importing Django."""
+    with ThreadPoolExecutor(max_workers=len(instances) or 1) as pool:
+        list(pool.map(DaphneInstance.start, instances))
+
+
+@contextmanager
+def running(instances: list[DaphneInstance]) -> Iterator[list[DaphneInstance]]:
+    """`instances`, started together and stopped on the way out, whatever happened."""
+    try:
+        start_all(instances)
+        yield instances
+    finally:
+        for instance in instances:
+            instance.stop()
+
+
 class Nginx(Service):
     """nginx load-balancing over Daphne instances, using deploy/nginx.conf.template."""
 
@@ -648,9 +665,7 @@ class Stack:
             self.instances = [DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)]
             for instance in self.instances:
                 cleanup.callback(instance.stop)
-            # Each instance spends most of its start importing Django: overlap them.
-            with ThreadPoolExecutor(max_workers=len(self.instances) or 1) as pool:
-                list(pool.map(DaphneInstance.start, self.instances))
+            start_all(self.instances)
 
             self.nginx = Nginx([instance.port for instance in self.instances])
             cleanup.callback(self.nginx.stop)

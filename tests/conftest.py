@@ -4,12 +4,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate, production_env
+from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate, production_env, running
 from tests.live import LiveApi
 
 # Pages, browser and observability fixtures (web_server, restartable_server, browser).
@@ -45,14 +44,8 @@ def live_env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def daphne_servers(live_env: dict[str, str]) -> Iterator[list[DaphneInstance]]:
     """Three Daphne processes sharing one database and one Redis."""
-    servers = [DaphneInstance(f"live-{i}", live_env) for i in range(1, 4)]
-    try:
-        for server in servers:
-            server.start()
+    with running([DaphneInstance(f"live-{i}", live_env) for i in range(1, 4)]) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 # Small limits for the abuse tests. Rate windows are long enough never to roll over mid-test;
@@ -73,14 +66,8 @@ STRICT_LIMITS = {
 def strict_servers(live_env: dict[str, str], redis_server: RedisServer) -> Iterator[list[DaphneInstance]]:
     """Two instances with small limits, sharing Redis database 1: their own counters and events."""
     env = {**live_env, **STRICT_LIMITS, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1"}
-    servers = [DaphneInstance(f"strict-{i}", env) for i in (1, 2)]
-    try:
-        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-            list(pool.map(DaphneInstance.start, servers))
+    with running([DaphneInstance(f"strict-{i}", env) for i in (1, 2)]) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import json
 import secrets
 import socket
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ import websockets
 
 from notifications.publications import seq_from_cursor
 from project import graphql_over_http as spec
-from stack.services import DaphneInstance, RedisServer
+from stack.services import DaphneInstance, RedisServer, running
 from tests.live import BLOG_PUBLISHED, LATEST_CURSOR, LiveApi, assert_no_errors, error_codes
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient, cursors, titles
 from tests.test_metrics import scrape, value
@@ -81,14 +80,8 @@ def test_an_sse_event_carries_every_line_of_its_data_and_always_a_data_field():
 
 @pytest.fixture(scope="module")
 def stream_servers(live_env: dict[str, str]) -> Iterator[list[DaphneInstance]]:
-    servers = [DaphneInstance(f"streams-{i}", {**live_env, **STREAM_ENV}) for i in (1, 2)]
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(DaphneInstance.start, servers))
+    with running([DaphneInstance(f"streams-{i}", {**live_env, **STREAM_ENV}) for i in (1, 2)]) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
 
 
 @pytest.fixture(scope="module")
