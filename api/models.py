@@ -1,16 +1,33 @@
 """Authors (who are the site's users), their blogs, and API tokens."""
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
 
-from api.signals import blogs_created
+from api.signals import DEACTIVATED, REVOKED, AccessEnded, announce_access_ended, blogs_created
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,150}$"
+
+
+class AuthorQuerySet(models.QuerySet["Author"]):
+    def update(self, **kwargs: Any) -> int:
+        """Django's update; authors it deactivates lose their open connections (api.access)."""
+        if kwargs.get("is_active", True) is not False:
+            return super().update(**kwargs)
+        with transaction.atomic(using=self.db, savepoint=False):
+            ids = tuple(self.values_list("pk", flat=True))
+            count = super().update(**kwargs)
+            announce_access_ended(AccessEnded(DEACTIVATED, author_ids=ids))
+        return count
+
+
+class AuthorManager(UserManager.from_queryset(AuthorQuerySet)):  # type: ignore[misc]
+    pass
 
 
 class Author(AbstractUser):
@@ -23,6 +40,8 @@ class Author(AbstractUser):
         error_messages={"unique": "This username is already taken."},
     )
     bio = models.TextField(blank=True, default="")
+
+    objects = AuthorManager()  # type: ignore[misc]
 
     class Meta:
         ordering = ["username"]
@@ -74,6 +93,36 @@ class Blog(models.Model):
         return self.title
 
 
+def token_expiry() -> datetime:
+    return timezone.now() + timedelta(seconds=settings.API_TOKEN_TTL_SECONDS)
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def update(self, **kwargs: Any) -> int:
+        """Django's update; tokens it revokes lose their open connections (api.access).
+
+        Moving a token to another author or changing its expiry in bulk would leave connections
+        signed in on terms that no longer hold: revoke it and create a new one instead.
+        """
+        refused = sorted({"author", "author_id", "expires_at", "digest"} & kwargs.keys())
+        if refused:
+            raise ValueError(
+                f"ApiToken.objects.update() does not change {', '.join(refused)}: connections signed in with "
+                "these tokens would keep the old terms. Revoke the tokens (revoked=True) and create new ones."
+            )
+        if kwargs.get("revoked") is not True:
+            return super().update(**kwargs)
+        return self.revoke(**{name: value for name, value in kwargs.items() if name != "revoked"})
+
+    def revoke(self, *, reason: str = REVOKED, **also: Any) -> int:
+        """Mark these tokens revoked (and set `also`); their connections close after the commit."""
+        with transaction.atomic(using=self.db, savepoint=False):
+            ids = tuple(self.values_list("pk", flat=True))
+            count = super().update(revoked=True, **also)
+            announce_access_ended(AccessEnded(reason, token_ids=ids))
+        return count
+
+
 class ApiToken(models.Model):
     """A bearer token; only its SHA-256 digest is stored, so a database leak reveals no token."""
 
@@ -83,6 +132,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False, help_text="A revoked token no longer authenticates.")
+    expires_at = models.DateTimeField(default=token_expiry, help_text="The token no longer authenticates from then.")
+
+    objects = ApiTokenQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

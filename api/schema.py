@@ -12,9 +12,11 @@ from graphene_django import DjangoConnectionField, DjangoObjectType
 from graphql_relay import from_global_id
 
 from api import ratelimit, selectors, services
+from api.auth import refused_token_message
 from api.client_ip import context_ip
 from api.errors import BadUserInput, NotAuthenticated
 from api.models import Author, Blog
+from api.selectors import Credential
 
 
 class ConnectionField(DjangoConnectionField):
@@ -86,10 +88,24 @@ def viewer_of(info: graphene.ResolveInfo) -> Author | None:
 def require_viewer(info: graphene.ResolveInfo) -> Author:
     author = viewer_of(info)
     if author is None:
-        if getattr(info.context, "token_invalid", False):
-            raise NotAuthenticated("The bearer token is invalid or has been revoked; get a new one with createToken.")
+        refused = getattr(info.context, "token_invalid", False)
+        if refused:
+            raise NotAuthenticated(refused_token_message(refused))
         raise NotAuthenticated("Sign in first: send 'Authorization: Bearer <token>' (createToken gives one).")
     return author
+
+
+def credential_of(info: graphene.ResolveInfo) -> Credential | None:
+    """What this request or websocket signed in with: its bearer token, or its browser session."""
+    context = info.context
+    scope = getattr(context, "channels_scope", None)
+    credential = scope.get("credential") if scope is not None else getattr(context, "credential", None)
+    if credential is not None:
+        return credential
+    author = viewer_of(info)
+    session = scope.get("session") if scope is not None else getattr(context, "session", None)
+    key = getattr(session, "session_key", None)
+    return Credential(author, session_key=key) if author is not None and key else None
 
 
 def blog_pk(global_id: str) -> int:
@@ -157,13 +173,15 @@ class CreateAuthor(ThrottledMutation):
 
     author = graphene.Field(AuthorType, required=True)
     token = graphene.String(required=True, description="Shown once; send it as 'Authorization: Bearer <token>'.")
+    expires_at = graphene.DateTime(required=True, description="When the token stops signing in.")
 
     @classmethod
     def mutate_and_get_payload(
         cls, root: None, info: graphene.ResolveInfo, username: str, password: str, bio: str = "", **_: Any
     ) -> "CreateAuthor":
         author = services.author_create(username=username, password=password, bio=bio)
-        return CreateAuthor(author=author, token=services.token_create(author=author))
+        issued = services.token_create(author=author)
+        return CreateAuthor(author=author, token=issued.raw, expires_at=issued.expires_at)
 
 
 class CreateToken(ThrottledMutation):
@@ -171,14 +189,38 @@ class CreateToken(ThrottledMutation):
         username = graphene.String(required=True)
         password = graphene.String(required=True)
 
-    token = graphene.String(required=True)
+    token = graphene.String(required=True, description="Shown once; send it as 'Authorization: Bearer <token>'.")
+    expires_at = graphene.DateTime(required=True, description="When the token stops signing in.")
 
     @classmethod
     def mutate_and_get_payload(
         cls, root: None, info: graphene.ResolveInfo, username: str, password: str, **_: Any
     ) -> "CreateToken":
         author = services.author_authenticate(username=username, password=password)
-        return CreateToken(token=services.token_create(author=author))
+        issued = services.token_create(author=author)
+        return CreateToken(token=issued.raw, expires_at=issued.expires_at)
+
+
+class SignOut(ThrottledMutation):
+    """Revoke the bearer token this request or websocket signed in with; its sockets close (4403)."""
+
+    signed_out = graphene.Boolean(required=True)
+
+    @classmethod
+    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, **_: Any) -> "SignOut":
+        require_viewer(info)
+        services.sign_out(credential=credential_of(info))
+        return SignOut(signed_out=True)
+
+
+class SignOutEverywhere(ThrottledMutation):
+    """Revoke every token of the signed-in author and close all their sockets, on every instance."""
+
+    revoked_tokens = graphene.Int(required=True, description="How many tokens were still valid and are revoked now.")
+
+    @classmethod
+    def mutate_and_get_payload(cls, root: None, info: graphene.ResolveInfo, **_: Any) -> "SignOutEverywhere":
+        return SignOutEverywhere(revoked_tokens=services.sign_out_everywhere(author=require_viewer(info)))
 
 
 class CreateBlog(ThrottledMutation):
@@ -232,6 +274,8 @@ class DeleteBlog(ThrottledMutation):
 class Mutation(graphene.ObjectType):
     create_author = CreateAuthor.Field()
     create_token = CreateToken.Field()
+    sign_out = SignOut.Field()
+    sign_out_everywhere = SignOutEverywhere.Field()
     create_blog = CreateBlog.Field()
     update_blog = UpdateBlog.Field()
     delete_blog = DeleteBlog.Field()

@@ -2,10 +2,28 @@
 
 import hashlib
 import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import import_module
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from api.models import ApiToken, Author, Blog
+from api.signals import DEACTIVATED, DELETED, EXPIRED, REVOKED, SIGNED_OUT
+
+UNKNOWN = "unknown"  # a token that was never issued (or whose author is gone)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who signed a request or connection in, and with what: a bearer token or a browser session."""
+
+    author: Author
+    token_id: int | None = None
+    expires_at: datetime | None = None
+    session_key: str | None = None
 
 
 def token_digest(raw_token: str) -> str:
@@ -13,13 +31,51 @@ def token_digest(raw_token: str) -> str:
     return hashlib.sha256(raw_token.encode()).hexdigest()
 
 
-def author_by_token(raw_token: str) -> Author | None:
-    """The active author owning an unrevoked token, or None."""
+def credential_by_token(raw_token: str) -> Credential | str:
+    """The credential a token signs in with, or why it does not (UNKNOWN, REVOKED, EXPIRED, DEACTIVATED)."""
     digest = token_digest(raw_token)
-    token = ApiToken.objects.select_related("author").filter(digest=digest, revoked=False).first()
-    if token is None or not hmac.compare_digest(token.digest, digest) or not token.author.is_active:
-        return None
-    return token.author
+    token = ApiToken.objects.select_related("author").filter(digest=digest).first()
+    if token is None or not hmac.compare_digest(token.digest, digest):
+        return UNKNOWN
+    if token.revoked:
+        return REVOKED
+    if token.expires_at <= timezone.now():
+        return EXPIRED
+    if not token.author.is_active:
+        return DEACTIVATED
+    return Credential(token.author, token_id=token.pk, expires_at=token.expires_at)
+
+
+def author_by_token(raw_token: str) -> Author | None:
+    """The active author owning a valid (unrevoked, unexpired) token, or None."""
+    credential = credential_by_token(raw_token)
+    return credential.author if isinstance(credential, Credential) else None
+
+
+def credential_problem(credential: Credential) -> str | None:
+    """Why a credential that signed in no longer holds (REVOKED, EXPIRED, DEACTIVATED, DELETED,
+    SIGNED_OUT), or None while it does. One query for a token, two reads for a session."""
+    if credential.token_id is not None:
+        row = ApiToken.objects.filter(pk=credential.token_id).values_list("revoked", "expires_at", "author__is_active")
+        found = row.first()
+        if found is None:
+            return REVOKED  # the token was deleted (its author's deletion says DELETED to connections first)
+        revoked, expires_at, active = found
+        if revoked:
+            return REVOKED
+        if expires_at <= timezone.now():
+            return EXPIRED
+        return None if active else DEACTIVATED
+    active = Author.objects.filter(pk=credential.author.pk).values_list("is_active", flat=True).first()
+    if active is None:
+        return DELETED
+    if not active:
+        return DEACTIVATED
+    if credential.session_key is not None:
+        store = import_module(settings.SESSION_ENGINE).SessionStore()
+        if not store.exists(credential.session_key):
+            return SIGNED_OUT
+    return None
 
 
 def blog_list(*, author_username: str | None = None) -> QuerySet[Blog]:

@@ -1,6 +1,9 @@
 """Writes. Each service is one transaction; publication to subscribers follows the commit."""
 
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -9,7 +12,8 @@ from django.db import IntegrityError, transaction
 from api import ratelimit
 from api.errors import NotAuthenticated
 from api.models import ApiToken, Author, Blog
-from api.selectors import token_digest
+from api.selectors import Credential, token_digest
+from api.signals import REVOKED, SIGNED_OUT, AccessEnded, announce_access_ended
 
 TOKEN_PREFIX = "blog_"
 
@@ -37,12 +41,49 @@ def author_create(*, username: str, password: str, bio: str = "") -> Author:
     return author
 
 
+@dataclass(frozen=True)
+class IssuedToken:
+    raw: str  # shown once: only its digest is kept
+    expires_at: datetime
+
+
 @transaction.atomic
-def token_create(*, author: Author) -> str:
-    """Return a new token; it is shown once and only its digest is kept."""
+def token_create(*, author: Author) -> IssuedToken:
+    """A new token for `author`, valid for API_TOKEN_TTL_SECONDS."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    ApiToken.objects.create(author=author, digest=token_digest(raw), prefix=raw[: len(TOKEN_PREFIX) + 4])
-    return raw
+    token = ApiToken.objects.create(author=author, digest=token_digest(raw), prefix=raw[: len(TOKEN_PREFIX) + 4])
+    return IssuedToken(raw=raw, expires_at=token.expires_at)
+
+
+@transaction.atomic
+def tokens_revoke(*, token_ids: Iterable[int], reason: str = REVOKED) -> int:
+    """Revoke tokens; every connection signed in with one is closed after the commit, on every instance."""
+    tokens = ApiToken.objects.filter(pk__in=list(token_ids), revoked=False)
+    return tokens.revoke(reason=reason)
+
+
+@transaction.atomic
+def authors_access_end(*, author_ids: Iterable[int], reason: str = REVOKED) -> int:
+    """Revoke every token of these authors and close all their connections (browser sessions' too)."""
+    ids = tuple(author_ids)
+    count = ApiToken.objects.filter(author_id__in=ids, revoked=False).revoke(reason=reason)
+    announce_access_ended(AccessEnded(reason, author_ids=ids))
+    return count
+
+
+def sign_out(*, credential: Credential | None) -> None:
+    """Revoke the token this request or connection signed in with."""
+    if credential is None or credential.token_id is None:
+        raise NotAuthenticated(
+            "signOut ends the bearer token it is sent with: send 'Authorization: Bearer <token>' "
+            "(a browser session signs out by logging out)."
+        )
+    tokens_revoke(token_ids=[credential.token_id], reason=SIGNED_OUT)
+
+
+def sign_out_everywhere(*, author: Author | None) -> int:
+    """Revoke all of the author's tokens and close every connection they have, on every instance."""
+    return authors_access_end(author_ids=[_require_author(author).pk], reason=SIGNED_OUT)
 
 
 def author_authenticate(*, username: str, password: str) -> Author:

@@ -219,6 +219,12 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from error
 
 
+# How long a bearer token from createAuthor/createToken authenticates (docs/security.md).
+API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 30 * 24 * 3600)
+if API_TOKEN_TTL_SECONDS < 1:
+    raise ImproperlyConfigured(f"API_TOKEN_TTL_SECONDS must be at least 1, got {API_TOKEN_TTL_SECONDS}.")
+
+
 def env_rate(name: str, default: str) -> tuple[int, int] | None:
     """A rate limit "COUNT/SECONDS" (e.g. "60/60"); "off" disables it (None)."""
     value = os.environ.get(name, "").strip() or default

@@ -26,7 +26,7 @@ VIEWER = "query { viewer { username bio } }"
 @pytest.fixture
 def author_token():
     author = AuthorFactory.create()
-    return author, services.token_create(author=author)
+    return author, services.token_create(author=author).raw
 
 
 def test_sign_up_returns_author_and_a_working_token(client):

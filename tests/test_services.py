@@ -39,7 +39,7 @@ def test_author_create_rejects_duplicate_username():
 
 def test_token_is_stored_only_as_a_hash_and_authenticates():
     author = AuthorFactory.create()
-    raw = services.token_create(author=author)
+    raw = services.token_create(author=author).raw
     stored = ApiToken.objects.get(author=author)
     assert raw not in (stored.digest, stored.prefix)
     assert stored.digest == selectors.token_digest(raw)
@@ -50,14 +50,14 @@ def test_token_is_stored_only_as_a_hash_and_authenticates():
 
 def test_revoked_token_no_longer_authenticates():
     author = AuthorFactory.create()
-    raw = services.token_create(author=author)
+    raw = services.token_create(author=author).raw
     ApiToken.objects.filter(author=author).update(revoked=True)
     assert selectors.author_by_token(raw) is None
 
 
 def test_tokens_are_unique():
     author = AuthorFactory.create()
-    assert len({services.token_create(author=author) for _ in range(20)}) == 20
+    assert len({services.token_create(author=author).raw for _ in range(20)}) == 20
 
 
 def test_author_authenticate():

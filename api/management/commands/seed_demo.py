@@ -54,6 +54,6 @@ class Command(BaseCommand):
                     services.blog_create(author=author, title=title, content=content)
                     created_blogs += 1
             if not options["quiet_tokens"]:
-                token = services.token_create(author=author)
+                token = services.token_create(author=author).raw
                 self.stdout.write(f'  {username}: {{"Authorization": "Bearer {token}"}}')
         self.stdout.write(self.style.SUCCESS(f"{created_blogs} demo blogs created."))
