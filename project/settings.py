@@ -3,8 +3,10 @@
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from project import redis_config
@@ -36,6 +38,62 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
+
+def as_origin(value: str) -> str | None:
+    """`value` written as a browser writes an `Origin` header (lower case, no default port), or None."""
+    parts = urlsplit(value.strip().lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or not parts.hostname or "@" in parts.netloc or "*" in parts.netloc:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
+
+
+def env_origins(name: str) -> list[str] | None:
+    """Comma-separated origins, each as browsers send it; None when the variable is unset."""
+    if name not in os.environ:
+        return None
+    origins = []
+    for item in env_list(name, ""):
+        origin = as_origin(item)
+        if origin is None:
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is not an origin; write scheme://host[:port] with nothing after it "
+                "(e.g. https://app.example.com or http://localhost:5173), comma-separated."
+            )
+        origins.append(origin)
+    return origins
+
+
+# Browsers on other origins (docs/http.md, "From a page on another origin"). One list serves every
+# transport: django-cors-headers answers HTTP with it, and websockets and HTTP subscription streams
+# accept exactly these origins plus the site's own (notifications/origins.py).
+_listed_origins = env_origins("CORS_ALLOWED_ORIGINS")
+CORS_ALLOWED_ORIGINS = _listed_origins or []
+# Unset while developing: pages on any port of this machine (a Vite or Next dev server) are allowed.
+CORS_ALLOWED_ORIGIN_REGEXES = (
+    [r"^http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?$"] if DEBUG and _listed_origins is None else []
+)
+CORS_URLS_REGEX = r"^/graphql/$"
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+# The library's defaults (Accept, Authorization, Content-Type, X-CSRFToken, ...) and the header a
+# graphql-sse client or a reconnecting EventSource resumes with.
+CORS_ALLOW_HEADERS = [*cors_default_headers, "last-event-id"]
+# What a script needs to read beyond the safelisted headers: the id an INTERNAL_SERVER_ERROR names,
+# when to retry a 429 or 503, why a token was refused.
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "WWW-Authenticate"]
+# Cookies (a session) cross origins only when asked for; bearer tokens need nothing. With cookies on,
+# the same origins may pass CSRF (still with the CSRF token): a form on any other page cannot write.
+CORS_ALLOW_CREDENTIALS = env_bool("CORS_ALLOW_CREDENTIALS", False)
+if CORS_ALLOW_CREDENTIALS:
+    CSRF_TRUSTED_ORIGINS = [*CSRF_TRUSTED_ORIGINS, *CORS_ALLOWED_ORIGINS]
+
 # Which process served a request; lets operators (and tests) tell instances apart. Unset, the
 # host name: under Docker the container ID, distinct for every replica of one service.
 INSTANCE_NAME = os.environ.get("INSTANCE_NAME") or socket.gethostname()
@@ -49,6 +107,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "pages",  # before graphene_django: its graphene/graphiql.html serves GraphiQL without a CDN
     "graphene_django",
     "api",
@@ -58,6 +117,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "project.logs.RequestLogMiddleware",
     "project.metrics.HttpMetricsMiddleware",
+    # Before anything that may answer (redirects, whitenoise): preflights and refusals get its headers too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -261,6 +261,9 @@ def test_app_settings_are_production_ones_from_the_environment(services):
         # Interpolated at `up` time, never a literal in the file.
         assert re.fullmatch(r"\$\{DJANGO_SECRET_KEY[:?-][^}]*\}", env["DJANGO_SECRET_KEY"])
         assert "127.0.0.1" in env["DJANGO_ALLOWED_HOSTS"]  # the healthcheck's Host
+        # Front ends on other origins: the operator's list, nothing by default.
+        assert env["CORS_ALLOWED_ORIGINS"] == "${CORS_ALLOWED_ORIGINS:-}"
+        assert env["CORS_ALLOW_CREDENTIALS"] == "${CORS_ALLOW_CREDENTIALS:-0}"
 
 
 @pytest.mark.skipif(not HAS_COMPOSE, reason="no Docker CLI with the compose plugin here")
