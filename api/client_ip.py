@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
-from project.networks import address_in
+from core.networks import address_in
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted_proxies: Iterable[str] = ()) -> str:

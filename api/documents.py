@@ -16,7 +16,7 @@ from typing import Any
 
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
 
-from project.lru import CostBoundedLRU
+from core.lru import CostBoundedLRU
 
 # A parsed document holds its token list and AST nodes: a few hundred bytes per token
 # (tests/test_documents.py checks this estimate stays above what graphql-core really allocates).

@@ -13,7 +13,7 @@ from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, Validat
 from graphql import GraphQLError
 
 from api.ratelimit import RateLimited
-from api.request_id import current_request_id
+from core.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
 

@@ -115,7 +115,7 @@ def _validate_blog(blog: Blog) -> None:
 
 @transaction.atomic
 def blog_create(*, author: Author | None, title: str, content: str) -> Blog:
-    """Create a blog; subscribers are told once the transaction commits (see notifications.signals)."""
+    """Create a blog; subscribers are told once the transaction commits (see notifications.publishing.signals)."""
     blog = Blog(author=_require_author(author), title=title, content=content)
     _validate_blog(blog)
     blog.save()

@@ -48,7 +48,7 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, Typ
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 
 from api.documents import Prepared, PreparedDocuments, estimated_bytes
-from project.schema import schema
+from core.schema import graphql_schema
 
 PAGINATION_ARGUMENTS = ("first", "last")
 
@@ -105,7 +105,7 @@ def _check(query: Any, variables: Any, operation_name: Any, *, compute: bool) ->
         return None
     if prepared.errors or prepared.document is None or prepared.operation is None:
         return Verdict(list(prepared.errors))
-    walk = _CostWalk(schema.graphql_schema, prepared.document, prepared.operation, variables or {})
+    walk = _CostWalk(graphql_schema(), prepared.document, prepared.operation, variables or {})
     errors = walk.check(settings.GRAPHQL_MAX_COST)
     if errors:
         return Verdict(errors)
@@ -168,8 +168,8 @@ def _prepare(query: str, operation_name: str | None) -> tuple[Prepared, Document
         document = parse(query, max_lexical_tokens=max_tokens, max_comments=max_tokens)
     except GraphQLError as error:
         return Prepared((_parse_limit_error(error),) if error.message.endswith("Parsing aborted.") else ()), None
-    graphql_schema = schema.graphql_schema
-    if validate(graphql_schema, document, specified_rules, max_errors=1):
+    schema = graphql_schema()
+    if validate(schema, document, specified_rules, max_errors=1):
         return Prepared(), None  # the executor reports plain validation errors in its own way
     operation = get_operation_ast(document, operation_name)
     if operation is None:
@@ -182,12 +182,12 @@ def _prepare(query: str, operation_name: str | None) -> tuple[Prepared, Document
     max_depth = settings.GRAPHQL_MAX_DEPTH
     depth_errors = [
         limit_error(error.message, "depth", max=max_depth) if not error.extensions else error
-        for error in validate(graphql_schema, document, [depth_limit_validator(max_depth)])
+        for error in validate(schema, document, [depth_limit_validator(max_depth)])
     ]
     if depth_errors:
         return Prepared(tuple(depth_errors)), None
     if not settings.GRAPHQL_INTROSPECTION:
-        errors = validate(graphql_schema, document, [NoSchemaIntrospectionCustomRule])
+        errors = validate(schema, document, [NoSchemaIntrospectionCustomRule])
         if errors:
             return Prepared(tuple(errors)), None
     return Prepared((), document, operation), document
@@ -201,7 +201,7 @@ def executor_errors(query: str) -> list[GraphQLError]:
         )
     except GraphQLError as error:
         return [error]
-    return validate(schema.graphql_schema, document, executor_rules())
+    return validate(graphql_schema(), document, executor_rules())
 
 
 def _parse_limit_error(error: GraphQLError) -> GraphQLError:

@@ -16,8 +16,9 @@ from dataclasses import fields
 from pathlib import Path
 from types import FrameType
 
+from bench.harness import Config
 from bench.report import render, update_readme
-from bench.runner import Config, main_run
+from bench.runner import main_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Benchmark clients: worker processes, each holding many GraphQL-over-WebSocket subscribers.
 
-The orchestrator (bench.runner) talks to every worker over a multiprocessing Pipe with small
+The orchestrator (bench.harness) talks to every worker over a multiprocessing Pipe with small
 dict commands. A worker runs one asyncio loop; each of its clients connects, sends
 `connection_init`, waits for `connection_ack`, subscribes, and records `time.time()` for every
 event it receives, keyed by the blog's id. All processes are on one machine, so their

@@ -6,4 +6,9 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from notifications import signals  # noqa: F401  (connects the receivers)
+        # Connects the receivers that announce new blogs.
+        # Registers the scrape-time collectors of live connections and of the hub, so /metrics
+        # shows them in every process, whether or not anyone has subscribed there yet.
+        from notifications.hub import hub  # noqa: F401
+        from notifications.publishing import signals  # noqa: F401
+        from notifications.transports import connections  # noqa: F401

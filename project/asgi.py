@@ -1,7 +1,7 @@
 """ASGI entry point: HTTP goes to Django, websockets on /graphql/ to the GraphQL consumer.
 
 Subscription requests that ask for an HTTP stream (graphql-sse, Apollo's multipart) are served
-by notifications/http_subscriptions.py before Django: a stream lives for hours, and Django's
+by notifications/transports/http_subscriptions.py before Django: a stream lives for hours, and Django's
 request cycle (a request object, the middleware chain, a thread hop) would be held by each of
 thousands, and counted as a request in flight by the SIGTERM drain. Everything else it hands on.
 """
@@ -18,12 +18,12 @@ get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from notifications.auth import SessionAuthWhenCookie  # noqa: E402
-from notifications.http_subscriptions import HttpSubscriptions  # noqa: E402
-from notifications.origins import OriginValidator  # noqa: E402
-from notifications.routing import websocket_urlpatterns  # noqa: E402
-from notifications.shutdown import InFlightRequests  # noqa: E402
-from notifications.transport import DirectSocketMiddleware  # noqa: E402
+from notifications.runtime.shutdown import InFlightRequests  # noqa: E402
+from notifications.transports.auth import SessionAuthWhenCookie  # noqa: E402
+from notifications.transports.direct import DirectSocketMiddleware  # noqa: E402
+from notifications.transports.http_subscriptions import HttpSubscriptions  # noqa: E402
+from notifications.transports.origins import OriginValidator  # noqa: E402
+from notifications.transports.routing import websocket_urlpatterns  # noqa: E402
 from project.handlers import OneHopASGIHandler  # noqa: E402
 
 if not settings.REDIS.configured:

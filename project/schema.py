@@ -3,10 +3,10 @@
 import graphene
 
 import api.schema
-import notifications.subscriptions
+import notifications.schema
 
 
-class Query(api.schema.Query, notifications.subscriptions.Query, graphene.ObjectType):
+class Query(api.schema.Query, notifications.schema.Query, graphene.ObjectType):
     pass
 
 
@@ -14,7 +14,7 @@ class Mutation(api.schema.Mutation, graphene.ObjectType):
     pass
 
 
-class Subscription(notifications.subscriptions.Subscription, graphene.ObjectType):
+class Subscription(notifications.schema.Subscription, graphene.ObjectType):
     pass
 
 

@@ -9,9 +9,9 @@ import dj_database_url
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
-from project import redis_config
-from project.logs import logging_config
-from project.networks import parse_networks
+from core import redis_config
+from core.logs import logging_config
+from core.networks import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -115,8 +115,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "project.logs.RequestLogMiddleware",
-    "project.metrics.HttpMetricsMiddleware",
+    "core.logs.RequestLogMiddleware",
+    "core.metrics.HttpMetricsMiddleware",
     # Before anything that may answer (redirects, whitenoise): preflights and refusals get its headers too.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -199,13 +199,13 @@ GRAPHENE = {
 }
 
 # One Redis server (REDIS_URL), or the master a set of sentinels names (REDIS_SENTINELS and
-# REDIS_SENTINEL_MASTER, which take precedence); project/redis_config.py reads them all.
+# REDIS_SENTINEL_MASTER, which take precedence); core/redis_config.py reads them all.
 REDIS = redis_config.from_environ(os.environ)
 REDIS_URL = REDIS.url
 if REDIS.configured:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "notifications.layers.RedisChannelLayer",
+            "BACKEND": "notifications.runtime.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS.channel_layer_host()],
                 "group_expiry": int(os.environ.get("CHANNEL_GROUP_EXPIRY", "86400")),
@@ -315,7 +315,7 @@ GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 10)
 GRAPHQL_MAX_COST = env_int("GRAPHQL_MAX_COST", 5_000)
 # Parsed documents kept for reuse, per process (api/documents.py), bounded by their estimated size.
 GRAPHQL_DOCUMENT_CACHE_BYTES = env_int("GRAPHQL_DOCUMENT_CACHE_BYTES", 32 * 1024 * 1024)
-# Websockets (notifications/limits.py). Daphne itself drops frames over 1 MiB
+# Websockets (notifications/transports/limits.py). Daphne itself drops frames over 1 MiB
 # (--websocket-max-message-size); a createBlog with 100,000 characters of content fits below this.
 GRAPHQL_WS_MAX_MESSAGE_BYTES = env_int("GRAPHQL_WS_MAX_MESSAGE_BYTES", 512 * 1024)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 20)

@@ -3,7 +3,6 @@ from django.urls import path
 
 from pages.views import live_page
 from project import views
-from project.metrics import metrics_view
 
 urlpatterns = [
     path("", live_page, name="live"),
@@ -11,5 +10,5 @@ urlpatterns = [
     path("graphql/", views.GraphQLView.as_view(), name="graphql"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
-    path("metrics", metrics_view, name="metrics"),
+    path("metrics", views.metrics_view, name="metrics"),
 ]

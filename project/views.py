@@ -1,6 +1,7 @@
 """HTTP endpoints beside GraphQL: the GraphQL view itself and health checks."""
 
 import asyncio
+import hmac
 import logging
 from typing import Any
 
@@ -16,12 +17,16 @@ from django.views.decorators.csrf import csrf_exempt
 from graphene_django.views import GraphQLView as BaseGraphQLView
 from graphene_django.views import HttpError
 from graphql import ExecutionResult, GraphQLError, OperationType, execute_sync
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import validation
 from api.auth import bearer_token
+from api.client_ip import request_ip
 from api.errors import format_error
-from notifications.hub import hub_problem
-from project import graphql_over_http as spec
+from core import graphql_over_http as spec
+from core.metrics import REGISTRY
+from core.networks import address_in
+from notifications.hub.hub import hub_problem
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ class GraphQLView(BaseGraphQLView):
     Django's CSRF check; one that authenticates with a bearer token, or carries no cookie at
     all, cannot be forged by another site and needs no CSRF token.
 
-    The response's media type and status follow the GraphQL-over-HTTP spec (project/graphql_over_http.py).
+    The response's media type and status follow the GraphQL-over-HTTP spec (core/graphql_over_http.py).
     """
 
     response_format = spec.UNSPECIFIED
@@ -210,3 +215,29 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         logger.warning("Not ready: %s", problems)
         return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
     return JsonResponse({"status": "ok"})
+
+
+def scrape_allowed(request: HttpRequest) -> bool:
+    """A matching METRICS_TOKEN bearer, or a request from an allowed client address.
+
+    The client address is the one every per-address rule uses (api/client_ip.py, which believes
+    X-Forwarded-For only from TRUSTED_PROXIES). Behind a proxy that is not trusted, the proxy's
+    own address is not enough either: the client it names, the last X-Forwarded-For entry, must
+    be allowed too, so the public cannot read metrics through a load balancer on loopback.
+    """
+    token = settings.METRICS_TOKEN
+    offered = bearer_token(request.headers.get("Authorization"))
+    if token and offered is not None and hmac.compare_digest(offered.encode(), token.encode()):
+        return True
+    allowed = settings.METRICS_ALLOWED_IPS
+    if not address_in(request_ip(request), allowed):
+        return False
+    forwarded = request.headers.get("X-Forwarded-For")
+    return forwarded is None or address_in(forwarded.split(",")[-1], allowed)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition; 403 for anyone not allowed to scrape."""
+    if not scrape_allowed(request):
+        return HttpResponse("Metrics are not available to you.\n", status=403, content_type="text/plain")
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -9,6 +9,7 @@
 See stack/services.py for the individual services.
 """
 
+from stack.deployment import Stack
 from stack.sentinel import RedisSentinel, SentinelRedis, SentinelTimings
 from stack.services import (
     DaphneInstance,
@@ -16,7 +17,6 @@ from stack.services import (
     PostgresCluster,
     RedisServer,
     Service,
-    Stack,
     StackError,
     collectstatic,
     free_port,

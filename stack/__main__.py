@@ -9,7 +9,8 @@ import sys
 import time
 from types import FrameType
 
-from stack.services import Stack, StackError
+from stack.deployment import Stack
+from stack.services import StackError
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -31,8 +31,9 @@ import httpx
 import websockets
 from websockets.typing import Subprotocol
 
+from stack.deployment import Stack
 from stack.sentinel import SentinelRedis, SentinelTimings, sentinel_log_lines
-from stack.services import Stack, StackError
+from stack.services import StackError
 
 SIGN_UP = """
 mutation SignUp($username: String!, $password: String!) {
@@ -49,7 +50,7 @@ subscription Drill($author: String) { blogPublished(author: $author) { cursor bl
 """
 PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
 # Lines of the instances' logs that tell what the hubs did (reported, never asserted: their wording
-# belongs to notifications/hub.py).
+# belongs to notifications/hub/hub.py).
 SENTINEL_EVENTS = ("+odown", "+elected-leader", "+promoted-slave", "+switch-master")
 HUB_LOG = re.compile(r"Hub |channel layer|broadcast|Rate limit|Event .* failed", re.IGNORECASE)
 

@@ -26,17 +26,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-
-if TYPE_CHECKING:
-    from stack.sentinel import SentinelRedis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx.conf.template"
@@ -99,7 +95,7 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def _remove_tmp(path: Path) -> None:
+def remove_tmp(path: Path) -> None:
     if not os.environ.get("STACK_KEEP_TMP"):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -181,7 +177,7 @@ class Service:
     def stop(self) -> None:
         """Stop the process and remove the temp dir. Idempotent."""
         self._halt()
-        _remove_tmp(self.tmp)
+        remove_tmp(self.tmp)
 
     def _halt(self) -> None:
         """Graceful stop signal, then SIGKILL to the group if it does not exit."""
@@ -565,120 +561,3 @@ def collectstatic(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
     graphiql.js and the admin's CSS would be 404s.
     """
     manage(env, "collectstatic", "--noinput", cwd=cwd)
-
-
-class Stack:
-    """Redis (one server, or a master, a replica and three sentinels) + PostgreSQL (or SQLite)
-    + N Daphne instances behind nginx.
-
-    Use as a context manager, or call `start()` / `stop()`. Whatever was
-    started is stopped in reverse order, also when starting fails halfway.
-    """
-
-    def __init__(
-        self,
-        instances: int = 3,
-        postgres: bool = True,
-        env: Mapping[str, str] | None = None,
-        sentinel: bool | SentinelRedis = False,
-    ) -> None:
-        """`sentinel`: Redis as a master, a replica and three sentinels (stack/sentinel.py), or
-        that group itself when the caller wants other settings (passwords, timings)."""
-        self.instance_count = instances
-        self.use_postgres = postgres
-        self.extra_env = dict(env or {})
-        self.redis: RedisServer | None = None
-        self.sentinel: SentinelRedis | None = None
-        if sentinel:
-            from stack.sentinel import SentinelRedis
-
-            self.sentinel = sentinel if isinstance(sentinel, SentinelRedis) else SentinelRedis()
-        self.postgres: PostgresCluster | None = None
-        self.instances: list[DaphneInstance] = []
-        self.nginx: Nginx | None = None
-        self.env: dict[str, str] = {}
-        self._cleanup = ExitStack()
-
-    def __enter__(self) -> Stack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return self._started_nginx().url
-
-    @property
-    def ws_url(self) -> str:
-        return self._started_nginx().ws_url
-
-    @property
-    def services(self) -> list[Service]:
-        """Every service created so far, in start order."""
-        redis_services = self.sentinel.services if self.sentinel is not None else [self.redis]
-        candidates = (*redis_services, self.postgres, *self.instances, self.nginx)
-        return [service for service in candidates if service is not None]
-
-    def start(self) -> Stack:
-        with ExitStack() as cleanup:
-            if self.sentinel is not None:
-                cleanup.callback(self.sentinel.stop)
-                self.sentinel.start()
-                redis_env = self.sentinel.env()
-            else:
-                self.redis = RedisServer()
-                cleanup.callback(self.redis.stop)
-                self.redis.start()
-                redis_env = {"REDIS_URL": self.redis.url}
-
-            if self.use_postgres:
-                self.postgres = PostgresCluster()
-                cleanup.callback(self.postgres.stop)
-                self.postgres.start()
-                database_url = self.postgres.url
-            else:
-                sqlite_dir = Path(tempfile.mkdtemp(prefix="stack-sqlite-"))
-                cleanup.callback(_remove_tmp, sqlite_dir)
-                database_url = f"sqlite:///{sqlite_dir}/db.sqlite3"
-
-            static_dir = Path(tempfile.mkdtemp(prefix="stack-static-"))
-            cleanup.callback(_remove_tmp, static_dir)
-            self.env = {
-                **production_env(database_url, ""),
-                **redis_env,
-                # nginx is the instances' only peer: believe the client address it forwards.
-                "TRUSTED_PROXIES": "127.0.0.1",
-                "DJANGO_STATIC_ROOT": str(static_dir),
-                **self.extra_env,
-            }
-            # Both are one-shot processes that mostly import Django: overlap them.
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                for done in [pool.submit(migrate, self.env), pool.submit(collectstatic, self.env)]:
-                    done.result()
-
-            self.instances = [DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)]
-            for instance in self.instances:
-                cleanup.callback(instance.stop)
-            start_all(self.instances)
-
-            self.nginx = Nginx([instance.port for instance in self.instances])
-            cleanup.callback(self.nginx.stop)
-            self.nginx.start()
-
-            self._cleanup = cleanup.pop_all()
-        return self
-
-    def stop(self) -> None:
-        """Stop everything started, in reverse order. Idempotent."""
-        self._cleanup.close()
-
-    def _started_nginx(self) -> Nginx:
-        if self.nginx is None:
-            raise StackError("the stack is not started")
-        return self.nginx

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from stack.services import Stack
+from stack.deployment import Stack
 
 SIGN_UP = 'mutation { createAuthor(input: {username: "soak", password: "soak password", bio: "soak"}) { token } }'
 CREATE_BLOG = 'mutation($title: String!) { createBlog(input: {title: $title, content: "soak"}) { blog { id } } }'

@@ -6,7 +6,7 @@ import asyncio
 
 from playwright.async_api import BrowserContext, Page, Request, expect
 
-from notifications.publications import seq_from_cursor
+from notifications.publishing.log import seq_from_cursor
 from stack.services import DaphneInstance
 from tests.fixtures_web import artifact
 from tests.live import LiveApi

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from stack.services import REPO_ROOT, Stack
+from stack.deployment import Stack
+from stack.services import REPO_ROOT
 from tests.live import SIGN_UP, LiveApi, error_codes, unique_name
 from tests.wsclient import GraphQLWSClient
 

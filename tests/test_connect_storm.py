@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from stack.services import Stack
+from stack.deployment import Stack
 
 STORM = 400  # far more than Twisted's default listen backlog of 50
 FROZEN_SECONDS = 2.0  # longer than nginx's proxy_connect_timeout and a SYN retransmit

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import websockets
 
-from notifications.publications import seq_from_cursor
-from stack.services import REPO_ROOT, Stack
+from notifications.publishing.log import seq_from_cursor
+from stack.deployment import Stack
+from stack.services import REPO_ROOT
 from tests.live import BLOG_PUBLISHED, LATEST_CURSOR, LiveApi, assert_no_errors
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 

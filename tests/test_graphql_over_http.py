@@ -1,6 +1,6 @@
 """GraphQL over HTTP per the spec: media types, status codes, 406, and the same answer in every format.
 
-The negotiation rules alone (project/graphql_over_http.py), then the view in-process through
+The negotiation rules alone (core/graphql_over_http.py), then the view in-process through
 Django's test client (the switches an operator can turn), then a real Daphne with small limits,
 where every limit, error code and rate limit is asked for in each media type.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from project import graphql_over_http as spec
+from core import graphql_over_http as spec
 from tests.live import SIGN_UP, error_codes
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import websockets
 
-from notifications.publications import seq_from_cursor
-from project import graphql_over_http as spec
+from core import graphql_over_http as spec
+from notifications.publishing.log import seq_from_cursor
 from stack.services import DaphneInstance, RedisServer, running
 from tests.live import BLOG_PUBLISHED, LATEST_CURSOR, LiveApi, assert_no_errors, error_codes
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient, cursors, titles

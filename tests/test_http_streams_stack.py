@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from project import graphql_over_http as spec
+from core import graphql_over_http as spec
 from stack import Stack
 from stack.services import REPO_ROOT, DaphneInstance
 from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from notifications import connections, limits, shutdown
-from notifications import hub as hub_module
-from notifications.http_subscriptions import HttpSubscriptions
-from notifications.hub import Hub
+from notifications.hub import hub as hub_module
+from notifications.hub.hub import Hub
 from notifications.models import PublicationCounter
+from notifications.runtime import shutdown
+from notifications.transports import connections, limits
+from notifications.transports.http_subscriptions import HttpSubscriptions
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT
 from tests.test_hub import QUERY, Log, publish
 

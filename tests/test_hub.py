@@ -15,12 +15,12 @@ from channels.layers import InMemoryChannelLayer
 from channels_graphql_ws.serializer import Serializer
 
 from api import validation
-from notifications import hub as hub_module
-from notifications.cohorts import Cohort, LiveSubscription, cohort_key
-from notifications.frames import EventFrames
-from notifications.hub import Hub, HubUnavailable
-from notifications.publications import cursor_for
-from notifications.subscriptions import BlogPublished
+from notifications.hub import hub as hub_module
+from notifications.hub.cohorts import Cohort, LiveSubscription, cohort_key
+from notifications.hub.frames import EventFrames
+from notifications.hub.hub import Hub, HubUnavailable
+from notifications.publishing.log import cursor_for
+from notifications.schema import BlogPublished
 
 QUERY = """subscription Listen($author: String, $after: String) {
   blogPublished(author: $author, after: $after) { cursor blog { title } }

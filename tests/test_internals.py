@@ -1,7 +1,7 @@
 """The private parts of Daphne, Twisted, Autobahn and django-channels-graphql-ws this project relies on.
 
-Each is used in one place only (notifications/transport.py, project/server.py,
-notifications/consumers.py, notifications/subscriptions.py) and pinned in the requirements. A
+Each is used in one place only (notifications/transports/direct.py, project/server.py,
+notifications/transports/consumers.py, notifications/schema.py) and pinned in the requirements. A
 version bump that changes one of them fails here, loudly, instead of quietly turning a guard
 off (a slow reader never closed, a sweep never run, a library cache back in use).
 """
@@ -20,10 +20,10 @@ from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import tcp
 from twisted.python import failure
 
-from notifications import transport
-from notifications.consumers import GraphqlConsumer
-from notifications.streams import chunk
-from notifications.subscriptions import HUB_GROUP, BlogPublished
+from notifications.schema import HUB_GROUP, BlogPublished
+from notifications.transports import direct as transport
+from notifications.transports.consumers import GraphqlConsumer
+from notifications.transports.streams import chunk
 from project.server import SweepingServer
 
 

@@ -1,4 +1,4 @@
-"""notifications/layers.py against real Redis of its own: one redis-server (restarted here), and a
+"""notifications/runtime/layers.py against real Redis of its own: one redis-server (restarted here), and a
 master with a replica and three sentinels (failed over here). The layer's three fixes must hold
 in both of channels-redis's host forms: the URL and the Sentinel form."""
 
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from notifications.layers import BlockingSentinelConnectionPool, RedisChannelLayer
-from project.redis_config import from_environ
+from core.redis_config import from_environ
+from notifications.runtime.layers import BlockingSentinelConnectionPool, RedisChannelLayer
 from stack.sentinel import SentinelRedis
 from stack.services import RedisServer
 
@@ -29,7 +29,7 @@ def single_redis() -> Iterator[RedisServer]:
 
 
 def sentinel_host(group: SentinelRedis, **extra) -> dict:
-    """The hosts entry the settings build from REDIS_SENTINELS & co. (project/redis_config.py)."""
+    """The hosts entry the settings build from REDIS_SENTINELS & co. (core/redis_config.py)."""
     host = from_environ(group.env()).channel_layer_host()
     assert isinstance(host, dict)
     return {**host, **extra}

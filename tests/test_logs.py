@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from project.logs import ContextFilter, JsonFormatter, PlainFormatter, request_id_var
+from core.logs import ContextFilter, JsonFormatter, PlainFormatter, request_id_var
 from tests.live import BLOG_PUBLISHED
 from tests.wsclient import GraphQLWSClient
 

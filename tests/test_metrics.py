@@ -7,7 +7,7 @@ import pytest
 from django.test import RequestFactory
 from prometheus_client.parser import text_string_to_metric_families
 
-from project.metrics import scrape_allowed
+from project.views import scrape_allowed
 from tests.live import BLOG_PUBLISHED, LiveApi
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 

@@ -1,12 +1,12 @@
-"""Shared replays (notifications/replay.py), in-process: a list for a log, a counter for a renderer."""
+"""Shared replays (notifications/hub/replay.py), in-process: a list for a log, a counter for a renderer."""
 
 import asyncio
 from typing import Any
 
 import pytest
 
-from notifications.frames import EventFrames
-from notifications.replay import PAGE, RenderCache, ReplayWindow, ResumePoints
+from notifications.hub.frames import EventFrames
+from notifications.hub.replay import PAGE, RenderCache, ReplayWindow, ResumePoints
 
 
 def payload(seq: int, author: str = "ada") -> dict[str, Any]:

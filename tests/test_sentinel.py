@@ -18,11 +18,12 @@ import httpx
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from notifications.publications import seq_from_cursor
-from project.redis_config import SentinelMasterPool, from_environ, parse_sentinels
+from core.redis_config import SentinelMasterPool, from_environ, parse_sentinels
+from notifications.publishing.log import seq_from_cursor
+from stack.deployment import Stack
 from stack.failover import Drill, Report, delivery_bound_s
 from stack.sentinel import SentinelRedis
-from stack.services import REPO_ROOT, Stack
+from stack.services import REPO_ROOT
 
 # --- settings, no servers ------------------------------------------------------------------------
 

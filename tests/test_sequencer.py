@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from notifications import feed as feed_module
-from notifications.feed import OrderedFeed
-from notifications.sequencer import Sequencer
+from notifications.hub import feed as feed_module
+from notifications.hub.feed import OrderedFeed
+from notifications.hub.sequencer import Sequencer
 
 
 def pub(seq: int) -> dict:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from notifications.publications import seq_from_cursor
+from notifications.publishing.log import seq_from_cursor
 from stack import Stack
 from tests.live import BLOG_PUBLISHED, LiveApi, wait_readyz
 from tests.reconnect import connect_with_retry, messages_until_closed

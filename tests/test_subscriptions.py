@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 
-from notifications.publications import seq_from_cursor
+from notifications.publishing.log import seq_from_cursor
 from tests.live import BLOG_PUBLISHED, LiveApi, assert_no_errors, unique_name
 from tests.wsclient import PROTOCOLS, GraphQLWSClient
 

@@ -1,0 +1,69 @@
+"""Writing one event to every subscriber it concerns, without one connection holding up the rest.
+
+The event is rendered once per cohort and the same bytes go to each member. A connection whose
+write raises is ended on its own (it reconnects and resumes with its cursor); the members after
+it still get the event. A fan-out to thousands of sockets is a long stretch of event-loop time,
+so it yields now and then: the mutation behind the event is still waiting for its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from notifications.hub import telemetry
+from notifications.hub.cohorts import Cohort, LiveSubscription
+from notifications.hub.sequencer import Payload
+from notifications.runtime.shutdown import requests_in_flight
+
+logger = logging.getLogger(__name__)
+
+SLICE_SECONDS = 0.005
+GIVE_REQUESTS_SECONDS = 0.01
+
+
+async def fan_out(payload: Payload, cohorts: Iterable[Cohort]) -> None:
+    seq = payload["seq"]
+    loop = asyncio.get_running_loop()
+    slice_ends = loop.time() + SLICE_SECONDS
+    gave_requests = 0.0
+    for cohort in list(cohorts):
+        try:
+            frames = await cohort.render(payload)
+        except Exception as error:
+            # A bug, not a bad input (resolver errors are part of the result): its members must
+            # not silently miss the event, so they are closed and resume.
+            logger.exception("Rendering publication %s failed for one cohort", seq)
+            for subscription in list(cohort.members):
+                _failed(subscription, error)
+            continue
+        sent = 0
+        for count, subscription in enumerate(list(cohort.members), 1):
+            try:
+                sent += subscription.deliver(seq, frames)
+            except Exception as error:
+                _failed(subscription, error)
+            if count % 64 == 0 and loop.time() > slice_ends:
+                # Order is kept: the next event's fan-out starts only when this one has finished.
+                await asyncio.sleep(0)
+                if requests_in_flight() and gave_requests < GIVE_REQUESTS_SECONDS:
+                    # An HTTP request (often the mutation behind this very event) is being served in
+                    # Django's thread: leave it the GIL for a moment, at most this long per event.
+                    began = loop.time()
+                    await asyncio.sleep(0.001)
+                    gave_requests += loop.time() - began
+                slice_ends = loop.time() + SLICE_SECONDS
+        # Once per cohort, not per subscriber: metrics were a tenth of a fan-out's time.
+        telemetry.events_sent(sent)
+        telemetry.delivery_latency(payload)
+
+
+def _failed(subscription: LiveSubscription, error: Exception) -> None:
+    logger.error("Writing an event failed; closing that connection (%s: %s)", type(error).__name__, error)
+    try:
+        subscription.sink.send_failed(subscription, error)
+    except Exception:
+        logger.exception("Closing a connection whose write failed also failed")
+    finally:
+        subscription.active = False

@@ -1,5 +1,0 @@
-from django.urls import path
-
-from notifications.consumers import GraphqlConsumer
-
-websocket_urlpatterns = [path("graphql/", GraphqlConsumer.as_asgi())]
