@@ -73,7 +73,7 @@ def env_origins(name: str) -> list[str] | None:
 
 # Browsers on other origins (docs/http.md, "From a page on another origin"). One list serves every
 # transport: django-cors-headers answers HTTP with it, and websockets and HTTP subscription streams
-# accept exactly these origins plus the site's own (notifications/origins.py).
+# accept exactly these origins plus the site's own (notifications/transports/origins.py).
 _listed_origins = env_origins("CORS_ALLOWED_ORIGINS")
 CORS_ALLOWED_ORIGINS = _listed_origins or []
 # Unset while developing: pages on any port of this machine (a Vite or Next dev server) are allowed.
