@@ -11,21 +11,61 @@ from graphene import relay
 from graphene_django import DjangoConnectionField, DjangoObjectType
 from graphql_relay import from_global_id
 
-from api import ratelimit, selectors, services
+from api import ratelimit, selection, selectors, services
 from api.auth import refused_token_message
 from api.client_ip import context_ip
 from api.errors import BadUserInput, NotAuthenticated
 from api.models import Author, Blog
+from api.pagination import Window, cursor_for, page_of
 from api.selectors import Credential
 
 
 class ConnectionField(DjangoConnectionField):
-    """graphene-django's connection (efficient COUNT and slicing, a page-size cap) without its extra
-    `offset` argument."""
+    """A Relay connection paged by api/pagination.py: resolvers get the checked `window` and return
+    the rows it needs with their offsets (selectors.paginate, or a page prefetched for all parents).
+
+    graphene-django's own resolution counts every connection and cannot take a page read for many
+    parents at once; its field still supplies the type checks and the page-size cap. Its extra
+    `offset` argument is dropped.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.args.pop("offset", None)
+
+    @classmethod
+    def connection_resolver(
+        cls,
+        resolver: Any,
+        connection: Any,
+        default_manager: Any,
+        queryset_resolver: Any,
+        max_limit: int,
+        enforce_first_or_last: bool,
+        root: Any,
+        info: graphene.ResolveInfo,
+        **args: Any,
+    ) -> Any:
+        window = Window.from_arguments(args, field=info.field_name, default_first=max_limit)
+        for name in ("first", "last"):
+            size = getattr(window, name)
+            if size is not None and size > max_limit:
+                raise BadUserInput(f"'{name}' on '{info.field_name}' must be between 0 and {max_limit}, got {size}.")
+        rest = {name: value for name, value in args.items() if name not in RELAY_ARGUMENTS}
+        page = page_of(window, resolver(root, info, window=window, **rest))
+        edges = [connection.Edge(node=row, cursor=cursor_for(offset)) for offset, row in page.rows]
+        return connection(
+            edges=edges,
+            page_info=relay.PageInfo(
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=edges[-1].cursor if edges else None,
+                has_previous_page=page.has_previous,
+                has_next_page=page.has_next,
+            ),
+        )
+
+
+RELAY_ARGUMENTS = ("first", "last", "after", "before")
 
 
 class Node(relay.Node):
@@ -56,8 +96,15 @@ class AuthorType(DjangoObjectType):
         interfaces = (Node,)
 
     @staticmethod
-    def resolve_blogs(author: Author, info: graphene.ResolveInfo, **kwargs: Any) -> Any:
-        return selectors.blog_list(author_username=author.username)
+    def resolve_blogs(author: Author, info: graphene.ResolveInfo, window: Window) -> list[tuple[int, Blog]]:
+        return selectors.author_blogs(author=author, window=window, attr=selection.page_attr(info.path))
+
+    @classmethod
+    def get_node(cls, info: graphene.ResolveInfo, id: Any) -> Author | None:
+        try:
+            return selectors.author_get(author_id=int(id), load=selection.author_load(info))
+        except (Author.DoesNotExist, ValueError):
+            return None
 
 
 class BlogType(DjangoObjectType):
@@ -70,8 +117,11 @@ class BlogType(DjangoObjectType):
         interfaces = (Node,)
 
     @classmethod
-    def get_queryset(cls, queryset, info):  # type: ignore[no-untyped-def]
-        return queryset.select_related("author")
+    def get_node(cls, info: graphene.ResolveInfo, id: Any) -> Blog | None:
+        try:
+            return selectors.blog_get(blog_id=int(id), load=selection.blog_load(info))
+        except (Blog.DoesNotExist, ValueError):
+            return None
 
 
 def viewer_of(info: graphene.ResolveInfo) -> Author | None:
@@ -128,24 +178,30 @@ class Query(graphene.ObjectType):
     viewer = graphene.Field(AuthorType, description="The authenticated author, or null.")
 
     @staticmethod
-    def resolve_blogs(root: None, info: graphene.ResolveInfo, author: str | None = None, **kwargs: Any) -> Any:
-        return selectors.blog_list(author_username=author)
+    def resolve_blogs(
+        root: None, info: graphene.ResolveInfo, window: Window, author: str | None = None
+    ) -> list[tuple[int, Blog]]:
+        blogs = selectors.blog_list(author_username=author, load=selection.blog_load(info))
+        return selectors.paginate(blogs, window)
 
     @staticmethod
     def resolve_blog(root: None, info: graphene.ResolveInfo, id: str) -> Blog:
-        return selectors.blog_get(blog_id=blog_pk(id))
+        return selectors.blog_get(blog_id=blog_pk(id), load=selection.blog_load(info))
 
     @staticmethod
-    def resolve_authors(root: None, info: graphene.ResolveInfo, **kwargs: Any) -> Any:
-        return selectors.author_list()
+    def resolve_authors(root: None, info: graphene.ResolveInfo, window: Window) -> list[tuple[int, Author]]:
+        return selectors.paginate(selectors.author_list(load=selection.author_load(info)), window)
 
     @staticmethod
     def resolve_author(root: None, info: graphene.ResolveInfo, username: str) -> Author:
-        return selectors.author_get(username=username)
+        return selectors.author_get(username=username, load=selection.author_load(info))
 
     @staticmethod
     def resolve_viewer(root: None, info: graphene.ResolveInfo) -> Author | None:
-        return viewer_of(info)
+        author = viewer_of(info)
+        if author is not None:
+            selectors.author_load_into(author=author, load=selection.author_load(info))
+        return author
 
 
 class ThrottledMutation(relay.ClientIDMutation):

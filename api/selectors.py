@@ -1,17 +1,30 @@
-"""Reads. Resolvers call these instead of building querysets themselves."""
+"""Reads. Resolvers call these instead of building querysets themselves.
+
+Reads that serve a GraphQL selection take its load plan (api/loads.py): the columns it reads,
+and its nested `blogs` connections prefetched for every parent in one statement each (a window
+function pages each author's blogs). Without a plan they load whole rows, as a plain ORM read does.
+"""
 
 import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
+from typing import TypeVar
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Count, F, Model, Prefetch, QuerySet, Window, prefetch_related_objects
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from api.loads import AuthorLoad, BlogLoad, BlogsLoad
 from api.models import ApiToken, Author, Blog
+from api.pagination import Window as PageWindow
 from api.signals import DEACTIVATED, DELETED, EXPIRED, REVOKED, SIGNED_OUT
+
+M = TypeVar("M", bound=Model)
+
+BLOG_ORDER = ("-published_at", "-id")
 
 UNKNOWN = "unknown"  # a token that was never issued (or whose author is gone)
 
@@ -78,21 +91,96 @@ def credential_problem(credential: Credential) -> str | None:
     return None
 
 
-def blog_list(*, author_username: str | None = None) -> QuerySet[Blog]:
+def blog_list(*, author_username: str | None = None, load: BlogLoad | None = None) -> QuerySet[Blog]:
     """Newest first."""
-    blogs = Blog.objects.select_related("author")
+    blogs = Blog.objects.all()
     if author_username is not None:
         blogs = blogs.filter(author__username=author_username)
-    return blogs.order_by("-published_at", "-id")
+    return _blogs_loading(blogs, load).order_by(*BLOG_ORDER)
 
 
-def blog_get(*, blog_id: int) -> Blog:
-    return Blog.objects.select_related("author").get(pk=blog_id)
+def blog_get(*, blog_id: int, load: BlogLoad | None = None) -> Blog:
+    return _blogs_loading(Blog.objects.all(), load).get(pk=blog_id)
 
 
-def author_list() -> QuerySet[Author]:
-    return Author.objects.filter(is_active=True).order_by("username")
+def author_list(*, load: AuthorLoad | None = None) -> QuerySet[Author]:
+    return _authors_loading(Author.objects.filter(is_active=True), load).order_by("username")
 
 
-def author_get(*, username: str) -> Author:
-    return Author.objects.get(username=username, is_active=True)
+def author_get(*, username: str | None = None, author_id: int | None = None, load: AuthorLoad | None = None) -> Author:
+    lookup = {"username": username} if author_id is None else {"pk": author_id}
+    return _authors_loading(Author.objects.all(), load).get(is_active=True, **lookup)
+
+
+def author_load_into(*, author: Author, load: AuthorLoad) -> None:
+    """Prefetch a selection's nested connections onto an author already in memory (the viewer)."""
+    prefetch_related_objects([author], *(_blog_pages(blogs, "blogs") for blogs in load.blogs))
+
+
+def paginate(queryset: QuerySet[M], window: PageWindow) -> list[tuple[int, M]]:
+    """The rows `window` needs from an ordered queryset, with their offsets: one statement, and a
+    COUNT first only when the page is counted from the end (`last` without `before`)."""
+    if window.empty:
+        return []
+    low, stop = window.bounds(queryset.count() if window.needs_count else None)
+    if stop <= low:
+        return []
+    return [(low + index, row) for index, row in enumerate(queryset[low:stop])]
+
+
+def author_blogs(*, author: Author, window: PageWindow, attr: str) -> list[tuple[int, Blog]]:
+    """The rows of one author's `blogs` page: prefetched under `attr` by the root read, else read now."""
+    prefetched: list[Blog] | None = getattr(author, attr, None)
+    if prefetched is not None:
+        return [(blog.page_row - 1, blog) for blog in prefetched]  # type: ignore[attr-defined]
+    rows = paginate(Blog.objects.filter(author_id=author.pk).order_by(*BLOG_ORDER), window)
+    for _, blog in rows:
+        blog.author = author  # the parent is known: reading `author` costs no query per row
+    return rows
+
+
+def _blogs_loading(blogs: QuerySet[Blog], load: BlogLoad | None) -> QuerySet[Blog]:
+    if load is None:
+        return blogs.select_related("author")
+    columns = None if load.columns is None else ["author", *load.columns]
+    if load.author is not None:
+        blogs = blogs.select_related("author")
+        if columns is not None and load.author.columns is not None:
+            columns += [f"author__{name}" for name in ("id", *sorted(load.author.columns))]
+        blogs = blogs.prefetch_related(*(_blog_pages(pages, "author__blogs") for pages in load.author.blogs))
+    return blogs if columns is None else blogs.only(*columns)
+
+
+def _authors_loading(authors: QuerySet[Author], load: AuthorLoad | None) -> QuerySet[Author]:
+    if load is None:
+        return authors
+    if load.columns is not None:
+        authors = authors.only("id", *sorted(load.columns))
+    return authors.prefetch_related(*(_blog_pages(pages, "blogs") for pages in load.blogs))
+
+
+def _blog_pages(pages: BlogsLoad, lookup: str) -> Prefetch:
+    """Every parent's page of blogs in one statement: rows numbered per author by a window function,
+    filtered to what `pages.window` needs (Django adds `author IN (parents)`)."""
+    blogs = Blog.objects.all()
+    if pages.node.columns is not None:
+        blogs = blogs.only("author", *sorted(pages.node.columns))
+    return Prefetch(lookup, queryset=_paged_per_author(blogs, pages.window), to_attr=pages.attr)
+
+
+def _paged_per_author(blogs: QuerySet[Blog], window: PageWindow) -> QuerySet[Blog]:
+    if window.empty:
+        return blogs.none()
+    order = [F("published_at").desc(), F("id").desc()]
+    blogs = blogs.annotate(page_row=Window(RowNumber(), partition_by=[F("author_id")], order_by=order))
+    low = window.start
+    stop = window.stop
+    if window.needs_count:
+        blogs = blogs.annotate(page_rows=Window(Count("id"), partition_by=[F("author_id")]))
+        blogs = blogs.filter(page_row__gt=F("page_rows") - window.tail)
+    elif window.tail is not None and stop is not None:
+        low = max(low, stop - window.tail)
+    blogs = blogs.filter(page_row__gt=low)
+    if stop is not None:
+        blogs = blogs.filter(page_row__lte=stop)
+    return blogs.order_by(*order)

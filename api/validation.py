@@ -11,7 +11,9 @@ standard rules; neither bounds what a document may cost. `check()` runs first on
   (`__typename` stays allowed: Apollo and urql add it to every selection);
 - depth: graphene's `depth_limit_validator`;
 - cost: fields that would be resolved in the worst case, each connection multiplying its
-  selection by its page size, plus the page-size bounds graphene-django would otherwise assert.
+  selection by its page size, plus the page-size bounds graphene-django would otherwise assert;
+- cursors: a connection's `after`/`before` must be a cursor the API gave (api/pagination.py),
+  refused here once rather than by every parent of a nested connection.
 
 Plain syntax and validation errors are left to the executor, which reports them in the protocol's
 usual way; graphene's depth validator also needs a valid document (it loops on fragment cycles).
@@ -34,9 +36,11 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    NullValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    StringValueNode,
     VariableNode,
     get_named_type,
     get_operation_ast,
@@ -48,9 +52,11 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, Typ
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 
 from api.documents import Prepared, PreparedDocuments, estimated_bytes
+from api.pagination import cursor_error
 from core.schema import graphql_schema
 
 PAGINATION_ARGUMENTS = ("first", "last")
+CURSOR_ARGUMENTS = ("after", "before")
 
 
 def limit_error(message: str, limit: str, **details: Any) -> GraphQLError:
@@ -300,6 +306,7 @@ class _CostWalk:
         """How many items a connection returns: its first/last, or graphene-django's maximum page."""
         if not any(name in definition.args for name in PAGINATION_ARGUMENTS):
             return 1
+        self.check_cursors(node)
         sizes = []
         for argument in node.arguments:
             if argument.name.value not in PAGINATION_ARGUMENTS:
@@ -321,3 +328,20 @@ class _CostWalk:
                     )
                 sizes.append(min(max(value, 0), self.max_page))
         return max(sizes) if sizes else self.max_page
+
+    def check_cursors(self, node: FieldNode) -> None:
+        for argument in node.arguments:
+            if argument.name.value not in CURSOR_ARGUMENTS:
+                continue
+            value: Any = argument.value
+            if isinstance(value, VariableNode):
+                value = self.variables.get(value.name.value)
+            elif isinstance(value, StringValueNode):
+                value = value.value
+            elif isinstance(value, NullValueNode):
+                value = None
+            message = cursor_error(argument.name.value, node.name.value, value)
+            if message is not None:
+                self.errors.append(
+                    GraphQLError(message, node, extensions={"code": "BAD_USER_INPUT", "argument": argument.name.value})
+                )
