@@ -9,7 +9,7 @@
   `REDIS_DB` picks the database under Sentinel (a URL names its own).
 
 Both the channel layer (channels-redis's own Sentinel host form, notifications/runtime/layers.py) and
-Django's cache (RedisCache with `SentinelMasterPool` as its documented `pool_class` option) are
+Django's cache (RedisCache with a pool of core/redis_pools.py as its documented `pool_class` option) are
 built from one `RedisTarget`, so they always talk to the same master.
 """
 
@@ -72,16 +72,26 @@ class RedisTarget:
             host["password"] = self.password
         return host
 
-    def cache(self) -> dict[str, Any]:
-        """CACHES["default"]: Django's own Redis backend, on the master either way."""
-        options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
+    def cache(self, *, max_connections: int, pool_timeout: float) -> dict[str, Any]:
+        """CACHES["default"]: Django's own Redis backend, on the master either way.
+
+        Through one pool per process (core/redis_pools.py) of at most `max_connections`; a
+        request that finds them all in use waits up to `pool_timeout` seconds for one.
+        """
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            "pool_class": "core.redis_pools.SharedBlockingPool",
+            "max_connections": max_connections,
+            "timeout": pool_timeout,
+        }
         if self.password:
             options["password"] = self.password
         location = self.url
         if self.uses_sentinel:
             location = f"{SentinelMasterPool.SCHEME}://{self.master_name}/{self.db}"
             options |= {
-                "pool_class": f"{__name__}.SentinelMasterPool",
+                "pool_class": "core.redis_pools.SharedSentinelMasterPool",
                 "sentinels": [list(address) for address in self.sentinels],
                 "sentinel_kwargs": self.sentinel_kwargs(),
             }

@@ -335,7 +335,23 @@ RATE_LIMITS = {
     "createToken": env_rate("RATE_LIMIT_LOG_INS", "20/300"),  # per client IP
     "loginFailure": env_rate("RATE_LIMIT_LOGIN_FAILURES", "10/900"),  # failed createToken per username
 }
+
+# Sync views (the GraphQL endpoint) run on HTTP_THREADS threads reused request after request
+# (project/request_threads.py); a request that finds them all busy waits for one. Health probes
+# have HEALTH_THREADS of their own, so a busy instance still answers /healthz and /readyz.
+HTTP_THREADS = env_int("HTTP_THREADS", 8)
+HEALTH_THREADS = env_int("HEALTH_THREADS", 2)
+for _name, _threads in (("HTTP_THREADS", HTTP_THREADS), ("HEALTH_THREADS", HEALTH_THREADS)):
+    if _threads < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {_threads}.")
+
 if REDIS.configured:
     # Rate-limit counters live in Redis (the same master as the channel layer) so every instance
     # counts the same; without Redis they fall back to the default per-process memory cache.
-    CACHES = {"default": REDIS.cache()}
+    # One pool per process, one connection per request thread at most (core/redis_pools.py).
+    CACHES = {
+        "default": REDIS.cache(
+            max_connections=env_int("REDIS_CACHE_MAX_CONNECTIONS", HTTP_THREADS + HEALTH_THREADS),
+            pool_timeout=float(os.environ.get("REDIS_CACHE_POOL_TIMEOUT", "2")),
+        )
+    }

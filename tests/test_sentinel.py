@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from core.redis_config import SentinelMasterPool, from_environ, parse_sentinels
 from notifications.publishing.log import seq_from_cursor
@@ -32,11 +34,17 @@ def test_without_sentinels_the_single_server_settings_are_what_they_always_were(
     target = from_environ({"REDIS_URL": "redis://cache:6379/0"})
     assert not target.uses_sentinel
     assert target.channel_layer_host() == "redis://cache:6379/0"
-    assert target.cache() == {
+    assert target.cache(max_connections=12, pool_timeout=3) == {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": "redis://cache:6379/0",
         "KEY_PREFIX": "blog",
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        "OPTIONS": {
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            "pool_class": "core.redis_pools.SharedBlockingPool",
+            "max_connections": 12,
+            "timeout": 3,
+        },
     }
     assert not from_environ({}).configured  # `make run`: the in-memory layer and cache
 
@@ -44,7 +52,7 @@ def test_without_sentinels_the_single_server_settings_are_what_they_always_were(
 def test_redis_password_reaches_both_users_of_a_single_server():
     target = from_environ({"REDIS_URL": "redis://cache:6379/0", "REDIS_PASSWORD": "secret"})
     assert target.channel_layer_host() == {"address": "redis://cache:6379/0", "password": "secret"}
-    assert target.cache()["OPTIONS"]["password"] == "secret"
+    assert target.cache(max_connections=1, pool_timeout=1)["OPTIONS"]["password"] == "secret"
 
 
 def test_sentinels_take_precedence_and_both_parts_use_the_same_master():
@@ -64,16 +72,21 @@ def test_sentinels_take_precedence_and_both_parts_use_the_same_master():
     assert host["sentinels"] == sentinels and host["master_name"] == "BlogPush"
     assert host["password"] == "redis secret" and host["db"] == 2
     assert host["sentinel_kwargs"]["password"] == "sentinel secret"
-    cache = target.cache()
+    cache = target.cache(max_connections=7, pool_timeout=2)
     assert cache["LOCATION"] == "sentinel://BlogPush/2"
     assert cache["OPTIONS"]["sentinels"] == sentinels
     assert cache["OPTIONS"]["password"] == "redis secret"
     assert cache["OPTIONS"]["sentinel_kwargs"]["password"] == "sentinel secret"
     # Django builds the pool as its RedisCacheClient does: pool_class.from_url(LOCATION, **OPTIONS).
     options = {k: v for k, v in cache["OPTIONS"].items() if k != "pool_class"}
-    pool = SentinelMasterPool.from_url(cache["LOCATION"], **options)
+    pool_class = import_string(cache["OPTIONS"]["pool_class"])
+    pool = pool_class.from_url(cache["LOCATION"], **options)
+    assert isinstance(pool, SentinelMasterPool) and isinstance(pool, redis.BlockingConnectionPool)
     assert pool.service_name == "BlogPush" and pool.is_master  # master names are case-sensitive
     assert pool.connection_kwargs["db"] == 2 and pool.connection_kwargs["password"] == "redis secret"
+    assert pool.max_connections == 7 and pool.timeout == 2
+    # Every cache object of the process (one per request under ASGI) gets this same pool.
+    assert pool_class.from_url(cache["LOCATION"], **options) is pool
 
 
 @pytest.mark.parametrize(
