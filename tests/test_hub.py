@@ -8,48 +8,33 @@ prove the same paths on real processes.
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 from channels.layers import InMemoryChannelLayer
-from channels_graphql_ws.serializer import Serializer
 
 from api import validation
 from notifications.hub import hub as hub_module
 from notifications.hub.cohorts import Cohort, LiveSubscription, cohort_key
 from notifications.hub.frames import EventFrames
 from notifications.hub.hub import Hub, HubUnavailable
-from notifications.publishing.log import cursor_for
-from notifications.schema import BlogPublished
+from notifications.publishing.broadcast import HUB_GROUP, MESSAGE_TYPE, message_for, publication_from
+from notifications.publishing.publication import Publication, cursor_for
+from tests.factories import publication
 
 QUERY = """subscription Listen($author: String, $after: String) {
   blogPublished(author: $author, after: $after) { cursor blog { title } }
 }"""
 
 
-def payload(seq: int, author: str = "ada") -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "cursor": cursor_for(seq),
-        "blog": {
-            "id": seq,
-            "title": f"blog {seq}",
-            "content": "text",
-            "published_at": "2026-11-28T00:00:00+00:00",
-            "author": {"id": 1, "username": author, "bio": ""},
-        },
-    }
-
-
 class Log:
     def __init__(self) -> None:
-        self.payloads: list[dict[str, Any]] = []
+        self.publications: list[Publication] = []
         self.down = False
         self.reads: list[tuple[int, int | None, str | None]] = []
         self.position_reads = 0
         self.before_read: Callable[[int, int | None, str | None], Awaitable[None]] | None = None
 
-    async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[dict[str, Any]]:
+    async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[Publication]:
         if self.before_read is not None:
             await self.before_read(after, upto, author)
         if self.down:
@@ -57,10 +42,8 @@ class Log:
         self.reads.append((after, upto, author))
         found = [
             p
-            for p in self.payloads
-            if p["seq"] > after
-            and (upto is None or p["seq"] <= upto)
-            and author in (None, p["blog"]["author"]["username"])
+            for p in self.publications
+            if p.seq > after and (upto is None or p.seq <= upto) and author in (None, p.author)
         ]
         return found[:limit]
 
@@ -68,7 +51,7 @@ class Log:
         self.position_reads += 1
         if self.down:
             raise ConnectionError("database down")
-        return max((p["seq"] for p in self.payloads), default=0)
+        return max((p.seq for p in self.publications), default=0)
 
 
 class Sink:
@@ -112,10 +95,9 @@ async def running(settings):
 
 async def publish(layer: InMemoryChannelLayer, log: Log, *seqs: int, live: bool = True) -> None:
     for seq in seqs:
-        log.payloads.append(payload(seq))
+        log.publications.append(publication(seq))
         if live:
-            message = {"type": "broadcast", "group": "hub", "payload": Serializer.serialize(payload(seq))}
-            await layer.group_send(BlogPublished.hub_group(), message)
+            await layer.group_send(HUB_GROUP, message_for(publication(seq)))
 
 
 async def settle(condition, timeout: float = 3.0) -> None:
@@ -130,6 +112,24 @@ async def test_live_events_reach_subscribers_in_order(running):
     await hub.subscribe(subscription(sink))
     await publish(layer, log, 1, 2, 3)
     await settle(lambda: sink.seqs == [1, 2, 3])
+
+
+def test_a_publication_crosses_the_channel_layer_unchanged():
+    sent = publication(7, "grace", title="Ünïcode & <tags>")
+    message = message_for(sent)
+    assert message["type"] == MESSAGE_TYPE
+    assert publication_from(message) == sent
+    assert publication_from({"type": "something.else"}) is None
+
+
+async def test_an_unreadable_publication_message_makes_the_hub_read_the_log(running):
+    """A message of the project's type it cannot read (another release's shape) loses nothing."""
+    hub, layer, log = running
+    sink = Sink()
+    await hub.subscribe(subscription(sink))
+    await publish(layer, log, 1, live=False)
+    await layer.group_send(HUB_GROUP, {"type": MESSAGE_TYPE, "publication": {"seq": "one"}})
+    await settle(lambda: sink.seqs == [1])
 
 
 @pytest.mark.parametrize(
@@ -251,10 +251,10 @@ async def test_a_crowd_resuming_from_many_cursors_shares_log_reads_and_renders(r
     renders = 0
     render = Cohort.render
 
-    async def counting_render(cohort, payload):
+    async def counting_render(cohort, publication):
         nonlocal renders
         renders += 1
-        return await render(cohort, payload)
+        return await render(cohort, publication)
 
     monkeypatch.setattr(Cohort, "render", counting_render)
     log.reads.clear()

@@ -13,14 +13,12 @@ from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
 from channels_graphql_ws import GraphqlWsConsumer
-from channels_graphql_ws.serializer import Serializer
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import tcp
 from twisted.python import failure
 
-from notifications.schema import HUB_GROUP, BlogPublished
 from notifications.transports import direct as transport
 from notifications.transports.consumers import GraphqlConsumer
 from notifications.transports.streams import chunk
@@ -116,13 +114,6 @@ def test_the_library_hooks_the_consumer_overrides_are_still_called():
         assert inspect.iscoroutinefunction(getattr(GraphqlWsConsumer, name)), name
     consumer = GraphqlConsumer()
     assert consumer._subscriptions == {} and len(consumer._operation_locks) == 0
-
-
-def test_the_library_names_the_hub_group_and_serializes_payloads_as_the_hub_reads_them():
-    assert BlogPublished.hub_group() == BlogPublished._group_name(HUB_GROUP)
-    payload = {"seq": 7, "blog": {"title": "t"}}
-    assert Serializer.deserialize(Serializer.serialize(payload)) == payload
-    assert '"type": "broadcast"' in inspect.getsource(BlogPublished.broadcast_async)
 
 
 def _flush(connection: tcp.Connection, reactor: _Reactor) -> None:

@@ -1,39 +1,35 @@
 """Shared replays (notifications/hub/replay.py), in-process: a list for a log, a counter for a renderer."""
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from notifications.hub.frames import EventFrames
 from notifications.hub.replay import PAGE, RenderCache, ReplayWindow, ResumePoints
-
-
-def payload(seq: int, author: str = "ada") -> dict[str, Any]:
-    return {"seq": seq, "cursor": str(seq), "blog": {"id": seq, "author": {"username": author}}}
+from notifications.publishing.publication import Publication
+from tests.factories import publication
 
 
 class Log:
     def __init__(self, seqs) -> None:
-        self.payloads = [payload(seq, "ada" if seq % 2 else "bob") for seq in seqs]
+        self.publications = [publication(seq, "ada" if seq % 2 else "bob") for seq in seqs]
         self.reads: list[tuple[int, int | None, str | None]] = []
         self.stall: tuple[int, int] | None = None  # a range whose read hangs until cancelled
 
-    async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[dict[str, Any]]:
+    async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[Publication]:
         if (after, upto) == self.stall:
             await asyncio.Event().wait()
         self.reads.append((after, upto, author))
         found = [
             p
-            for p in self.payloads
-            if after < p["seq"] <= (upto if upto is not None else p["seq"])
-            and author in (None, p["blog"]["author"]["username"])
+            for p in self.publications
+            if after < p.seq <= (upto if upto is not None else p.seq) and author in (None, p.author)
         ]
         return found[:limit]
 
 
 async def replay(window: ReplayWindow, after: int, upto: int, author: str | None = None) -> list[int]:
-    return [p["seq"] async for page in window.pages(after, upto, author) for p in page]
+    return [p.seq async for page in window.pages(after, upto, author) for p in page]
 
 
 async def test_ranges_inside_overlapping_and_beside_the_window_read_only_what_is_missing():
@@ -50,7 +46,7 @@ async def test_a_window_past_its_freshness_is_read_again_so_deleted_blogs_are_sk
     log = Log(range(1, 11))
     window = ReplayWindow(log.read, fresh_seconds=0.05)
     assert await replay(window, 0, 10) == list(range(1, 11))
-    log.payloads = [p for p in log.payloads if p["seq"] != 5]  # blog 5 deleted
+    log.publications = [p for p in log.publications if p.seq != 5]  # blog 5 deleted
     await asyncio.sleep(0.1)
     assert await replay(window, 0, 10) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
     assert len(log.reads) == 2
@@ -60,7 +56,7 @@ async def test_a_range_longer_than_the_window_is_read_for_that_subscriber_page_b
     log = Log(range(1, 3 * PAGE + 1))
     window = ReplayWindow(log.read, max_span=100)
     pages = [page async for page in window.pages(0, 3 * PAGE, "ada")]
-    assert [p["seq"] for page in pages for p in page] == list(range(1, 3 * PAGE + 1, 2))
+    assert [p.seq for page in pages for p in page] == list(range(1, 3 * PAGE + 1, 2))
     assert all(len(page) <= PAGE for page in pages)
     assert all(author == "ada" for _, _, author in log.reads)
 
@@ -78,45 +74,45 @@ class Cohort:
         self.fail = fail
         self.renders = 0
 
-    async def render(self, payload: dict[str, Any]) -> EventFrames:
+    async def render(self, payload: Publication) -> EventFrames:
         self.renders += 1
         await asyncio.sleep(0.01)
         if self.fail:
             raise RuntimeError("render failed")
-        return EventFrames("x" * 1000, str(payload["seq"]))
+        return EventFrames("x" * 1000, str(payload.seq))
 
 
 async def test_concurrent_renders_of_one_event_for_one_cohort_run_once():
     cache = RenderCache()
     cohort = Cohort("a")
-    frames = await asyncio.gather(*(cache.render(cohort, payload(7)) for _ in range(50)))
+    frames = await asyncio.gather(*(cache.render(cohort, publication(7)) for _ in range(50)))
     assert cohort.renders == 1
     assert all(f is frames[0] for f in frames)
-    await cache.render(Cohort("b"), payload(7))  # another cohort's result is its own
+    await cache.render(Cohort("b"), publication(7))  # another cohort's result is its own
     assert len(cache) == 2
 
 
 async def test_a_failed_render_is_not_cached_and_every_waiter_gets_an_error_or_a_result():
     cache = RenderCache()
     failing = Cohort("a", fail=True)
-    results = await asyncio.gather(*(cache.render(failing, payload(1)) for _ in range(3)), return_exceptions=True)
+    results = await asyncio.gather(*(cache.render(failing, publication(1)) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(result, RuntimeError) for result in results)
     assert len(cache) == 0
     failing.fail = False
-    assert (await cache.render(failing, payload(1))).cursor == "1"
+    assert (await cache.render(failing, publication(1))).cursor == "1"
 
 
 async def test_the_render_cache_stays_within_its_bytes_and_drops_the_oldest():
     cache = RenderCache(max_bytes=20_000)
     cohort = Cohort("a")
     for seq in range(1, 21):
-        await cache.render(cohort, payload(seq))
+        await cache.render(cohort, publication(seq))
     assert cache.bytes <= 20_000
     assert 0 < len(cache) < 20
     renders = cohort.renders
-    await cache.render(cohort, payload(20))  # the newest is kept
+    await cache.render(cohort, publication(20))  # the newest is kept
     assert cohort.renders == renders
-    await cache.render(cohort, payload(1))  # the oldest was dropped
+    await cache.render(cohort, publication(1))  # the oldest was dropped
     assert cohort.renders == renders + 1
 
 

@@ -23,6 +23,7 @@ from api.errors import format_error
 from core.schema import graphql_schema
 from notifications.hub.execution import run_orm_resolvers_in_thread
 from notifications.hub.frames import EventFrames
+from notifications.publishing.publication import Publication
 
 
 class EventSink(Protocol):
@@ -105,12 +106,12 @@ class Cohort:
     author: str | None
     members: set[LiveSubscription] = field(default_factory=set)
 
-    async def render(self, payload: dict[str, Any]) -> EventFrames:
+    async def render(self, publication: Publication) -> EventFrames:
         """This event's result for every member, serialized once."""
         result = graphql.execute(
             graphql_schema(),
             self.document,
-            root_value=payload,
+            root_value=publication,
             context_value=SharedContext(),
             variable_values=self.variables,
             operation_name=self.operation_name,
@@ -122,7 +123,7 @@ class Cohort:
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [format_error(error) for error in result.errors]
-        return EventFrames(json.dumps(body, separators=(",", ":")), payload.get("cursor"))
+        return EventFrames(json.dumps(body, separators=(",", ":")), publication.cursor)
 
 
 class CohortRegistry:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from notifications.hub import telemetry
 from notifications.hub.cohorts import Cohort, LiveSubscription
-from notifications.hub.sequencer import Payload
+from notifications.publishing.publication import Publication
 from notifications.runtime.shutdown import requests_in_flight
 
 logger = logging.getLogger(__name__)
@@ -23,14 +23,14 @@ SLICE_SECONDS = 0.005
 GIVE_REQUESTS_SECONDS = 0.01
 
 
-async def fan_out(payload: Payload, cohorts: Iterable[Cohort]) -> None:
-    seq = payload["seq"]
+async def fan_out(publication: Publication, cohorts: Iterable[Cohort]) -> None:
+    seq = publication.seq
     loop = asyncio.get_running_loop()
     slice_ends = loop.time() + SLICE_SECONDS
     gave_requests = 0.0
     for cohort in list(cohorts):
         try:
-            frames = await cohort.render(payload)
+            frames = await cohort.render(publication)
         except Exception as error:
             # A bug, not a bad input (resolver errors are part of the result): its members must
             # not silently miss the event, so they are closed and resume.
@@ -56,7 +56,7 @@ async def fan_out(payload: Payload, cohorts: Iterable[Cohort]) -> None:
                 slice_ends = loop.time() + SLICE_SECONDS
         # Once per cohort, not per subscriber: metrics were a tenth of a fan-out's time.
         telemetry.events_sent(sent)
-        telemetry.delivery_latency(payload)
+        telemetry.delivery_latency(publication.announced_at)
 
 
 def _failed(subscription: LiveSubscription, error: Exception) -> None:

@@ -17,13 +17,14 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from notifications.hub.sequencer import Payload, Sequencer
+from notifications.hub.sequencer import Sequencer
+from notifications.publishing.publication import Publication
 
 logger = logging.getLogger(__name__)
 
 # (after, upto, limit) -> publications with after < seq <= upto (upto None: no bound), oldest first.
-ReadLog = Callable[[int, int | None, int], Awaitable[list[Payload]]]
-Deliver = Callable[[Payload], Awaitable[None]]
+ReadLog = Callable[[int, int | None, int], Awaitable[list[Publication]]]
+Deliver = Callable[[Publication], Awaitable[None]]
 
 LOG_PAGE = 500  # publications read at once: a long outage is caught up page by page
 RETRY_FIRST_SECONDS = 0.2
@@ -39,7 +40,7 @@ class OrderedFeed:
         self.read_log = read_log
         self.deliver = deliver
         self.reorder_window = reorder_window
-        self.inbox: asyncio.Queue[Payload | str] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Publication | str] = asyncio.Queue()
         self.problem: str | None = None  # why the log could not be read, while it cannot
         self._log_wanted = False
         self._gap_timer: asyncio.TimerHandle | None = None
@@ -51,8 +52,8 @@ class OrderedFeed:
         """The last sequence number delivered (or skipped)."""
         return self.sequencer.position
 
-    def offer(self, payload: Payload) -> None:
-        self.inbox.put_nowait(payload)
+    def offer(self, publication: Publication) -> None:
+        self.inbox.put_nowait(publication)
 
     def resync(self) -> None:
         self.inbox.put_nowait(_RESYNC)
@@ -60,13 +61,12 @@ class OrderedFeed:
     async def run(self) -> None:
         while True:
             item = await self.inbox.get()
-            if item == _RESYNC:
+            if isinstance(item, Publication):
+                self.sequencer.offer(item)
+            elif item == _RESYNC:
                 self._log_wanted = True
             elif item == _GAP_TIMEOUT:
                 self._log_wanted = self._log_wanted or self.sequencer.waiting
-            else:
-                assert isinstance(item, dict)
-                self.sequencer.offer(item)
             await self._advance()
 
     async def _advance(self) -> None:
@@ -84,14 +84,14 @@ class OrderedFeed:
             self._gap_timer = asyncio.get_running_loop().call_later(self.reorder_window, self._gap_timeout)
 
     async def _deliver_ready(self) -> None:
-        while (payload := self.sequencer.pop_ready()) is not None:
+        while (publication := self.sequencer.pop_ready()) is not None:
             try:
-                await self.deliver(payload)
+                await self.deliver(publication)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # One event's failure must not stop the ones after it (fan-out isolates sockets).
-                logger.exception("Delivering publication %s failed", payload.get("seq"))
+                logger.exception("Delivering publication %s failed", publication.seq)
 
     async def _read_log_page(self) -> bool:
         """Read the next page of what the log has after `position`; False when it failed."""
@@ -113,7 +113,7 @@ class OrderedFeed:
         self.sequencer.fill(found, through=None if full_page else through)
         self._log_wanted = full_page
         if found:
-            logger.info("Hub read %d publication(s) from the log, up to seq %d", len(found), found[-1]["seq"])
+            logger.info("Hub read %d publication(s) from the log, up to seq %d", len(found), found[-1].seq)
         return True
 
     def _gap_timeout(self) -> None:

@@ -35,9 +35,9 @@ from notifications.hub.fanout import fan_out
 from notifications.hub.feed import OrderedFeed
 from notifications.hub.receiver import LayerReceiver
 from notifications.hub.replay import RenderCache, ReplayWindow, ResumePoints
-from notifications.hub.sequencer import Payload
 from notifications.publishing import log as publications
-from notifications.schema import BlogPublished
+from notifications.publishing.broadcast import HUB_GROUP
+from notifications.publishing.publication import Publication
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +45,15 @@ START_RETRY_FIRST_SECONDS = 0.2
 START_RETRY_MAX_SECONDS = 5.0
 
 # (after, upto, limit, author) -> publications with after < seq <= upto, oldest first.
-ReadLog = Callable[[int, int | None, int, str | None], Awaitable[list[Payload]]]
+ReadLog = Callable[[int, int | None, int, str | None], Awaitable[list[Publication]]]
 
 
 class HubUnavailable(Exception):
     """Subscriptions cannot be delivered by this process right now; the client should retry."""
 
 
-async def _read_log(after: int, upto: int | None, limit: int, author: str | None) -> list[Payload]:
-    return await database_sync_to_async(publications.payloads_between)(after, upto, author, limit=limit)
+async def _read_log(after: int, upto: int | None, limit: int, author: str | None) -> list[Publication]:
+    return await database_sync_to_async(publications.publications_between)(after, upto, author, limit=limit)
 
 
 class Hub:
@@ -74,7 +74,7 @@ class Hub:
         self.replays = ReplayWindow(read_log)
         self.replay_renders = RenderCache()
         self.resume_points = ResumePoints(check_resume_point or database_sync_to_async(publications.resume_point))
-        self.receiver = LayerReceiver(layer, BlogPublished.hub_group(), on_payload=self._offer, on_resync=self._resync)
+        self.receiver = LayerReceiver(layer, HUB_GROUP, on_publication=self._offer, on_resync=self._resync)
         self.feed: OrderedFeed | None = None
         self._started = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -91,9 +91,9 @@ class Hub:
             return self._start_problem or ("starting" if self._runner is not None else None)
         return self._start_problem or self.receiver.problem or self.feed.problem
 
-    def _offer(self, payload: Payload) -> None:
+    def _offer(self, publication: Publication) -> None:
         if self.feed is not None:
-            self.feed.offer(payload)
+            self.feed.offer(publication)
 
     def _resync(self) -> None:
         if self.feed is not None:
@@ -136,7 +136,7 @@ class Hub:
                 self._start_problem = "restarting after an internal error (see the log)"
                 await asyncio.sleep(START_RETRY_MAX_SECONDS * random.uniform(0.5, 1.0))
 
-    async def _read_missed(self, after: int, upto: int | None, limit: int) -> list[Payload]:
+    async def _read_missed(self, after: int, upto: int | None, limit: int) -> list[Publication]:
         found = await self.read_log(after, upto, limit, None)
         telemetry.publications_read_from_log(len(found))
         return found
@@ -179,8 +179,8 @@ class Hub:
             if behind:
                 feed.resync()
 
-    async def _deliver(self, payload: Payload) -> None:
-        await fan_out(payload, self.registry.for_author(payload["blog"]["author"]["username"]))
+    async def _deliver(self, publication: Publication) -> None:
+        await fan_out(publication, self.registry.for_author(publication.author))
 
     # ------------------------------------------------------------------ subscribers
 
@@ -201,10 +201,10 @@ class Hub:
         sent = 0
         try:
             async for page in self.replays.pages(subscription.position, upto, subscription.author):
-                for payload in page:
+                for publication in page:
                     if not subscription.active:
                         break
-                    subscription.sink.send_event(subscription, await self.replay_renders.render(cohort, payload))
+                    subscription.sink.send_event(subscription, await self.replay_renders.render(cohort, publication))
                     sent += 1
             subscription.position = upto
         except BaseException:

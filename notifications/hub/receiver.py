@@ -1,4 +1,4 @@
-"""The hub's side of the channel layer: one channel in one group, every broadcast handed on.
+"""The hub's side of the channel layer: one channel in one group, every publication handed on.
 
 channels-redis forgets a group's members after `group_expiry`, and all of them when Redis
 restarts empty, so membership is renewed. Whenever the layer could not be reached, what was
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from channels.layers import BaseChannelLayer
-from channels_graphql_ws.serializer import Serializer
 
-from notifications.hub.sequencer import Payload
+from notifications.publishing.broadcast import publication_from
+from notifications.publishing.publication import Publication
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ class LayerReceiver:
         layer: BaseChannelLayer,
         group: str,
         *,
-        on_payload: Callable[[Payload], None],
+        on_publication: Callable[[Publication], None],
         on_resync: Callable[[], None],
     ) -> None:
         self.layer = layer
         self.group = group
-        self.on_payload = on_payload
+        self.on_publication = on_publication
         self.on_resync = on_resync
         self.channel = ""
         self.problem: str | None = None  # why the layer cannot be reached, while it cannot
@@ -69,8 +69,15 @@ class LayerReceiver:
                 logger.warning("Hub %s; retrying in %.1fs", self.problem, delay)
                 await asyncio.sleep(delay)
                 continue
-            if message.get("type") == "broadcast":
-                self.on_payload(Serializer.deserialize(message["payload"]))
+            try:
+                publication = publication_from(message)
+            except ValueError as error:
+                # Another release's shape (a rolling deploy): the publication is in the log.
+                logger.warning("Hub %s; reading the log instead", error)
+                self.on_resync()
+                continue
+            if publication is not None:
+                self.on_publication(publication)
 
     async def renew(self, interval: float) -> None:
         """Join again every `interval` seconds, so neither expiry nor a Redis restart drops us."""

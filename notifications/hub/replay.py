@@ -25,7 +25,7 @@ from typing import Generic, Protocol, TypeVar
 
 from core.lru import CostBoundedLRU
 from notifications.hub.frames import EventFrames
-from notifications.hub.sequencer import Payload
+from notifications.publishing.publication import Publication
 
 FRESH_SECONDS = 1.0
 PAGE = 500
@@ -40,15 +40,11 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 # (after, upto, limit, author) -> publications with after < seq <= upto, oldest first.
-ReadLog = Callable[[int, int | None, int, str | None], Awaitable[list[Payload]]]
+ReadLog = Callable[[int, int | None, int, str | None], Awaitable[list[Publication]]]
 
 
-def _seq(payload: Payload) -> int:
-    return int(payload["seq"])
-
-
-def _author(payload: Payload) -> str:
-    return payload["blog"]["author"]["username"]
+def _seq(publication: Publication) -> int:
+    return publication.seq
 
 
 class ReplayWindow:
@@ -59,10 +55,10 @@ class ReplayWindow:
         self._lock = asyncio.Lock()
         # Every publication with lo < seq <= hi, oldest first, as read at `_read_at` (or later).
         self._lo = self._hi = 0
-        self._items: list[Payload] = []
+        self._items: list[Publication] = []
         self._read_at: float | None = None
 
-    async def pages(self, after: int, upto: int, author: str | None) -> AsyncIterator[list[Payload]]:
+    async def pages(self, after: int, upto: int, author: str | None) -> AsyncIterator[list[Publication]]:
         """Publications with after < seq <= upto, by `author` (None: by anyone), oldest first, a page at a time."""
         if upto <= after:
             return
@@ -73,12 +69,12 @@ class ReplayWindow:
                 yield page
                 if len(page) < PAGE:
                     return
-                after = page[-1]["seq"]
+                after = page[-1].seq
         async with self._lock:
             await self._cover(after, upto)
             start = bisect.bisect_right(self._items, after, key=_seq)
             end = bisect.bisect_right(self._items, upto, key=_seq)
-            found = [p for p in self._items[start:end] if author is None or _author(p) == author]
+            found = [p for p in self._items[start:end] if author is None or p.author == author]
         yield found
 
     async def _cover(self, after: int, upto: int) -> None:
@@ -96,14 +92,14 @@ class ReplayWindow:
                 self._items += await self._read_all(self._hi, upto)
                 self._hi = upto
 
-    async def _read_all(self, after: int, upto: int) -> list[Payload]:
-        found: list[Payload] = []
+    async def _read_all(self, after: int, upto: int) -> list[Publication]:
+        found: list[Publication] = []
         while True:
             page = await self._read_log(after, upto, PAGE, None)
             found += page
             if len(page) < PAGE:
                 return found
-            after = page[-1]["seq"]
+            after = page[-1].seq
 
 
 class SingleFlight(Generic[K, V]):
@@ -141,7 +137,7 @@ class Renders(Protocol):
     @property
     def key(self) -> Hashable: ...
 
-    async def render(self, payload: Payload) -> EventFrames: ...
+    async def render(self, publication: Publication) -> EventFrames: ...
 
 
 class RenderCache:
@@ -153,14 +149,14 @@ class RenderCache:
     def bytes(self) -> int:
         return self._done.bytes
 
-    async def render(self, cohort: Renders, payload: Payload) -> EventFrames:
-        key = (cohort.key, payload["seq"])
+    async def render(self, cohort: Renders, publication: Publication) -> EventFrames:
+        key = (cohort.key, publication.seq)
         done = self._done.get(key)
         if done is not None:
             return done
 
         async def render_and_keep() -> EventFrames:
-            frames = await cohort.render(payload)
+            frames = await cohort.render(publication)
             # The result, and a wrapping of about its size per transport that uses it.
             self._done.put(key, frames, 4 * len(frames.payload_json) + 256)
             return frames

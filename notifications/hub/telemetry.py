@@ -93,9 +93,9 @@ def events_sent(count: int) -> None:
         metrics.events_delivered(count)
 
 
-def delivery_latency(payload: dict[str, Any]) -> None:
-    """A live publication reached the last subscriber of one cohort; its broadcaster set `announced_at`."""
-    metrics.delivery_latency(payload.get("announced_at"))
+def delivery_latency(announced_at: float | None) -> None:
+    """A publication reached the last subscriber of one cohort; `announced_at` is None when read from the log."""
+    metrics.delivery_latency(announced_at)
 
 
 def publications_read_from_log(count: int) -> None:

@@ -1,7 +1,5 @@
-"""Recording a publication and shaping what subscribers receive."""
+"""The publication log: numbering a publication in its transaction, and reading publications back."""
 
-import base64
-import binascii
 from datetime import timedelta
 
 from django.conf import settings
@@ -10,27 +8,12 @@ from django.utils import timezone
 
 from api.errors import BadUserInput
 from api.models import Blog
-from notifications.models import Publication, PublicationCounter
-
-CURSOR_PREFIX = "pub:"
-
-
-def cursor_for(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{seq}".encode()).decode().rstrip("=")
+from notifications.models import Publication as PublicationRow
+from notifications.models import PublicationCounter
+from notifications.publishing.publication import AuthorData, BlogData, Publication, seq_from_cursor
 
 
-def seq_from_cursor(cursor: str) -> int:
-    """Inverse of cursor_for; ValueError for anything it did not make."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
-        raise ValueError("malformed cursor") from error
-    if not text.startswith(CURSOR_PREFIX) or not text[len(CURSOR_PREFIX) :].isdigit():
-        raise ValueError("malformed cursor")
-    return int(text[len(CURSOR_PREFIX) :])
-
-
-def publication_record(blog: Blog) -> Publication:
+def publication_record(blog: Blog) -> PublicationRow:
     """Number the blog's publication; the counter's row lock is held until our commit.
 
     Every other publisher waits on that lock from our UPDATE to our COMMIT, so the round trips
@@ -43,7 +26,7 @@ def publication_record(blog: Blog) -> Publication:
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             created_at = timezone.now()
-            table = connection.ops.quote_name(Publication._meta.db_table)
+            table = connection.ops.quote_name(PublicationRow._meta.db_table)
             cursor.execute(
                 f"WITH n AS (UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq) "
                 f"INSERT INTO {table} (seq, blog_id, author_username, created_at) "
@@ -53,29 +36,30 @@ def publication_record(blog: Blog) -> Publication:
             row = cursor.fetchone()
             if row is None:
                 raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
-            return Publication(id=row[0], seq=row[1], blog=blog, author_username=author_username, created_at=created_at)
+            return PublicationRow(
+                id=row[0], seq=row[1], blog=blog, author_username=author_username, created_at=created_at
+            )
         cursor.execute(f"UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
         row = cursor.fetchone()
         if row is None:
             raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
-        return Publication.objects.create(seq=row[0], blog=blog, author_username=author_username)
+        return PublicationRow.objects.create(seq=row[0], blog=blog, author_username=author_username)
 
 
-def event_payload(publication: Publication) -> dict:
+def publication_of(row: PublicationRow) -> Publication:
     """Plain data, read once at broadcast time, so delivery never touches the database."""
-    blog = publication.blog
+    blog = row.blog
     author = blog.author
-    return {
-        "seq": publication.seq,
-        "cursor": cursor_for(publication.seq),
-        "blog": {
-            "id": blog.pk,
-            "title": blog.title,
-            "content": blog.content,
-            "published_at": blog.published_at.isoformat(),
-            "author": {"id": author.pk, "username": author.username, "bio": author.bio},
-        },
-    }
+    return Publication(
+        seq=row.seq,
+        blog=BlogData(
+            id=blog.pk,
+            title=blog.title,
+            content=blog.content,
+            published_at=blog.published_at,
+            author=AuthorData(id=author.pk, username=author.username, bio=author.bio),
+        ),
+    )
 
 
 def last_published_seq() -> int:
@@ -93,21 +77,21 @@ def resume_point(cursor: str) -> int:
     if seq > last_published_seq():
         raise BadUserInput(f"Unknown cursor '{cursor}'. {refetch}")
     cutoff = timezone.now() - timedelta(seconds=settings.PUBLICATION_RETENTION_SECONDS)
-    newer_than_cutoff = Publication.objects.filter(seq__gt=seq, created_at__lt=cutoff)
+    newer_than_cutoff = PublicationRow.objects.filter(seq__gt=seq, created_at__lt=cutoff)
     if newer_than_cutoff.exists():
         raise BadUserInput(f"Cursor '{cursor}' is older than the replay window. {refetch}")
     return seq
 
 
-def payloads_between(
+def publications_between(
     after_seq: int, upto_seq: int | None = None, author_username: str | None = None, *, limit: int | None = None
-) -> list[dict]:
+) -> list[Publication]:
     """Publications with after_seq < seq <= upto_seq, oldest first, at most `limit`; deleted blogs are absent."""
-    publications = Publication.objects.select_related("blog__author").filter(seq__gt=after_seq).order_by("seq")
+    rows = PublicationRow.objects.select_related("blog__author").filter(seq__gt=after_seq).order_by("seq")
     if upto_seq is not None:
-        publications = publications.filter(seq__lte=upto_seq)
+        rows = rows.filter(seq__lte=upto_seq)
     if author_username is not None:
-        publications = publications.filter(author_username=author_username)
+        rows = rows.filter(author_username=author_username)
     if limit is not None:
-        publications = publications[:limit]
-    return [event_payload(publication) for publication in publications]
+        rows = rows[:limit]
+    return [publication_of(row) for row in rows]

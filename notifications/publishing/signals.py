@@ -11,9 +11,9 @@ from django.dispatch import receiver
 
 from api.models import Blog
 from api.signals import blogs_created
+from notifications.publishing.broadcast import broadcast
 from notifications.publishing.events import call_event
-from notifications.publishing.log import event_payload, publication_record
-from notifications.schema import BlogPublished
+from notifications.publishing.log import publication_of, publication_record
 
 
 class BlogFixtureRefused(Exception):
@@ -41,5 +41,4 @@ def announce_bulk_created_blogs(sender: type[Blog], blogs: list[Blog], **kwargs:
 
 def announce(blog: Blog) -> None:
     """Number the blog's publication now (inside its transaction); broadcast it after the commit."""
-    publication = publication_record(blog)
-    call_event(BlogPublished.announce, event_payload(publication))
+    call_event(broadcast, publication_of(publication_record(blog)))
