@@ -8,6 +8,7 @@ against a throwaway cluster.
 import base64
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +18,8 @@ from graphql_relay import to_global_id
 
 from api.models import Author, Blog
 from notifications.hub.cohorts import Cohort
-from notifications.publishing.log import cursor_for as publication_cursor
+from notifications.publishing.publication import AuthorData, BlogData, Publication
+from notifications.publishing.publication import cursor_for as publication_cursor
 from tests.graphql_http import post_graphql
 from tests.live import assert_no_errors
 
@@ -318,25 +320,24 @@ def test_the_resolver_refuses_a_forged_cursor_even_without_the_request_checks(li
 
 
 async def test_the_hub_renders_a_published_blog_without_the_database():
-    """No django_db mark: any query raises. The payload carries all a subscription selects."""
+    """No django_db mark: any query raises. The publication carries all a subscription selects."""
     from api import validation
 
     query = "subscription { blogPublished { cursor blog { id title content publishedAt author { id username bio } } } }"
     prepared = validation.check(query).prepared
     assert prepared is not None and prepared.document is not None
     cohort = Cohort("key", prepared.document, None, {}, None)
-    payload = {
-        "seq": 1,
-        "cursor": publication_cursor(1),
-        "blog": {
-            "id": 1,
-            "title": "t",
-            "content": "c",
-            "published_at": "2026-11-28T00:00:00+00:00",
-            "author": {"id": 1, "username": "ada", "bio": "b"},
-        },
-    }
-    body = json.loads((await cohort.render(payload)).payload_json)
+    publication = Publication(
+        seq=1,
+        blog=BlogData(
+            id=1,
+            title="t",
+            content="c",
+            published_at=datetime(2026, 11, 28, tzinfo=UTC),
+            author=AuthorData(id=1, username="ada", bio="b"),
+        ),
+    )
+    body = json.loads((await cohort.render(publication)).payload_json)
     assert "errors" not in body, body
     assert body["data"]["blogPublished"]["blog"]["author"] == {
         "id": to_global_id("Author", 1),
