@@ -1,9 +1,10 @@
-"""Bearer-token authentication for HTTP."""
+"""Bearer-token sign-in, one way for every entry point: HTTP requests, websockets, HTTP streams."""
 
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from api.errors import NotAuthenticated
 from api.selectors import UNKNOWN, Credential, credential_by_token
 from api.signals import EXPIRED
 
@@ -30,6 +31,35 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() or None
 
 
+class TokenRefused(NotAuthenticated):
+    """A bearer token was offered and does not sign in; `reason` is selectors.credential_by_token's."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(refused_token_message(reason))
+        self.reason = reason
+
+
+def sign_in(authorization: object, *, bearer_only: bool = False) -> Credential | None:
+    """The credential an `Authorization` value signs in with; None when it offers no bearer token.
+
+    TokenRefused when it offers one that does not sign in (unknown, revoked, expired, its author
+    deactivated). A value of another scheme belongs to someone else (a proxy's Basic auth) and
+    signs nobody in, unless `bearer_only`: where the value can only mean a bearer token (a
+    websocket's `connection_init`), anything else is refused too. Queries the database.
+    """
+    if authorization is None:
+        return None
+    token = bearer_token(authorization) if isinstance(authorization, str) else None
+    if token is None:
+        if bearer_only or not isinstance(authorization, str):
+            raise TokenRefused(UNKNOWN)
+        return None
+    credential = credential_by_token(token)
+    if not isinstance(credential, Credential):
+        raise TokenRefused(credential or UNKNOWN)
+    return credential
+
+
 class BearerTokenMiddleware:
     """Sets `request.user` and `request.credential` from an `Authorization: Bearer` token.
 
@@ -41,14 +71,14 @@ class BearerTokenMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        token = bearer_token(request.headers.get("Authorization"))
         request.token_invalid = False  # type: ignore[attr-defined]
         request.credential = None  # type: ignore[attr-defined]
-        if token is not None:
-            credential = credential_by_token(token)
-            if isinstance(credential, Credential):
+        try:
+            credential = sign_in(request.headers.get("Authorization"))
+        except TokenRefused as refused:
+            request.token_invalid = refused.reason  # type: ignore[attr-defined]
+        else:
+            if credential is not None:
                 request.user = credential.author
                 request.credential = credential  # type: ignore[attr-defined]
-            else:
-                request.token_invalid = credential or UNKNOWN  # type: ignore[attr-defined]
         return self.get_response(request)

@@ -23,9 +23,8 @@ from django.conf import settings
 from graphql.language.ast import OperationType
 
 from api import validation
-from api.auth import bearer_token
-from api.errors import BadUserInput, NotAuthenticated, format_error
-from api.selectors import author_by_token
+from api.auth import sign_in
+from api.errors import BadUserInput, format_error
 from api.validation import Verdict
 from core.request_id import bind_request_id, new_request_id
 from core.schema import root_schema
@@ -181,12 +180,10 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         if payload is not None and not isinstance(payload, dict):
             raise BadUserInput("The connection_init payload must be an object.")
         raw = (payload or {}).get("authorization") or (payload or {}).get("Authorization")
-        if raw is not None:
-            token = bearer_token(raw) if isinstance(raw, str) else None
-            author = await database_sync_to_async(author_by_token)(token) if token else None
-            if author is None:
-                raise NotAuthenticated("The bearer token is invalid or has been revoked.")
-            self.scope["user"] = author
+        credential = await database_sync_to_async(sign_in)(raw, bearer_only=True)
+        if credential is not None:
+            self.scope["user"] = credential.author
+            self.scope["credential"] = credential
         self.connection_initialised = True
 
     # ------------------------------------------------------------------ incoming messages

@@ -11,8 +11,8 @@ body over DATA_UPLOAD_MAX_MEMORY_SIZE, a host Django would refuse, a plain-HTTP 
 would redirect) goes to Django too.
 
 A stream counts against the per-address connection limit the websockets count against, is
-refused to a foreign `Origin` as a websocket handshake is, checks a bearer token like the
-websocket's `connection_init`, resumes after `Last-Event-ID` (what a
+refused to a foreign `Origin` as a websocket handshake is, signs in with a bearer token as
+every entry point does (api/auth.sign_in), resumes after `Last-Event-ID` (what a
 browser's EventSource sends when it reconnects) or the `after:` argument, and is not an HTTP
 request in flight (notifications/runtime/shutdown.py waits for those; fan-outs leave them the GIL).
 """
@@ -35,10 +35,9 @@ from django.urls import reverse
 from graphql.language.ast import OperationType
 
 from api import validation
-from api.auth import bearer_token
+from api.auth import TokenRefused, sign_in
 from api.client_ip import scope_ip
 from api.errors import BadUserInput, format_error
-from api.selectors import author_by_token
 from core import graphql_over_http as spec
 from core.request_id import bind_request_id, request_id_from
 from notifications.hub.cohorts import LiveSubscription, cohort_key
@@ -158,14 +157,14 @@ class Subscriber:
             message = "Subscriptions are not served to pages of this origin."
             raise Refusal([graphql.GraphQLError(message, extensions=_code("FORBIDDEN"))], 403)
         try:
-            token = bearer_token(self.headers.get("authorization"))
-            if token is not None and await database_sync_to_async(author_by_token)(token) is None:
-                message = "The bearer token is invalid or has been revoked."
+            try:
+                await database_sync_to_async(sign_in)(self.headers.get("authorization"))
+            except TokenRefused as refused:
                 raise Refusal(
-                    [graphql.GraphQLError(message, extensions=_code("UNAUTHENTICATED"))],
+                    [graphql.GraphQLError(str(refused), extensions=_code("UNAUTHENTICATED"))],
                     401,
                     www_authenticate='Bearer error="invalid_token"',
-                )
+                ) from None
             coerced, arguments = subscription_arguments(verdict.operation_node, variables or {})
             # A reconnecting EventSource sends the id of the last event it saw: that is where it resumes.
             cursor = self.headers.get("last-event-id") or arguments.get("after")
