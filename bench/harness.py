@@ -83,7 +83,15 @@ class Config:
     total_budget: float = 13.5 * 60.0  # later phases are skipped when the run would overrun this
     # SSE subscribers (graphql-sse over HTTP) on one instance, after the websocket fan-out (bench/sse.py).
     sse_fanout_sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
-    phases: str = "latency,baseline,scale,two,fanout,sse,writers,failover"  # which groups of phases to run
+    # Issue 24 (bench/phases/reads.py): nested list pages on PostgreSQL, latency and statements per request.
+    reads_authors: int = 120
+    reads_blogs_each: int = 10
+    reads_first: int = 100
+    reads_count_sizes: list[int] = field(default_factory=lambda: [5, 20])  # statements also counted at these
+    reads_requests: int = 200
+    reads_budget: float = 20.0  # per shape
+    reads_app: str = ""  # another checkout of the project to serve (before/after comparisons)
+    phases: str = "latency,reads,baseline,scale,two,fanout,sse,writers,failover"  # which groups of phases to run
     postgres: bool = True
 
     @classmethod
@@ -122,7 +130,13 @@ class Config:
             writers_seconds=1.5,
             counter_lock_seconds=1,
             # The failover drill has its own test (tests/test_sentinel.py); the quick run skips it.
-            phases="latency,baseline,scale,two,fanout,sse,writers",
+            reads_authors=12,
+            reads_blogs_each=6,
+            reads_first=10,
+            reads_count_sizes=[2, 5],
+            reads_requests=5,
+            reads_budget=10,
+            phases="latency,reads,baseline,scale,two,fanout,sse,writers",
             total_budget=300,
         )
 

@@ -233,6 +233,7 @@ def render(results: dict[str, Any]) -> str:
         out += _table(["instances", "subscribers", "events", "delivered", "deliveries/s", "vs 1"], rows)
 
     out += _scaling(phases)
+    out += _reads(phases)
 
     rows = []
     for t in results.get("targets", []):
@@ -247,6 +248,42 @@ def render(results: dict[str, Any]) -> str:
     if results.get("notes"):
         out += ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [""]
     return "\n".join(out)
+
+
+def _reads(phases: dict[str, Any]) -> list[str]:
+    reads = phases.get("reads", {})
+    shapes = [value for value in reads.values() if isinstance(value, dict) and "statements" in value]
+    if not shapes:
+        return []
+    sizes = sorted({int(size) for shape in shapes for size in shape["statements"]})
+    rows = [
+        [
+            shape["label"],
+            _v(shape.get("requests")),
+            _v(_g(shape, "latency_ms", "p50")),
+            _v(_g(shape, "latency_ms", "p99")),
+            _v(shape.get("statements_per_request")),
+            " / ".join(_v(shape["statements"].get(str(size))) for size in sizes),
+        ]
+        for shape in shapes
+    ]
+    return [
+        f"**Reads** on PostgreSQL ({_v(reads.get('authors'))} authors, {_v(reads.get('blogs_each'))} blogs each, "
+        f"one request at a time, `first: {reads.get('first')}`); statements counted by PostgreSQL "
+        "(pg_stat_statements), per request:",
+        "",
+        *_table(
+            [
+                "list page",
+                "requests",
+                "p50 ms",
+                "p99 ms",
+                "statements",
+                "statements at first: " + " / ".join(str(size) for size in sizes),
+            ],
+            rows,
+        ),
+    ]
 
 
 def _pct(share: Any) -> str:

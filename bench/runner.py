@@ -13,12 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.harness import Bench, Config, machine
-from bench.phases import fanout, instances, latency, scaling, sse
+from bench.phases import fanout, instances, latency, reads, scaling, sse
 
 # Cheapest and most target-relevant first: when a slow delivery path makes the run overrun its
 # budget, what gets cut is the tail of the last phases.
 PHASES: tuple[tuple[str, Callable[[Bench], None]], ...] = (
     ("latency", latency.latency),
+    ("reads", reads.reads),
     ("baseline", latency.baseline),
     ("scale", instances.scale_out),
     ("two", instances.two_instances),

@@ -46,10 +46,14 @@ def test_bench_quick_produces_results(tmp_path):
     for name in ("writers_1", "writers_2"):
         assert phases[name]["blogs"] > 0 and phases[name]["delivered_to_every_instance"] == phases[name]["blogs"]
     assert phases["counter_lock"]["clients_8"]["tps"] > 0
+    # Issue 24: nested list pages, statements counted by PostgreSQL, the same at every page size.
+    reads = [v for k, v in phases["reads"].items() if k.startswith("reads_")]
+    assert len(reads) == 3 and all(r["requests"] > 0 and r["latency_ms"]["p50"] is not None for r in reads), reads
+    assert all(len(set(r["statements"].values())) == 1 and r["statements_per_request"] <= 2 for r in reads), reads
     assert results["targets"]
 
     table = md_path.read_text()
-    for heading in ("BASELINE", "faster", "| target |", "Concurrent writers", "SSE fan-out"):
+    for heading in ("BASELINE", "faster", "| target |", "Concurrent writers", "SSE fan-out", "**Reads**"):
         assert heading in table, heading
     assert table.strip() in done.stdout  # printed too
     # A quick run never rewrites the README's table.
