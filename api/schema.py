@@ -102,7 +102,7 @@ class AuthorType(DjangoObjectType):
     @classmethod
     def get_node(cls, info: graphene.ResolveInfo, id: Any) -> Author | None:
         try:
-            return selectors.author_get(author_id=int(id), load=selection.author_load(info))
+            return selectors.author_node(author_id=int(id), load=selection.author_load(info))
         except (Author.DoesNotExist, ValueError):
             return None
 

@@ -107,9 +107,13 @@ def author_list(*, load: AuthorLoad | None = None) -> QuerySet[Author]:
     return _authors_loading(Author.objects.filter(is_active=True), load).order_by("username")
 
 
-def author_get(*, username: str | None = None, author_id: int | None = None, load: AuthorLoad | None = None) -> Author:
-    lookup = {"username": username} if author_id is None else {"pk": author_id}
-    return _authors_loading(Author.objects.all(), load).get(is_active=True, **lookup)
+def author_get(*, username: str, load: AuthorLoad | None = None) -> Author:
+    return _authors_loading(Author.objects.all(), load).get(username=username, is_active=True)
+
+
+def author_node(*, author_id: int, load: AuthorLoad | None = None) -> Author:
+    """An author by database id, as Relay's `node` finds it."""
+    return _authors_loading(Author.objects.all(), load).get(pk=author_id)
 
 
 def author_load_into(*, author: Author, load: AuthorLoad) -> None:

@@ -181,6 +181,25 @@ def test_the_viewer_s_blogs_are_bounded_too(client, library):
     assert counts[0] == counts[1], counts
 
 
+def test_a_mutation_s_response_does_not_grow_with_its_nested_page(client, library):
+    """createBlog answers from the blog it wrote: its author's page costs one statement at any size."""
+    from api import services
+
+    token = services.token_create(author=library["authors"][5]).raw
+    mutation = (
+        'mutation { createBlog(input: {title: "new", content: "text"}) { blog { title author { username'
+        " blogs(first: %s) { edges { node { title author { username } } } } } } } }"
+    )
+    counts = []
+    for n in (2, 6):
+        with CaptureQueriesContext(connection) as queries:
+            result = post_graphql(client, mutation % n, token=token)
+        edges = assert_no_errors(result)["createBlog"]["blog"]["author"]["blogs"]["edges"]
+        assert len(edges) == n and edges[0]["node"]["title"] == "new"
+        counts.append(len(queries.captured_queries))
+    assert counts[0] == counts[1], counts
+
+
 # -- Relay pagination, nested and at the root, against the specification's algorithm --------------
 
 
