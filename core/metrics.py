@@ -59,6 +59,34 @@ DELIVERY_SECONDS = Histogram(
 )
 
 
+CONNECTIONS_SIGNED_OUT = Counter(
+    "blogpush_connections_signed_out",
+    "Websockets closed (4403) and HTTP streams ended by this process because their sign-in ended, by reason "
+    "(revoked, expired, deactivated, deleted, signed_out) and protocol.",
+    [INSTANCE_LABEL, "reason", "protocol"],
+    registry=REGISTRY,
+)
+WRITES_REFUSED = Counter(
+    "blogpush_socket_writes_refused",
+    "Mutations refused over a websocket because its sign-in had ended when the mutation arrived, by reason.",
+    [INSTANCE_LABEL, "reason"],
+    registry=REGISTRY,
+)
+REVOCATION_BROADCASTS = Counter(
+    "blogpush_revocation_broadcasts",
+    "Ended credentials (revoked tokens, deactivated or deleted authors, sign-outs) announced to every instance.",
+    [INSTANCE_LABEL],
+    registry=REGISTRY,
+)
+REVOCATION_BROADCAST_FAILURES = Counter(
+    "blogpush_revocation_broadcast_failures",
+    "Announcements of ended credentials this process failed to hand to the channel layer (the revocation stays "
+    "committed; the sockets' own checks refuse their writes, and instances recheck their sockets on reconnecting).",
+    [INSTANCE_LABEL],
+    registry=REGISTRY,
+)
+
+
 def instance_name() -> str:
     return str(settings.INSTANCE_NAME)
 
@@ -69,6 +97,18 @@ def broadcast_sent() -> None:
 
 def broadcast_failed() -> None:
     BROADCAST_FAILURES.labels(instance_name()).inc()
+
+
+def connection_signed_out(reason: str, protocol: str) -> None:
+    CONNECTIONS_SIGNED_OUT.labels(instance_name(), reason, protocol).inc()
+
+
+def socket_write_refused(reason: str) -> None:
+    WRITES_REFUSED.labels(instance_name(), reason).inc()
+
+
+def revocation_broadcast(*, failed: bool) -> None:
+    (REVOCATION_BROADCAST_FAILURES if failed else REVOCATION_BROADCASTS).labels(instance_name()).inc()
 
 
 def events_delivered(count: int) -> None:

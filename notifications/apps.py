@@ -11,4 +11,9 @@ class NotificationsConfig(AppConfig):
         # shows them in every process, whether or not anyone has subscribed there yet.
         from notifications.hub import hub  # noqa: F401
         from notifications.publishing import signals  # noqa: F401
-        from notifications.transports import connections  # noqa: F401
+
+        # Connects the receiver that announces ended credentials to every instance.
+        from notifications.transports import (
+            connections,  # noqa: F401
+            revocation,  # noqa: F401
+        )

@@ -9,6 +9,7 @@ instead of one per subscriber, strict cursor order, and `after:` resume.
 """
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -20,12 +21,15 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from graphql.language.ast import OperationType
 
 from api import validation
 from api.auth import sign_in
 from api.errors import BadUserInput, format_error
+from api.selectors import Credential, credential_problem
 from api.validation import Verdict
+from core import metrics
 from core.request_id import bind_request_id, new_request_id
 from core.schema import root_schema
 from notifications.hub import telemetry
@@ -35,7 +39,7 @@ from notifications.hub.frames import EventFrames
 from notifications.hub.hub import HubUnavailable, get_hub
 from notifications.hub.operations import subscription_arguments
 from notifications.runtime import shutdown
-from notifications.transports import connections, keepalive
+from notifications.transports import connections, keepalive, revocation
 from notifications.transports.direct import DirectSocket
 from notifications.transports.limits import ConnectionLimits
 
@@ -50,13 +54,16 @@ KEEPALIVE_TEXT = {TRANSPORT_WS: '{"type":"ping"}', LEGACY_WS: '{"type":"ka"}'}
 # and resubscribe: the way to tell them "not here, not now" without ending their subscriptions.
 UNAVAILABLE_CLOSE = 1013
 INTERNAL_ERROR_CLOSE = 1011
+OPERATIONS_GRACE_SECONDS = 1.0
 
 
 class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     """One websocket: the library's protocol handling, subscriptions through the process's hub.
 
-    It is a `connections.LiveConnection` (keep-alives, SIGTERM drain, metrics) and the
-    `cohorts.EventSink` of its subscriptions.
+    It is a `connections.LiveConnection` (keep-alives, SIGTERM drain, metrics), the
+    `cohorts.EventSink` of its subscriptions, and once signed in a `revocation.SignedIn`: it
+    closes with 4403 when its credential ends, and checks the credential again before each
+    mutation it runs.
 
     Private parts of django-channels-graphql-ws used here, and only here (the library is pinned
     in requirements-nodeps.txt; tests/test_internals.py fails when a bump changes them):
@@ -158,8 +165,42 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             self.limits.watch_connection_init(self.connection_init_wait_timeout)
         connections.register(self)
         telemetry.websocket_connected(self)
+        user, session_key = self.scope.get("user"), getattr(self.scope.get("session"), "session_key", None)
+        if user is not None and user.is_authenticated and session_key:
+            self._sign_in(Credential(user, session_key=session_key))  # a browser, by its cookie
+
+    def _sign_in(self, credential: Credential) -> None:
+        self.scope["user"] = credential.author
+        self.scope["credential"] = credential
+        revocation.sign_in(self, credential)
+
+    def access_ended(self, reason: str) -> None:
+        """revocation.SignedIn: the credential ended. Nothing more runs as its author; 4403.
+
+        Operations already running (a signOut sent over this very socket, a write checked just
+        before the revocation) get up to OPERATIONS_GRACE_SECONDS to send their result first.
+        """
+        self.scope["user"] = AnonymousUser()
+        self.scope.pop("credential", None)
+        self.stop_all_live()
+        running = [lock for lock in list(self._operation_locks.values()) if lock.locked()]
+        if running:
+            self._closing = asyncio.ensure_future(self._close_after(running, reason))
+        else:
+            self.socket.close(revocation.ACCESS_ENDED_CLOSE, revocation.reason_text(reason))
+
+    async def _close_after(self, running: list[asyncio.Lock], reason: str) -> None:
+        async def finished() -> None:
+            for lock in running:
+                async with lock:
+                    pass
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished(), OPERATIONS_GRACE_SECONDS)
+        self.socket.close(revocation.ACCESS_ENDED_CLOSE, revocation.reason_text(reason))
 
     async def disconnect(self, code: int) -> None:
+        revocation.forget(self)
         connections.unregister(self)
         telemetry.websocket_disconnected(self, code)
         self.limits.release()
@@ -182,8 +223,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         raw = (payload or {}).get("authorization") or (payload or {}).get("Authorization")
         credential = await database_sync_to_async(sign_in)(raw, bearer_only=True)
         if credential is not None:
-            self.scope["user"] = credential.author
-            self.scope["credential"] = credential
+            self._sign_in(credential)
         self.connection_initialised = True
 
     # ------------------------------------------------------------------ incoming messages
@@ -281,6 +321,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             if verdict.operation is OperationType.SUBSCRIPTION:
                 await self.start_live(content["id"], payload, verdict)
                 return
+            if verdict.operation is OperationType.MUTATION and not await self.still_signed_in(content["id"]):
+                return
         elif kind in ("complete", "stop") and content.get("id") in self.live:
             self.stop_live(content["id"])
             # graphql-transport-ws: nothing more is sent for an id the client completed. The
@@ -289,6 +331,25 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
                 await self._send_gql_complete(content["id"])
             return
         await super().receive_json(content)
+
+    async def still_signed_in(self, op_id: str) -> bool:
+        """A write runs only while the socket's credential holds: checked now, not at sign-in.
+
+        One query per mutation on a signed-in socket. An ended credential is refused with
+        UNAUTHENTICATED and the socket closed with 4403, even on a process that missed the
+        announcement.
+        """
+        credential = self.scope.get("credential")
+        if credential is None:
+            return True  # anonymous: the mutation's own check answers
+        problem = await database_sync_to_async(credential_problem)(credential)
+        if problem is None:
+            return True
+        metrics.socket_write_refused(problem)
+        message = f"{revocation.REASON_TEXT.get(problem, 'Sign-in ended')}: nothing was written. Sign in again."
+        await self.send_operation_errors(op_id, [graphql.GraphQLError(message, extensions={"code": "UNAUTHENTICATED"})])
+        revocation.close(self, problem)
+        return False
 
     # ------------------------------------------------------------------ subscriptions via the hub
 

@@ -38,13 +38,14 @@ from api import validation
 from api.auth import TokenRefused, sign_in
 from api.client_ip import scope_ip
 from api.errors import BadUserInput, format_error
+from api.selectors import Credential
 from core import graphql_over_http as spec
 from core.request_id import bind_request_id, request_id_from
 from notifications.hub.cohorts import LiveSubscription, cohort_key
 from notifications.hub.hub import HubUnavailable, get_hub
 from notifications.hub.operations import subscription_arguments
 from notifications.runtime import shutdown
-from notifications.transports import connections
+from notifications.transports import connections, revocation
 from notifications.transports.direct import DirectStream
 from notifications.transports.limits import release_connection_slot, take_connection_slot
 from notifications.transports.origins import origin_allowed
@@ -111,6 +112,7 @@ class Subscriber:
         self.transport = transport
         self.request_id = request_id
         self.ip = scope_ip(scope)
+        self.credential: Credential | None = None
 
     async def serve(self, verdict: validation.Verdict, params: tuple[Any, ...], receive: Receive, send: Send) -> None:
         direct = DirectStream(send)
@@ -128,6 +130,8 @@ class Subscriber:
             release_connection_slot(self.ip)
             raise
         connections.register(stream)  # nothing awaited since the stopping check: the drain sees it
+        if self.credential is not None:
+            revocation.sign_in(stream, self.credential)  # a revoked or expired token ends the stream
         began = time.monotonic()
         self.log_opened(subscription_parts)
         try:
@@ -144,6 +148,7 @@ class Subscriber:
             await _until_disconnected(receive)
         finally:
             stream.closed()
+            revocation.forget(stream)
             connections.unregister(stream)
             release_connection_slot(self.ip)
             self.log_closed(stream, began)
@@ -158,7 +163,7 @@ class Subscriber:
             raise Refusal([graphql.GraphQLError(message, extensions=_code("FORBIDDEN"))], 403)
         try:
             try:
-                await database_sync_to_async(sign_in)(self.headers.get("authorization"))
+                self.credential = await database_sync_to_async(sign_in)(self.headers.get("authorization"))
             except TokenRefused as refused:
                 raise Refusal(
                     [graphql.GraphQLError(str(refused), extensions=_code("UNAUTHENTICATED"))],

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 
+from api.signals import REASONS
 from core import graphql_over_http as spec
 from notifications.hub.cohorts import LiveSubscription
 from notifications.hub.frames import EventFrames
@@ -50,6 +51,14 @@ ENDINGS = {  # why the server ended a stream -> (extensions.code, message)
     "error": ("INTERNAL_SERVER_ERROR", "Internal error: reconnect and resume after your last cursor."),
     "unavailable": ("SERVICE_UNAVAILABLE", "Subscriptions cannot be delivered here now: retry after your last cursor."),
 }
+# The stream's sign-in ended (transports/revocation.py): the subscription is public, so the
+# client may subscribe again without a token (or with a new one).
+ENDINGS.update(
+    {
+        reason: ("UNAUTHENTICATED", f"Sign-in ended ({reason}): subscribe again without a token or with a new one.")
+        for reason in REASONS
+    }
+)
 
 
 def chunk(data: bytes) -> bytes:
@@ -207,6 +216,11 @@ class HttpStream:
 
     def going_away(self) -> None:
         self.end("shutdown")
+
+    # ------------------------------------------------------------------ revocation.SignedIn
+
+    def access_ended(self, reason: str) -> None:
+        self.end(reason)
 
 
 # ---------------------------------------------------------------------- graphql-sse
