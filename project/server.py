@@ -15,6 +15,9 @@ completes a TCP handshake on its own while the socket's queue has room, so a bus
 answers a connect at once; with 50, a reconnect storm overflows the queue, the kernel drops SYNs,
 the client (nginx) retries a second later, and nginx's 500 ms proxy_connect_timeout takes a live
 instance for a dead one and answers 502. Linux caps the figure at net.core.somaxconn.
+
+The process's delivery hub starts as soon as the server runs, not when the first subscriber
+arrives: after a deploy the first subscribers come as a storm, and they then find it delivering.
 """
 
 from typing import Any
@@ -40,9 +43,18 @@ def with_backlog(endpoint: str, backlog: int = LISTEN_BACKLOG) -> str:
     return f"{endpoint}:backlog={backlog}"
 
 
+def _start_hub() -> None:
+    # Imported here: this module is loaded before Django is set up (Daphne's CLI imports the app later).
+    from notifications.hub.hub import start_hub
+
+    start_hub()
+
+
 class SweepingServer(Server):
     def __init__(self, application: Any, endpoints: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(application, endpoints=[with_backlog(endpoint) for endpoint in endpoints or []], **kwargs)
+        # callLater, not callWhenRunning: startup triggers fire before the asyncio loop runs.
+        _reactor().callLater(0, _start_hub)
 
     def application_checker(self) -> None:
         self._sweep_every("application_checker", daphne_interval=1, calls=5)

@@ -198,7 +198,7 @@ async def _channel_layer_ok() -> None:
 
 async def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: the database and the channel layer answer, and this process's delivery hub
-    (once anyone subscribed here) is running. 503 with the reason otherwise."""
+    (started with the process) delivers. 503 with the reason otherwise."""
     problems = {}
     hub = hub_problem()
     if hub is not None:

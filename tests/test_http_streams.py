@@ -443,12 +443,13 @@ async def test_metrics_count_streams_and_their_subscriptions_by_protocol(stream_
 
 
 async def test_a_hub_that_cannot_start_answers_503_with_retry_after(live_env):
-    """Redis is down when the first subscriber arrives: nothing could be delivered, so no stream starts."""
+    """Redis is down when the instance starts: nothing could be delivered, so no stream starts."""
     with RedisServer() as redis:
         env = {**live_env, **STREAM_ENV, "REDIS_URL": redis.url}
         with DaphneInstance("streams-no-hub", env) as server:
             redis.terminate()
             redis.wait(10)
+            server.restart()  # its hub cannot start
             for transport in TRANSPORTS:
                 async with stream(server, transport, {}) as client:
                     assert client.response is not None and client.response.status_code == 503

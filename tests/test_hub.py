@@ -33,6 +33,7 @@ class Log:
         self.reads: list[tuple[int, int | None, str | None]] = []
         self.position_reads = 0
         self.before_read: Callable[[int, int | None, str | None], Awaitable[None]] | None = None
+        self.position_delay = 0.0  # a slow database (a fresh instance busy with a connect storm)
 
     async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[Publication]:
         if self.before_read is not None:
@@ -49,6 +50,7 @@ class Log:
 
     async def position(self) -> int:
         self.position_reads += 1
+        await asyncio.sleep(self.position_delay)
         if self.down:
             raise ConnectionError("database down")
         return max((p.seq for p in self.publications), default=0)
@@ -198,6 +200,25 @@ async def test_a_hub_that_cannot_start_refuses_then_recovers(running, monkeypatc
     assert hub.problem is None
     await publish(layer, log, 1)
     await settle(lambda: sink.seqs == [1])
+
+
+async def test_a_hub_slow_to_start_keeps_its_subscribers_waiting_and_refuses_none(running):
+    """Starting takes three times HUB_START_WAIT_SECONDS, but nothing failed: nobody is refused."""
+    hub, layer, log = running
+    log.position_delay = 0.9
+    sinks = [Sink() for _ in range(200)]
+    await asyncio.gather(*(hub.subscribe(subscription(sink)) for sink in sinks))
+    assert hub.problem is None
+    await publish(layer, log, 1)
+    await settle(lambda: all(sink.seqs == [1] for sink in sinks))
+
+
+async def test_a_hub_whose_start_hangs_refuses_once_the_attempt_times_out(running, monkeypatch):
+    monkeypatch.setattr(hub_module, "START_ATTEMPT_SECONDS", 0.2)
+    hub, _, log = running
+    log.position_delay = 3600  # a database that accepts and never answers
+    with pytest.raises(HubUnavailable, match="TimeoutError"):
+        await asyncio.wait_for(hub.subscribe(subscription(Sink())), 5)
 
 
 async def test_a_publication_whose_broadcast_never_happened_arrives_with_the_log_check(running, settings):

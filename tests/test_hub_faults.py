@@ -1,7 +1,6 @@
 """No subscriber is silently deaf: the hub's bad days, on real Redis and Daphne processes.
 
-Each test starts an instance of its own (with a Redis of its own), so its hub has never run
-before the test begins: the first subscriber is the one that starts it.
+Each test starts an instance of its own (with a Redis of its own); its hub starts with the process.
 """
 
 import asyncio
@@ -61,11 +60,12 @@ async def title_of_next(client: GraphQLWSClient, timeout: float = 10) -> str:
 
 
 async def test_a_hub_that_could_not_start_refuses_with_1013_then_recovers_by_itself(own: Own):
-    """Redis is down when the instance takes its first subscriber: the subscriber is told to retry
-    (close 1013), /readyz says 503, and once Redis is back the hub starts without anyone's help."""
+    """Redis is down when the instance starts: its first subscriber is told to retry (close 1013),
+    /readyz says 503, and once Redis is back the hub starts without anyone's help."""
     username, token = own.api.sign_up()
     own.redis.terminate()
     own.redis.wait(10)
+    own.instance.restart()  # serves HTTP without Redis; its hub cannot start
     client = await GraphQLWSClient(own.instance.ws_url).connect()  # the handshake needs no Redis
     await client.start(BLOG_PUBLISHED, {"author": username})
     assert client.ws is not None

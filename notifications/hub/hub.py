@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 START_RETRY_FIRST_SECONDS = 0.2
 START_RETRY_MAX_SECONDS = 5.0
+# A start attempt (join the group, read the log's position) that hangs counts as failed: a Redis or
+# database that answers nothing is down, and subscribers waiting for the hub must hear so.
+START_ATTEMPT_SECONDS = 10.0
 
 # (after, upto, limit, author) -> publications with after < seq <= upto, oldest first.
 ReadLog = Callable[[int, int | None, int, str | None], Awaitable[list[Publication]]]
@@ -77,6 +80,8 @@ class Hub:
         self.receiver = LayerReceiver(layer, HUB_GROUP, on_publication=self._offer, on_resync=self._resync)
         self.feed: OrderedFeed | None = None
         self._started = asyncio.Event()
+        # Replaced by a fresh one each time the start succeeds or fails: what waiting subscribers wake on.
+        self._start_changed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._start_problem: str | None = None
 
@@ -123,6 +128,7 @@ class Hub:
             if self._started.is_set():
                 self.feed.resync()  # restarted after a crash: whatever came meanwhile is in the log
             self._started.set()
+            self._announce_start_change()
             logger.info("Hub %s delivering from seq %s", self.receiver.channel, position)
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -133,7 +139,7 @@ class Hub:
             except Exception:
                 # A bug in one part: restart them all from where delivery stood, loudly.
                 logger.exception("Hub stopped unexpectedly; restarting it")
-                self._start_problem = "restarting after an internal error (see the log)"
+                self._set_start_problem("restarting after an internal error (see the log)")
                 await asyncio.sleep(START_RETRY_MAX_SECONDS * random.uniform(0.5, 1.0))
 
     async def _read_missed(self, after: int, upto: int | None, limit: int) -> list[Publication]:
@@ -146,18 +152,29 @@ class Hub:
         failures = 0
         while True:
             try:
-                await self.receiver.join()
-                position = self.feed.position if self.feed is not None else await self.read_position()
+                position = await asyncio.wait_for(self._join_then_position(), START_ATTEMPT_SECONDS)
             except Exception as error:
                 failures += 1
                 delay = min(START_RETRY_MAX_SECONDS, START_RETRY_FIRST_SECONDS * 2 ** (failures - 1))
                 delay *= random.uniform(0.5, 1.0)
-                self._start_problem = f"cannot start: {type(error).__name__}: {error}"
+                self._set_start_problem(f"cannot start: {type(error).__name__}: {error}")
                 logger.warning("Hub %s; retrying in %.1fs", self._start_problem, delay)
                 await asyncio.sleep(delay)
             else:
-                self._start_problem = None
+                self._set_start_problem(None)
                 return position
+
+    async def _join_then_position(self) -> int:
+        await self.receiver.join()
+        return self.feed.position if self.feed is not None else await self.read_position()
+
+    def _set_start_problem(self, problem: str | None) -> None:
+        self._start_problem = problem
+        self._announce_start_change()
+
+    def _announce_start_change(self) -> None:
+        self._start_changed.set()
+        self._start_changed = asyncio.Event()
 
     async def _check_log(self, interval: float) -> None:
         """Read the log every `interval` seconds while anyone listens here.
@@ -187,7 +204,7 @@ class Hub:
     async def subscribe(self, subscription: LiveSubscription) -> None:
         """Register a subscription; with `after`, first replay what it missed, then go live seamlessly.
 
-        Raises HubUnavailable when the hub could not start within HUB_START_WAIT_SECONDS.
+        Raises HubUnavailable when the hub cannot start (see _running_feed).
         """
         feed = await self._running_feed()
         upto = feed.position
@@ -224,13 +241,25 @@ class Hub:
         self.registry.remove(subscription)
 
     async def _running_feed(self) -> OrderedFeed:
+        """The feed, once the hub delivers.
+
+        A hub that is still starting is waited for as long as its start takes: a fresh instance
+        accepting a connect storm is busy, not broken, and refusing would only send the storm
+        round again. Once a start attempt has failed (Redis or the database unreachable, or
+        silent for START_ATTEMPT_SECONDS), a subscriber waits HUB_START_WAIT_SECONDS for a
+        retry to succeed, then HubUnavailable (the transports answer 1013: try again later).
+        """
         self.ensure_running()
-        if self.feed is None:
+        while self.feed is None:
+            if self._runner is not None and self._runner.done():
+                raise HubUnavailable(self.problem or "the hub has stopped")
+            if self._start_problem is None:
+                await self._start_changed.wait()
+                continue
             try:
                 await asyncio.wait_for(self._started.wait(), settings.HUB_START_WAIT_SECONDS)
             except TimeoutError:
                 raise HubUnavailable(self.problem or "starting") from None
-        assert self.feed is not None
         return self.feed
 
 
@@ -251,10 +280,16 @@ def hub_states() -> list[tuple[str | None, int | None]]:
     return [(hub.problem, hub.feed.position if hub.feed else None) for hub in list(_hubs.values())]
 
 
+def start_hub() -> None:
+    """Start this process's hub, on the running event loop: at process start, before any subscriber."""
+    get_hub().ensure_running()
+
+
 def hub_problem() -> str | None:
-    """Why this process's hub cannot deliver, if it has been asked to (None otherwise)."""
-    hub = _hubs.get(asyncio.get_running_loop())
-    return hub.problem if hub is not None else None
+    """Why this process's hub does not deliver (yet), or None when it does. Starts it if need be."""
+    hub = get_hub()
+    hub.ensure_running()
+    return hub.problem
 
 
 class HubCollector(Collector):
