@@ -11,14 +11,21 @@ disconnect it reconnects with exponential backoff and jitter and resubscribes af
 cursor it saw, so the server replays what was published meanwhile, once and in order. It
 answers the server's pings. A cursor the server can no longer resume from (older than its
 replay window) is reported and replaced by the latest one.
+
+`connection_params` is the `connection_init` payload (e.g. `{"authorization": "Bearer …"}`), or a
+function returning it, called for every connection. When the server ends the sign-in (close
+4403: the token was revoked or expired, the author signed out), the listener reconnects: with the
+function's fresh params, or, given a fixed payload, without it (subscriptions are public), and
+resumes after its last cursor as after any other drop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import websockets
@@ -30,10 +37,15 @@ BLOG_PUBLISHED = """subscription Listen($author: String, $after: String) {
   blogPublished(author: $author, after: $after) { cursor blog { id title content publishedAt author { username } } }
 }"""
 LATEST_CURSOR = "query LatestCursor { latestCursor }"
-# Close codes after which retrying cannot help: bad request (4400), forbidden (4403).
-FATAL_CLOSE_CODES = {4400, 4403}
+# Close codes after which retrying cannot help: a bad request (4400).
+FATAL_CLOSE_CODES = {4400}
+# The server ended the connection's sign-in (or refused its token): retried with fresh params.
+SIGNED_OUT_CLOSE = 4403
 
 StatusCallback = Callable[[str], None]
+ConnectionParams = (
+    dict[str, Any] | Callable[[], dict[str, Any] | None] | Callable[[], Awaitable[dict[str, Any] | None]] | None
+)
 
 
 class ListenerError(RuntimeError):
@@ -58,8 +70,10 @@ class BlogListener:
         backoff_first: float = 0.5,
         backoff_max: float = 30.0,
         handshake_timeout: float = 10.0,
+        connection_params: ConnectionParams = None,
     ) -> None:
         self.url = url
+        self.connection_params = connection_params
         self.author = author
         self.on_status = on_status or (lambda message: None)
         self.backoff_first = backoff_first
@@ -86,10 +100,13 @@ class BlogListener:
                 reason = "the server ended the subscription"
             except websockets.ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd else None
+                detail = closed.rcvd.reason if closed.rcvd else ""
                 if code in FATAL_CLOSE_CODES:
-                    detail = closed.rcvd.reason if closed.rcvd else ""
                     raise ListenerError(f"the server closed the connection: {code} {detail}") from closed
-                reason = f"connection lost ({code or 'no close frame'})"
+                if code == SIGNED_OUT_CLOSE:
+                    reason = self._signed_out(detail)
+                else:
+                    reason = f"connection lost ({code or 'no close frame'})"
             except websockets.InvalidStatus as refused:
                 status = refused.response.status_code
                 if status < 500:
@@ -102,8 +119,22 @@ class BlogListener:
             self.on_status(f"{reason}; reconnecting in {delay:.1f}s")
             await asyncio.sleep(delay)
 
+    def _signed_out(self, detail: str) -> str:
+        if self.connection_params is not None and not callable(self.connection_params):
+            self.connection_params = None  # a fixed payload will not sign in again: go on without it
+            return f"signed out by the server ({detail or 4403}); continuing without signing in"
+        return f"signed out by the server ({detail or 4403}); signing in afresh"
+
+    async def _params(self) -> dict[str, Any]:
+        params: Any = self.connection_params
+        if callable(params):
+            params = params()
+            if inspect.isawaitable(params):
+                params = await params
+        return dict(params or {})
+
     async def _handshake(self, ws: ClientConnection) -> None:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await ws.send(json.dumps({"type": "connection_init", "payload": await self._params()}))
         await self._reply(ws, None, "connection_ack")
 
     async def _reply(self, ws: ClientConnection, op_id: str | None, kind: str) -> dict[str, Any]:

@@ -389,3 +389,60 @@ async def test_a_client_that_reconnects_without_its_token_keeps_its_stream(insta
         assert first["id"] != missed["id"]
     finally:
         await client.close()
+
+
+# ---------------------------------------------------------------------------- our own client retries
+
+
+async def _next_title(events, timeout: float = 15) -> str:
+    return (await asyncio.wait_for(anext(events), timeout))["blog"]["title"]
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh-params", "fixed-params"])
+async def test_blog_listener_signs_in_again_after_4403_and_misses_nothing(instances, run_manage, fresh):
+    """BlogListener (and so `manage.py listen`) treats 4403 as retryable: new connection params, same stream."""
+    from blogclient import BlogListener
+
+    here, there = instances
+    api = LiveApi(here.url)
+    username, first = api.sign_up()
+    _, writer = api.sign_up()
+    tokens = [first]
+    statuses: list[str] = []
+
+    def params() -> dict[str, str]:
+        return {"authorization": f"Bearer {tokens[-1]}"}
+
+    listener = BlogListener(
+        here.ws_url,
+        on_status=statuses.append,
+        backoff_first=0.05,
+        backoff_max=0.2,
+        connection_params=params if fresh else params(),
+    )
+    events = listener.events().__aiter__()
+    waiting = asyncio.ensure_future(_next_title(events))
+    await asyncio.sleep(1)  # connected, subscribed after the latest cursor
+    api.create_blog(writer, "before")
+    assert await waiting == "before"
+
+    tokens.append(api.post(LOG_IN, {"username": username, "password": PASSWORD})["data"]["createToken"]["token"])
+    waiting = asyncio.ensure_future(_next_title(events))
+    LiveApi(there.url).post(SIGN_OUT, token=first)
+    await asyncio.sleep(1)
+    api.create_blog(writer, "while signed out")
+    api.create_blog(writer, "after")
+    assert [await waiting, await _next_title(events)] == ["while signed out", "after"]
+    signed_out = [status for status in statuses if status.startswith("signed out by the server")]
+    assert len(signed_out) == 1, statuses
+    assert ("signing in afresh" if fresh else "continuing without signing in") in signed_out[0]
+    assert "Signed out" in signed_out[0]
+    if fresh:  # it signed in with the new token: ending that one closes it again
+        second = tokens[-1]
+        tokens.append(api.post(LOG_IN, {"username": username, "password": PASSWORD})["data"]["createToken"]["token"])
+        waiting = asyncio.ensure_future(_next_title(events))
+        LiveApi(there.url).post(SIGN_OUT, token=second)
+        api.create_blog(writer, "last")
+        assert await waiting == "last"
+        assert len([status for status in statuses if status.startswith("signed out by the server")]) == 2
+    await events.aclose()

@@ -206,7 +206,7 @@
     }
   }
 
-  function scheduleReconnect() {
+  function scheduleReconnect(why = "Disconnected") {
     clearTimeout(reconnectTimer);
     if (!navigator.onLine) {
       setStatus("offline", "Offline: waiting for the network…");
@@ -216,7 +216,7 @@
     // Exponential backoff with jitter, so a restarted server is not hit by every page at once.
     const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** (failedAttempts - 1));
     const delay = ceiling / 2 + Math.random() * (ceiling / 2);
-    setStatus("reconnecting", `Disconnected: reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`);
+    setStatus("reconnecting", `${why}: reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`);
     reconnectTimer = setTimeout(connect, delay);
   }
 
@@ -274,11 +274,13 @@
         console.error("Unexpected message", event.data, error);
       }
     });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
       if (socket !== ws) return;
       socket = null;
       liveOperation = null;
-      if (opened) scheduleReconnect();
+      // 4403: the sign-in this socket had ended (signed out, account deactivated). The feed is
+      // public: reconnect like after any drop, with whatever session the browser has now.
+      if (opened) scheduleReconnect(event.code === 4403 ? "Signed out by the server" : undefined);
       else onHandshakeFailed();
     });
   }
