@@ -14,9 +14,10 @@ from channels.layers import InMemoryChannelLayer
 
 from api import validation
 from notifications.hub import hub as hub_module
-from notifications.hub.cohorts import Cohort, LiveSubscription, cohort_key
+from notifications.hub.cohorts import Cohort, cohort_key
 from notifications.hub.frames import EventFrames
 from notifications.hub.hub import Hub, HubUnavailable
+from notifications.hub.subscription import LiveSubscription
 from notifications.publishing.broadcast import HUB_GROUP, MESSAGE_TYPE, message_for, publication_from
 from notifications.publishing.publication import Publication, cursor_for
 from tests.factories import publication
@@ -59,6 +60,9 @@ class Log:
 class Sink:
     """A connection: records what it was sent; `fail_on` makes one write raise."""
 
+    protocol_name = "test"
+    keepalive_seconds = 3600.0
+
     def __init__(self, fail_on: int | None = None) -> None:
         self.seqs: list[int] = []
         self.fail_on = fail_on
@@ -73,6 +77,15 @@ class Sink:
 
     def send_failed(self, subscription: LiveSubscription, error: Exception) -> None:
         self.failed.append(error)  # a real connection closes itself; the fan-out deactivates it
+
+    def subscription_count(self) -> int:
+        return 1
+
+    def send_keepalive(self) -> None:
+        pass
+
+    def going_away(self) -> None:
+        pass
 
 
 def subscription(sink: Sink, after: int | None = None, author: str | None = None) -> LiveSubscription:

@@ -4,8 +4,7 @@ A *cohort* is the subscribers whose result for an event is byte for byte the sam
 document (with `after:` left out: publish ignores it), operation and variables. The hub renders
 an event once per cohort and writes that one result to every member's connection.
 
-A `LiveSubscription` is one `blogPublished` operation on one connection (a websocket, an SSE
-stream, a multipart response). Its `sink` is that connection, seen through `EventSink`.
+Its members are `subscription.LiveSubscription`s: one `blogPublished` operation on one connection.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import json
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import graphql
 
@@ -23,71 +22,8 @@ from api.errors import format_error
 from core.schema import graphql_schema
 from notifications.hub.execution import run_orm_resolvers_in_thread
 from notifications.hub.frames import EventFrames
+from notifications.hub.subscription import LiveSubscription
 from notifications.publishing.publication import Publication
-
-
-class EventSink(Protocol):
-    """The connection a subscription writes to."""
-
-    def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
-        """Write one event for `subscription`; may close the connection (a client that stopped reading)."""
-
-    def send_failed(self, subscription: LiveSubscription, error: Exception) -> None:
-        """Writing raised: end this connection (it resumes with its cursor); others go on."""
-
-
-class LiveSubscription:
-    __slots__ = (
-        "active",
-        "author",
-        "cohort_key",
-        "document",
-        "held",
-        "op_id",
-        "operation_name",
-        "position",
-        "sink",
-        "variables",
-    )
-
-    def __init__(
-        self,
-        sink: EventSink,
-        op_id: str,
-        cohort_key: Hashable,
-        document: graphql.DocumentNode,
-        operation_name: str | None,
-        variables: dict[str, Any],
-        author: str | None,
-        after_seq: int | None,
-    ) -> None:
-        self.sink = sink
-        self.op_id = op_id
-        self.cohort_key = cohort_key
-        self.document = document
-        self.operation_name = operation_name
-        self.variables = variables
-        self.author = author
-        # The last sequence number this subscriber has (None: it takes whatever comes from now on).
-        # Anything at or below it is never sent again, wherever it comes from.
-        self.position = after_seq
-        # While it catches up from the log, live events wait here, in order.
-        self.held: list[tuple[int, EventFrames]] | None = None
-        self.active = True
-
-    def deliver(self, seq: int, frames: EventFrames) -> bool:
-        """Send a live event now (True), hold it during catch-up, or drop it (already had, or gone)."""
-        if not self.active:
-            return False
-        if self.held is not None:
-            self.held.append((seq, frames))
-            return False
-        if self.position is not None:
-            if seq <= self.position:
-                return False
-            self.position = seq
-        self.sink.send_event(self, frames)
-        return True
 
 
 class SharedContext:

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Iterable
 
 from notifications.hub import telemetry
-from notifications.hub.cohorts import Cohort, LiveSubscription
+from notifications.hub.cohorts import Cohort
+from notifications.hub.subscription import LiveSubscription
 from notifications.publishing.publication import Publication
 from notifications.runtime.shutdown import requests_in_flight
 
@@ -62,7 +63,7 @@ async def fan_out(publication: Publication, cohorts: Iterable[Cohort]) -> None:
 def _failed(subscription: LiveSubscription, error: Exception) -> None:
     logger.error("Writing an event failed; closing that connection (%s: %s)", type(error).__name__, error)
     try:
-        subscription.sink.send_failed(subscription, error)
+        subscription.connection.send_failed(subscription, error)
     except Exception:
         logger.exception("Closing a connection whose write failed also failed")
     finally:

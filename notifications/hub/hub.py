@@ -30,11 +30,12 @@ from prometheus_client.registry import Collector
 
 from core import metrics
 from notifications.hub import telemetry
-from notifications.hub.cohorts import CohortRegistry, LiveSubscription
+from notifications.hub.cohorts import CohortRegistry
 from notifications.hub.fanout import fan_out
 from notifications.hub.feed import OrderedFeed
 from notifications.hub.receiver import LayerReceiver
 from notifications.hub.replay import RenderCache, ReplayWindow, ResumePoints
+from notifications.hub.subscription import LiveSubscription
 from notifications.publishing import log as publications
 from notifications.publishing.broadcast import HUB_GROUP
 from notifications.publishing.publication import Publication
@@ -221,7 +222,9 @@ class Hub:
                 for publication in page:
                     if not subscription.active:
                         break
-                    subscription.sink.send_event(subscription, await self.replay_renders.render(cohort, publication))
+                    subscription.connection.send_event(
+                        subscription, await self.replay_renders.render(cohort, publication)
+                    )
                     sent += 1
             subscription.position = upto
         except BaseException:

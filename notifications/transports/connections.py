@@ -1,7 +1,7 @@
 """Every live subscriber connection of this process, in one registry.
 
 Keep-alives, the SIGTERM drain and the connection metrics all walk this one set, each through
-the small interface below, whatever the transport behind a connection.
+hub/subscription.Connection, whatever the transport behind a connection.
 """
 
 from __future__ import annotations
@@ -9,46 +9,26 @@ from __future__ import annotations
 import weakref
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core.metrics import INSTANCE_LABEL, REGISTRY, instance_name
-
-
-class LiveConnection(Protocol):
-    @property
-    def protocol_name(self) -> str:
-        """The transport's name, as metrics label it (e.g. graphql-transport-ws)."""
-
-    def subscription_count(self) -> int:
-        """Subscriptions this connection is serving now."""
-
-    @property
-    def keepalive_seconds(self) -> float:
-        """How often notifications/transports/keepalive.py sends this connection its keep-alive."""
-
-    def send_keepalive(self) -> None:
-        """The transport's keep-alive, if it is ready for one."""
-
-    def going_away(self) -> None:
-        """The process is shutting down: end the connection so the client reconnects elsewhere."""
-
+from notifications.hub.subscription import Connection
 
 # Weak: a connection that vanished without saying goodbye cannot leak here.
-_live: weakref.WeakSet[LiveConnection] = weakref.WeakSet()
+_live: weakref.WeakSet[Connection] = weakref.WeakSet()
 
 
-def register(connection: LiveConnection) -> None:
+def register(connection: Connection) -> None:
     _live.add(connection)
 
 
-def unregister(connection: LiveConnection) -> None:
+def unregister(connection: Connection) -> None:
     _live.discard(connection)
 
 
-def live() -> list[LiveConnection]:
+def live() -> list[Connection]:
     return list(_live)
 
 

@@ -32,12 +32,11 @@ from api.validation import Verdict
 from core import metrics
 from core.request_id import bind_request_id, new_request_id
 from core.schema import root_schema
-from notifications.hub import telemetry
-from notifications.hub.cohorts import LiveSubscription, cohort_key
+from notifications.hub import subscribe, telemetry
 from notifications.hub.execution import run_orm_resolvers_in_thread
 from notifications.hub.frames import EventFrames
-from notifications.hub.hub import HubUnavailable, get_hub
-from notifications.hub.operations import subscription_arguments
+from notifications.hub.hub import HubUnavailable
+from notifications.hub.subscription import LiveSubscription
 from notifications.runtime import shutdown
 from notifications.transports import connections, keepalive, revocation
 from notifications.transports.direct import DirectSocket
@@ -60,10 +59,9 @@ OPERATIONS_GRACE_SECONDS = 1.0
 class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     """One websocket: the library's protocol handling, subscriptions through the process's hub.
 
-    It is a `connections.LiveConnection` (keep-alives, SIGTERM drain, metrics), the
-    `cohorts.EventSink` of its subscriptions, and once signed in a `revocation.SignedIn`: it
-    closes with 4403 when its credential ends, and checks the credential again before each
-    mutation it runs.
+    It is the `hub.subscription.Connection` of its subscriptions, and once signed in a
+    `revocation.SignedIn`: it closes with 4403 when its credential ends, and checks the credential
+    again before each mutation it runs.
 
     Private parts of django-channels-graphql-ws used here, and only here (the library is pinned
     in requirements-nodeps.txt; tests/test_internals.py fails when a bump changes them):
@@ -117,11 +115,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     def _event_kind(self) -> str:
         return "next" if self.subprotocol == TRANSPORT_WS else "data"
 
-    @functools.cached_property
-    def _max_unread(self) -> int:
-        return int(settings.WS_MAX_BUFFERED_BYTES)
-
-    # ------------------------------------------------------------------ connections.LiveConnection
+    # ------------------------------------------------------------------ hub.subscription.Connection
 
     @property
     def protocol_name(self) -> str:
@@ -159,6 +153,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         self.connection_initialised = False
         self.acknowledged = False
         self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
+        self.socket.on_stalled = self._stalled
         shutdown.install()
         await super().connect()
         if self.subprotocol == LEGACY_WS:  # the library times out only graphql-transport-ws
@@ -221,7 +216,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         if payload is not None and not isinstance(payload, dict):
             raise BadUserInput("The connection_init payload must be an object.")
         raw = (payload or {}).get("authorization") or (payload or {}).get("Authorization")
-        credential = await database_sync_to_async(sign_in)(raw, bearer_only=True)
+        credential = await database_sync_to_async(sign_in)(raw, bearer_only=True) if raw is not None else None
         if credential is not None:
             self._sign_in(credential)
         self.connection_initialised = True
@@ -368,29 +363,15 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             return
         try:
             self.limits.reserve_subscription(op_id)
-            variables, arguments = subscription_arguments(verdict.operation_node, payload.get("variables") or {})
-            after_seq = None
-            if arguments.get("after") is not None:
-                after_seq = await get_hub().resume_point(arguments["after"])
+            subscribing = await subscribe.prepare(verdict, payload.get("variables"), payload.get("operationName"))
         except Exception as error:
             if not isinstance(error, graphql.GraphQLError):
                 error = graphql.GraphQLError(str(error), original_error=error)
             await self.send_operation_errors(op_id, [error])
             return
-        operation_name = payload.get("operationName")
-        subscription = LiveSubscription(
-            self,
-            op_id,
-            cohort_key(verdict.prepared, operation_name, variables),
-            verdict.prepared.document,  # type: ignore[arg-type]
-            operation_name,
-            variables,
-            arguments.get("author"),
-            after_seq,
-        )
-        self.live[op_id] = subscription
+        subscription = self.live[op_id] = subscribing.on(self, op_id)
         try:
-            await get_hub().subscribe(subscription)
+            await subscribe.start(subscription)
         except HubUnavailable as error:
             self._unavailable(f"the delivery hub is not running ({error})")
         except Exception as error:
@@ -406,21 +387,19 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     def stop_live(self, op_id: str) -> None:
         subscription = self.live.pop(op_id, None)
         if subscription is not None:
-            get_hub().unsubscribe(subscription)
+            subscribe.stop(subscription)
 
     def stop_all_live(self) -> None:
         for op_id in list(self.live):
             self.stop_live(op_id)
 
-    # ------------------------------------------------------------------ cohorts.EventSink
-
     def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
-        """Write one event; a client that stopped reading is closed (it resumes with its cursor)."""
-        unread = self.socket.send_event(frames, self._event_kind, subscription.op_id)
-        if unread > self._max_unread:
-            logger.warning("Closing a websocket that stopped reading (%d bytes unread)", unread)
-            self.stop_all_live()
-            self.socket.close(1013, "Too slow: reconnect and resume with your last cursor")
+        self.socket.send_event(frames, self._event_kind, subscription.op_id)
+
+    def _stalled(self, unread: int) -> None:
+        """The client stopped reading (transports/direct.py): 1013, it resumes with its last cursor."""
+        self.stop_all_live()
+        self.socket.close(UNAVAILABLE_CLOSE, "Too slow: reconnect and resume with your last cursor")
 
     def send_failed(self, subscription: LiveSubscription, error: Exception) -> None:
         self.stop_all_live()

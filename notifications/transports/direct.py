@@ -23,6 +23,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
+
 from notifications.hub.frames import EventFrames
 
 logger = logging.getLogger(__name__)
@@ -178,11 +180,18 @@ def _control_frame(text: str) -> bytes:
 
 
 class _DirectWrites:
-    __slots__ = ("_socket", "_socket_looked_up")
+    """Every byte to a subscriber goes out here, so the slow-reader policy is applied here, once:
+    more than WS_MAX_BUFFERED_BYTES unread, and the connection's `on_stalled` ends it (a websocket
+    closes with 1013, a stream ends "too slow"); the client resumes with its last cursor. Nothing
+    is buffered for a reader without bound."""
+
+    __slots__ = ("_socket", "_socket_looked_up", "max_unread", "on_stalled")
 
     def __init__(self) -> None:
         self._socket: socket.socket | None = None
         self._socket_looked_up = False
+        self.max_unread = int(settings.WS_MAX_BUFFERED_BYTES)  # once, not per write
+        self.on_stalled: Callable[[int], None] | None = None
 
     def _write_to(self, transport: Any, frame: bytes) -> int:
         """Hand the bytes to the kernel at once when nothing is queued before them; returns the bytes unread.
@@ -206,7 +215,12 @@ class _DirectWrites:
                 return 0
             frame = frame[sent:]
         transport.write(frame)
-        return unread_bytes(transport)
+        unread = unread_bytes(transport)
+        if unread > self.max_unread and self.on_stalled is not None:
+            stalled, self.on_stalled = self.on_stalled, None  # ended once
+            logger.warning("Ending a connection that stopped reading (%d bytes unread)", unread)
+            stalled(unread)
+        return unread
 
 
 # ---------------------------------------------------------------- one websocket

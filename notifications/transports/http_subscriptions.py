@@ -41,9 +41,8 @@ from api.errors import BadUserInput, format_error
 from api.selectors import Credential
 from core import graphql_over_http as spec
 from core.request_id import bind_request_id, request_id_from
-from notifications.hub.cohorts import LiveSubscription, cohort_key
-from notifications.hub.hub import HubUnavailable, get_hub
-from notifications.hub.operations import subscription_arguments
+from notifications.hub import subscribe
+from notifications.hub.hub import HubUnavailable
 from notifications.runtime import shutdown
 from notifications.transports import connections, revocation
 from notifications.transports.direct import DirectStream
@@ -117,7 +116,7 @@ class Subscriber:
     async def serve(self, verdict: validation.Verdict, params: tuple[Any, ...], receive: Receive, send: Send) -> None:
         direct = DirectStream(send)
         try:
-            subscription_parts = await self.check(verdict, params)
+            subscribing = await self.check(verdict, params)
         except Refusal as refusal:
             self.answer_refusal(direct, refusal)
             await _until_disconnected(receive)
@@ -125,7 +124,7 @@ class Subscriber:
         # check() took a connection slot for this address; it is given back whatever happens.
         try:
             stream = STREAMS[self.transport](direct, self.ip, self.request_id)
-            stream.subscription = LiveSubscription(stream, "1", *subscription_parts)
+            stream.subscription = subscribing.on(stream, "1")
         except BaseException:
             release_connection_slot(self.ip)
             raise
@@ -133,10 +132,10 @@ class Subscriber:
         if self.credential is not None:
             revocation.sign_in(stream, self.credential)  # a revoked or expired token ends the stream
         began = time.monotonic()
-        self.log_opened(subscription_parts)
+        self.log_opened(subscribing)
         try:
             try:
-                await get_hub().subscribe(stream.subscription)
+                await subscribe.start(stream.subscription)
             except HubUnavailable as error:
                 logger.warning("Refusing a %s stream: the delivery hub is not running (%s)", self.transport, error)
                 stream.end("unavailable")
@@ -153,9 +152,8 @@ class Subscriber:
             release_connection_slot(self.ip)
             self.log_closed(stream, began)
 
-    async def check(self, verdict: validation.Verdict, params: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The checks a websocket subscription passes too; the LiveSubscription's arguments, or Refusal."""
-        assert verdict.prepared is not None and verdict.operation_node is not None
+    async def check(self, verdict: validation.Verdict, params: tuple[Any, ...]) -> subscribe.Subscribing:
+        """The checks a websocket subscription passes too, then the one subscribe flow; or Refusal."""
         _, variables, operation_name = params[:3]
         shutdown.install()
         if not origin_allowed(self.headers.get("origin")):  # as websocket handshakes are (403)
@@ -163,17 +161,18 @@ class Subscriber:
             raise Refusal([graphql.GraphQLError(message, extensions=_code("FORBIDDEN"))], 403)
         try:
             try:
-                self.credential = await database_sync_to_async(sign_in)(self.headers.get("authorization"))
+                if "authorization" in self.headers:
+                    self.credential = await database_sync_to_async(sign_in)(self.headers["authorization"])
             except TokenRefused as refused:
                 raise Refusal(
                     [graphql.GraphQLError(str(refused), extensions=_code("UNAUTHENTICATED"))],
                     401,
                     www_authenticate='Bearer error="invalid_token"',
                 ) from None
-            coerced, arguments = subscription_arguments(verdict.operation_node, variables or {})
             # A reconnecting EventSource sends the id of the last event it saw: that is where it resumes.
-            cursor = self.headers.get("last-event-id") or arguments.get("after")
-            after_seq = await get_hub().resume_point(cursor) if cursor else None
+            subscribing = await subscribe.prepare(
+                verdict, variables, operation_name, resume_cursor=self.headers.get("last-event-id") or None
+            )
         except graphql.GraphQLError as error:  # variables that do not fit the operation
             raise Refusal([error]) from None
         except BadUserInput as error:  # a cursor it cannot resume from
@@ -198,14 +197,7 @@ class Subscriber:
                 429,
                 retry_after=str(TOO_MANY_RETRY_AFTER_SECONDS),
             )
-        return (
-            cohort_key(verdict.prepared, operation_name, coerced),
-            verdict.prepared.document,
-            operation_name,
-            coerced,
-            arguments.get("author"),
-            after_seq,
-        )
+        return subscribing
 
     def answer_refusal(self, direct: DirectStream, refusal: Refusal) -> None:
         """In the negotiated format: JSON, or (a GraphQL request error to an SSE-only client) graphql-sse's stream."""
@@ -227,7 +219,7 @@ class Subscriber:
             extra={"event": "stream_refused", "protocol": self.transport, "status": status, "client": self.ip},
         )
 
-    def log_opened(self, parts: tuple[Any, ...]) -> None:
+    def log_opened(self, subscribing: subscribe.Subscribing) -> None:
         logger.info(
             "%s stream opened",
             self.transport,
@@ -236,7 +228,7 @@ class Subscriber:
                 "protocol": self.transport,
                 "client": self.ip,
                 "path": self.scope.get("path"),
-                "resumes_after_seq": parts[-1],
+                "resumes_after_seq": subscribing.after_seq,
                 "user_agent": self.headers.get("user-agent"),
             },
         )

@@ -1,10 +1,10 @@
 """Subscriptions over HTTP: a graphql-sse event stream or an Apollo multipart response per subscription.
 
-Each stream is one `blogPublished` subscription on one HTTP response: a `cohorts.EventSink` the
-hub writes events to, and a `connections.LiveConnection`, so keep-alives, the SIGTERM drain and
-the metrics treat it like a websocket. Events are written straight to the socket under Daphne
-(notifications/transports/direct.DirectStream) from bytes built once per event and transport
-(`frames.EventFrames`), so a fan-out costs one lookup and one write per stream, as on websockets.
+Each stream is one `blogPublished` subscription on one HTTP response, a `hub.subscription.Connection`
+as a websocket is, so the hub, keep-alives, the SIGTERM drain and the metrics treat both alike.
+Events are written straight to the socket under Daphne (transports/direct.DirectStream) from
+bytes built once per event and transport (`frames.EventFrames`), so a fan-out costs one lookup and
+one write per stream, as on websockets.
 
 - graphql-sse, "distinct connections mode": `text/event-stream`, one `next` event per
   publication whose `id:` is its cursor (a reconnecting EventSource sends it back as
@@ -32,9 +32,9 @@ from django.conf import settings
 
 from api.signals import REASONS
 from core import graphql_over_http as spec
-from notifications.hub.cohorts import LiveSubscription
+from notifications.hub import subscribe
 from notifications.hub.frames import EventFrames
-from notifications.hub.hub import get_hub
+from notifications.hub.subscription import LiveSubscription
 from notifications.transports import keepalive
 from notifications.transports.direct import DirectStream
 
@@ -101,7 +101,6 @@ class HttpStream:
         "ended_by",
         "events",
         "ip",
-        "max_unread",
         "opened_at",
         "request_id",
         "state",
@@ -117,7 +116,7 @@ class HttpStream:
         self.events = 0
         self.ended_by: str | None = None
         self.opened_at = time.monotonic()
-        self.max_unread = settings.WS_MAX_BUFFERED_BYTES  # once, not per event (LazyObject lookups)
+        direct.on_stalled = self._stalled
 
     # ------------------------------------------------------------------ wire format (subclasses)
 
@@ -182,26 +181,24 @@ class HttpStream:
 
     def _stop_subscription(self) -> None:
         if self.subscription is not None and self.subscription.active:
-            get_hub().unsubscribe(self.subscription)
+            subscribe.stop(self.subscription)
 
-    # ------------------------------------------------------------------ cohorts.EventSink
+    # ------------------------------------------------------------------ hub.subscription.Connection
 
     def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
-        """Write one event; a client that stopped reading gets its stream ended (it resumes with its cursor)."""
         if self.state == NEW:
             self.open()  # the first event of a replay: the response starts with it
         if self.state != OPEN:
             return
-        unread = self.direct.write(self.event_bytes(frames))
+        self.direct.write(self.event_bytes(frames))
         self.events += 1
-        if unread > self.max_unread:
-            logger.warning("Ending a %s stream that stopped reading (%d bytes unread)", self.protocol_name, unread)
-            self.end("slow")
+
+    def _stalled(self, unread: int) -> None:
+        """The client stopped reading (transports/direct.py): ended, it resumes with its last cursor."""
+        self.end("slow")
 
     def send_failed(self, subscription: LiveSubscription, error: Exception) -> None:
         self.end("error")
-
-    # ------------------------------------------------------------------ connections.LiveConnection
 
     def subscription_count(self) -> int:
         return int(self.state != ENDED and self.subscription is not None and self.subscription.active)
