@@ -20,7 +20,7 @@ import graphene
 from graphene_django.settings import graphene_settings
 from graphql import FieldNode, GraphQLObjectType, get_named_type
 from graphql.execution import get_argument_values
-from graphql.execution.collect_fields import collect_fields
+from graphql.execution.collect_fields import collect_fields  # not exported: tests/test_internals.py checks it
 
 from api.errors import BadUserInput
 from api.loads import AuthorLoad, BlogLoad, BlogsLoad

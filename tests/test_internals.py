@@ -1,7 +1,9 @@
-"""The private parts of Daphne, Twisted, Autobahn and django-channels-graphql-ws this project relies on.
+"""The private parts of Daphne, Twisted, Autobahn, django-channels-graphql-ws, graphene-django and
+graphql-core this project relies on.
 
 Each is used in one place only (notifications/transports/direct.py, project/server.py,
-notifications/transports/consumers.py, notifications/schema.py) and pinned in the requirements. A
+notifications/transports/consumers.py, notifications/schema.py, api/schema.py's ConnectionField,
+api/selection.py) and pinned in the requirements. A
 version bump that changes one of them fails here, loudly, instead of quietly turning a guard
 off (a slow reader never closed, a sweep never run, a library cache back in use).
 """
@@ -177,3 +179,38 @@ async def test_an_http_stream_under_daphne_is_written_and_ended_as_notifications
     finally:
         ours.close()
         theirs.close()
+
+
+def test_graphene_django_hands_connection_resolver_what_api_schema_expects():
+    """api/schema.py's ConnectionField replaces connection_resolver, which wrap_resolve calls with
+    these leading arguments (then root, info and the field's arguments)."""
+    from graphene_django import DjangoConnectionField
+
+    from api.schema import ConnectionField
+
+    expected = ["resolver", "connection", "default_manager", "queryset_resolver", "max_limit", "enforce_first_or_last"]
+    assert list(inspect.signature(DjangoConnectionField.connection_resolver).parameters)[:6] == expected
+    assert list(inspect.signature(ConnectionField.connection_resolver).parameters)[:6] == expected
+    source = inspect.getsource(DjangoConnectionField.wrap_resolve)
+    for passed in ("self.connection_resolver", "self.max_limit", "self.enforce_first_or_last"):
+        assert passed in source, passed
+
+
+def test_graphql_core_collect_fields_applies_fragments_and_directives_for_a_type():
+    """api/selection.py walks a selection with graphql-core's collect_fields (not in graphql.execution's __all__)."""
+    from graphql import FragmentDefinitionNode, GraphQLObjectType, parse
+    from graphql.execution.collect_fields import collect_fields
+
+    from core.schema import graphql_schema
+
+    schema = graphql_schema()
+    document = parse(
+        "{ node(id: 1) { ...B ... on Author { username } title @skip(if: true) t: title } }"
+        " fragment B on Blog { content }"
+    )
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    node = document.definitions[0].selection_set.selections[0]  # type: ignore[attr-defined]
+    blog = schema.get_type("Blog")
+    assert isinstance(blog, GraphQLObjectType)
+    fields = collect_fields(schema, fragments, {}, blog, node.selection_set)
+    assert list(fields) == ["content", "t"]
