@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, async_playwright
+from playwright.async_api import BrowserContext, Page, async_playwright
 
 from stack.services import REPO_ROOT, DaphneInstance
 
@@ -28,6 +28,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+GRAPHIQL_SUBSCRIPTION = """subscription Watch($author: String, $after: String) {
+  blogPublished(author: $author, after: $after) { cursor blog { title author { username } } }
+}"""
+PUSH_DEADLINE_MS = 1000  # the promise: a new blog is on the page within a second
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -103,3 +108,13 @@ async def browser() -> AsyncIterator[BrowserContext]:
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+async def open_page(browser: BrowserContext, url: str) -> tuple[Page, list[str]]:
+    """A new tab at `url`, recording every URL the page asks for (HTTP and websocket)."""
+    page = await browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("websocket", lambda websocket: requested.append(websocket.url))
+    await page.goto(url)
+    return page, requested

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 SIGN_UP = """
 mutation SignUp($username: String!, $password: String!, $bio: String) {
@@ -15,6 +16,11 @@ mutation SignUp($username: String!, $password: String!, $bio: String) {
 CREATE_BLOG = """
 mutation CreateBlog($title: String!, $content: String!) {
   createBlog(input: {title: $title, content: $content}) { blog { id title content publishedAt author { username } } }
+}
+"""
+CREATE_TOKEN = """
+mutation LogIn($username: String!, $password: String!) {
+  createToken(input: {username: $username, password: $password}) { token }
 }
 """
 BLOG_PUBLISHED = """
@@ -98,3 +104,24 @@ async def wait_readyz(urls: list[str], status: int, timeout: float = 20) -> dict
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         answers = await asyncio.gather(*(poll(client, url) for url in urls))
     return dict(zip(urls, answers, strict=True))
+
+
+Samples = dict[tuple[str, frozenset], float]
+
+
+def scrape(server: Any, **headers: str) -> Samples:
+    """Every sample of `server`'s /metrics, keyed by name and labels."""
+    response = httpx.get(f"{server.url}/metrics", headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, sample_labels), v in samples.items() if n == name and wanted <= sample_labels)

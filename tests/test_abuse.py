@@ -7,8 +7,7 @@ import secrets
 import pytest
 import websockets
 
-from tests.live import LiveApi, assert_no_errors, error_codes, unique_name
-from tests.test_mutations import CREATE_TOKEN
+from tests.live import CREATE_TOKEN, LiveApi, assert_no_errors, error_codes, unique_name
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 
 PASSWORD = "correct horse"

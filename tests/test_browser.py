@@ -7,26 +7,11 @@ import json
 import time
 from urllib.parse import quote, urlsplit
 
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import expect
 
 from stack.services import DaphneInstance
-from tests.fixtures_web import artifact
+from tests.fixtures_web import GRAPHIQL_SUBSCRIPTION, PUSH_DEADLINE_MS, artifact, open_page
 from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors
-
-GRAPHIQL_SUBSCRIPTION = """subscription Watch($author: String, $after: String) {
-  blogPublished(author: $author, after: $after) { cursor blog { title author { username } } }
-}"""
-PUSH_DEADLINE_MS = 1000  # the issue's promise: a new blog is on the page within a second
-
-
-async def open_page(browser: BrowserContext, url: str) -> tuple[Page, list[str]]:
-    """A new tab at `url`, recording every URL the page asks for (HTTP and websocket)."""
-    page = await browser.new_page()
-    requested: list[str] = []
-    page.on("request", lambda request: requested.append(request.url))
-    page.on("websocket", lambda websocket: requested.append(websocket.url))
-    await page.goto(url)
-    return page, requested
 
 
 def off_site(requested: list[str], server: DaphneInstance) -> list[str]:

@@ -8,9 +8,8 @@ from playwright.async_api import BrowserContext, Page, Request, expect
 
 from notifications.publishing.log import seq_from_cursor
 from stack.services import DaphneInstance
-from tests.fixtures_web import artifact
+from tests.fixtures_web import PUSH_DEADLINE_MS, artifact
 from tests.live import LiveApi
-from tests.test_browser import PUSH_DEADLINE_MS
 
 # What a proxy that strips `Upgrade` looks like to a page: every websocket handshake fails.
 BROKEN_WEBSOCKETS = """

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from stack.services import DaphneInstance
-from tests.live import BLOG_PUBLISHED
-from tests.test_metrics import scrape, value
+from tests.live import BLOG_PUBLISHED, scrape, value
 from tests.wsclient import GraphQLWSClient
 
 

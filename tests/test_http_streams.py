@@ -22,9 +22,8 @@ import websockets
 from core import graphql_over_http as spec
 from notifications.publishing.log import seq_from_cursor
 from stack.services import DaphneInstance, RedisServer, running
-from tests.live import BLOG_PUBLISHED, LATEST_CURSOR, LiveApi, assert_no_errors, error_codes
+from tests.live import BLOG_PUBLISHED, LATEST_CURSOR, LiveApi, assert_no_errors, error_codes, scrape, value
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient, cursors, titles
-from tests.test_metrics import scrape, value
 from tests.wsclient import TRANSPORT_WS, GraphQLWSClient
 
 MAX_CONNECTIONS = 4

@@ -19,9 +19,8 @@ import pytest
 from core import graphql_over_http as spec
 from stack import Stack
 from stack.services import REPO_ROOT, DaphneInstance
-from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors
+from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors, scrape, value
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient
-from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,7 @@ import pytest
 import websockets
 
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer
-from tests.live import BLOG_PUBLISHED, LiveApi, wait_readyz
-from tests.test_metrics import scrape, value
+from tests.live import BLOG_PUBLISHED, LiveApi, scrape, value, wait_readyz
 from tests.wsclient import GraphQLWSClient
 
 

@@ -5,30 +5,10 @@ import asyncio
 import httpx
 import pytest
 from django.test import RequestFactory
-from prometheus_client.parser import text_string_to_metric_families
 
 from project.views import scrape_allowed
-from tests.live import BLOG_PUBLISHED, LiveApi
+from tests.live import BLOG_PUBLISHED, LiveApi, scrape, value
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
-
-Samples = dict[tuple[str, frozenset], float]
-
-
-def scrape(server, **headers: str) -> Samples:
-    response = httpx.get(f"{server.url}/metrics", headers=headers, timeout=10)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, sample_labels), v in samples.items() if n == name and wanted <= sample_labels)
 
 
 async def test_counters_and_gauges_follow_real_traffic(web_server):

@@ -5,15 +5,10 @@ from api import services
 from api.models import ApiToken, Author, Blog
 from tests.factories import PASSWORD, AuthorFactory, BlogFactory
 from tests.graphql_http import post_graphql
-from tests.live import CREATE_BLOG, SIGN_UP, assert_no_errors, error_codes
+from tests.live import CREATE_BLOG, CREATE_TOKEN, SIGN_UP, assert_no_errors, error_codes
 
 pytestmark = pytest.mark.django_db
 
-CREATE_TOKEN = """
-mutation LogIn($username: String!, $password: String!) {
-  createToken(input: {username: $username, password: $password}) { token }
-}
-"""
 UPDATE_BLOG = """
 mutation Edit($id: ID!, $title: String, $content: String) {
   updateBlog(input: {id: $id, title: $title, content: $content}) { blog { id title content } }

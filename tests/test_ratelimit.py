@@ -5,8 +5,7 @@ import pytest
 from api.client_ip import client_ip
 from tests.factories import PASSWORD, AuthorFactory
 from tests.graphql_http import post_graphql
-from tests.live import error_codes
-from tests.test_mutations import CREATE_TOKEN
+from tests.live import CREATE_TOKEN, error_codes
 
 
 @pytest.mark.django_db
