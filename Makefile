@@ -52,10 +52,17 @@ run: migrate
 	@echo "Serving on http://$(HOST):$(PORT)/  (GraphiQL: http://$(HOST):$(PORT)/graphql/)"
 	$(BIN)/python -m project.server -v 0 -b $(HOST) -p $(PORT) project.asgi:application
 
+# Worker processes for `make test`. Most of a test's time is spent waiting on the servers it
+# started, so a few more workers than cores pays; each module, and each group of modules sharing a
+# slow session fixture, runs whole on one worker (tests/scheduling.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
+PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+
 ## test: lint (below), then install everything the tests need (system packages and Node too, when root) and run them
+## (TEST_WORKERS=N: how many in parallel, 0 for one process; docs/development.md)
 test: install-dev lint js-deps
 	./scripts/ensure-system-packages.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## compose-test: docker-compose.yml (and its Sentinel file) on a real Docker engine (tests/test_compose*.py, part of `make test`);
 ## runs BLOGPUSH_DOCKER_SETUP or ../shared/docker/setup.sh (as root) when no engine answers

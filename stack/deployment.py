@@ -25,6 +25,7 @@ from stack.services import (
     production_env,
     remove_tmp,
     start_all,
+    stop_all,
 )
 
 
@@ -122,8 +123,7 @@ class Stack:
                     done.result()
 
             self.instances = [DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)]
-            for instance in self.instances:
-                cleanup.callback(instance.stop)
+            cleanup.callback(stop_all, self.instances)
             start_all(self.instances)
 
             self.nginx = Nginx([instance.port for instance in self.instances])

@@ -435,15 +435,20 @@ def start_all(instances: list[DaphneInstance]) -> None:
         list(pool.map(DaphneInstance.start, instances))
 
 
+def stop_all(instances: list[DaphneInstance]) -> None:
+    """Stop them side by side: each drains its connections on SIGTERM before it exits."""
+    with ThreadPoolExecutor(max_workers=len(instances) or 1) as pool:
+        list(pool.map(DaphneInstance.stop, instances))
+
+
 @contextmanager
 def running(instances: list[DaphneInstance]) -> Iterator[list[DaphneInstance]]:
-    """`instances`, started together and stopped on the way out, whatever happened."""
+    """`instances`, started together and stopped together on the way out, whatever happened."""
     try:
         start_all(instances)
         yield instances
     finally:
-        for instance in instances:
-            instance.stop()
+        stop_all(instances)
 
 
 class Nginx(Service):

@@ -11,8 +11,10 @@ import pytest
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate, production_env, running
 from tests.live import LiveApi
 
-# Pages, browser and observability fixtures (web_server, restartable_server, browser).
-pytest_plugins = ["tests.fixtures_web"]
+# Pages, browser and observability fixtures (web_server, restartable_server, browser); the PostgreSQL
+# stack the end-to-end modules share (pg_stack); the Docker engine and the run's image (compose tests);
+# how `make test` spreads the modules over workers.
+pytest_plugins = ["tests.fixtures_web", "tests.fixtures_stack", "tests.fixtures_docker", "tests.scheduling"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """docker-compose.sentinel.yml, for real: the Redis master killed under traffic, nothing lost.
 
-The same engine, helpers and rules as tests/test_compose.py (a unique project, the lb's port on
-127.0.0.1 as the only way in, nothing left behind). What differs from the native drill
+The same engine, image, helpers and rules as tests/test_compose.py (a unique project, the lb's port
+on 127.0.0.1 as the only way in, nothing left behind). What differs from the native drill
 (tests/test_sentinel.py): the master is a container on a bridge network, known by a service name
 that leaves Docker's DNS when it dies, and the sentinels know it by that name.
 """
@@ -19,18 +19,18 @@ import httpx
 import pytest
 
 from stack.services import REPO_ROOT, free_port
-from tests.live import SIGN_UP, assert_no_errors, unique_name
-from tests.test_compose import (
+from tests.compose import (
     OUT,
     Compose,
     Subscriber,
     Writer,
     assert_delivered_exactly_once_in_order,
-    docker_engine,  # noqa: F401 (a fixture)
     free_subnet_prefix,
     sh,
     wait_until,
 )
+from tests.fixtures_docker import Image
+from tests.live import SIGN_UP, assert_no_errors, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -48,16 +48,15 @@ WRITE_INTERVAL = 0.1
 
 
 @pytest.fixture(scope="module")
-def sentinel_compose(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Compose, str]]:  # noqa: F811
+def sentinel_compose(compose_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Compose, str]]:
     name = f"blogpush-sentinel-{os.getpid()}-{secrets.token_hex(3)}"
     override = tmp_path_factory.mktemp("compose-sentinel") / "docker-compose.test.yml"
     override.write_text(OVERRIDE)
     compose = Compose(
-        name, free_port(), free_subnet_prefix(), f"{name}-image:test", override, extra_files=(SENTINEL_FILE,)
+        name, free_port(), free_subnet_prefix(), compose_image.name, override, extra_files=(SENTINEL_FILE,)
     )
     try:
-        compose.run("build", timeout=900)
-        compose.run("up", "--detach", "--wait", timeout=300)
+        compose.run("up", "--detach", "--wait", "--no-build", timeout=300)
         with httpx.Client(base_url=compose.url, timeout=30) as client:
             answer = client.post(
                 "/graphql/",
@@ -71,7 +70,6 @@ def sentinel_compose(docker_engine: None, tmp_path_factory: pytest.TempPathFacto
             OUT.mkdir(parents=True, exist_ok=True)
             (OUT / "sentinel-stack.log").write_text(logs)
         compose.run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=300)
-        sh("docker", "image", "rm", "--force", compose.image)
         left = compose.leftovers()
         assert not left, f"the test left Docker objects behind: {left}"
 

@@ -1,10 +1,12 @@
 """The Docker deployment files, checked without a Docker engine so they cannot silently rot.
 
 tests/test_compose.py runs docker-compose.yml and the Dockerfile for real where an engine can be
-had; these tests run everywhere. They pin the promises the files make (services, replicas,
-healthchecks, start order, one image, the lb on 127.0.0.1 as the only trusted proxy, no baked
-secrets) and replay what can run natively: the image's static-files step on its build context,
-nginx's check of the config as the nginx image renders it, and the lb's replica follower.
+had; these tests run everywhere, but for `docker compose config`, which asks for the Docker CLI
+that the engine fixture (tests/fixtures_docker.py) sets up. They pin the promises the files make
+(services, replicas, healthchecks, start order, one image, the lb on 127.0.0.1 as the only trusted
+proxy, no baked secrets) and replay what can run natively: the image's static-files step on its
+build context, nginx's check of the config as the nginx image renders it, and the lb's replica
+follower.
 """
 
 import ipaddress
@@ -35,10 +37,6 @@ DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 NGINX_IMAGE_TEMPLATE = "/etc/nginx/templates/default.conf.template"
 FOLLOWER = REPO_ROOT / "deploy" / "nginx-follow-replicas.sh"
 FOLLOWER_IN_IMAGE = "/docker-entrypoint.d/40-nginx-follow-replicas.sh"
-HAS_COMPOSE = (
-    shutil.which("docker") is not None
-    and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
-)
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +264,7 @@ def test_app_settings_are_production_ones_from_the_environment(services):
         assert env["CORS_ALLOW_CREDENTIALS"] == "${CORS_ALLOW_CREDENTIALS:-0}"
 
 
-@pytest.mark.skipif(not HAS_COMPOSE, reason="no Docker CLI with the compose plugin here")
-def test_docker_compose_accepts_the_file_and_its_variables_agree():
+def test_docker_compose_accepts_the_file_and_its_variables_agree(docker_engine):
     default = compose_config()
     web, lb = default["services"]["web"], default["services"]["lb"]
     assert web["environment"]["TRUSTED_PROXIES"] == lb["networks"]["default"]["ipv4_address"] == "172.16.80.2"

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,27 +14,20 @@ import websockets
 from notifications.publishing.log import seq_from_cursor
 from stack.deployment import Stack
 from stack.services import REPO_ROOT
+from tests.fixtures_stack import GROUP_EXPIRY
 from tests.live import BLOG_PUBLISHED, LATEST_CURSOR, LiveApi, assert_no_errors
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 
-GROUP_EXPIRY = 3  # seconds: short, so the test sees channels-redis forget members that are not renewed
-MAX_BUFFERED = 256 * 1024
+
+@pytest.fixture
+def stack(pg_stack: Stack) -> Stack:
+    """The shared PostgreSQL stack (tests/fixtures_stack.py), whole at the start of each test."""
+    return pg_stack
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    env = {
-        "CHANNEL_GROUP_EXPIRY": str(GROUP_EXPIRY),
-        "WS_MAX_BUFFERED_BYTES": str(MAX_BUFFERED),
-        "RATE_LIMIT_MUTATIONS": "off",
-    }
-    with Stack(instances=3, postgres=True, env=env) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def writer(stack: Stack) -> tuple[LiveApi, str, str]:
-    api = LiveApi(stack.url)
+def writer(shared_stack: Stack) -> tuple[LiveApi, str, str]:
+    api = LiveApi(shared_stack.url)
     username, token = api.sign_up()
     return api, username, token
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,19 +28,10 @@ BLOGS = 40
 FOLLOW = "subscription Follow($author: String) { blogPublished(author: $author) { cursor blog { title } } }"
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    env = {"RATE_LIMIT_MUTATIONS": "off", "SSE_HEARTBEAT_SECONDS": "2", "MULTIPART_HEARTBEAT_SECONDS": "2"}
-    with Stack(instances=3, postgres=True, env=env) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def heal(stack: Stack) -> Iterator[None]:
-    yield
-    for instance in stack.instances:
-        if not instance.running:
-            instance.restart()
+@pytest.fixture
+def stack(pg_stack: Stack) -> Stack:
+    """The shared PostgreSQL stack (tests/fixtures_stack.py): heartbeats every 2 s, whole at the start of each test."""
+    return pg_stack
 
 
 class NodeSubscriber:

@@ -11,6 +11,7 @@ off (a slow reader never closed, a sweep never run, a library cache back in use)
 import asyncio
 import inspect
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
@@ -25,6 +26,7 @@ from notifications.transports import direct as transport
 from notifications.transports.consumers import GraphqlConsumer
 from notifications.transports.streams import chunk
 from project.server import SweepingServer
+from tests.scheduling import SharedFixtureScheduling
 
 
 async def test_daphne_hands_applications_a_send_that_leads_to_the_websocket_protocol():
@@ -214,3 +216,42 @@ def test_graphql_core_collect_fields_applies_fragments_and_directives_for_a_type
     assert isinstance(blog, GraphQLObjectType)
     fields = collect_fields(schema, fragments, {}, blog, node.selection_set)
     assert list(fields) == ["content", "t"]
+
+
+class FakeWorker:
+    """What xdist's scheduler calls on a worker: the test indices it is sent."""
+
+    shutting_down = False
+
+    def __init__(self, name: str) -> None:
+        self.gateway = SimpleNamespace(id=name)
+        self.sent: list[int] = []
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.sent += indices
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def test_xdist_hands_out_whole_work_units_as_tests_scheduling_names_them():
+    """tests/scheduling.py groups modules by overriding xdist's LoadScopeScheduling._split_scope: if xdist
+    stops asking it, every module of the shared PostgreSQL stack would start a stack of its own."""
+    collection = [
+        "tests/test_stack.py::test_a",
+        "tests/test_hub.py::test_b",
+        "tests/test_faults.py::test_c",
+        "tests/test_hub.py::test_d",
+        "tests/test_http_streams_stack.py::test_e",
+    ]
+    config = SimpleNamespace(getvalue={"tx": ["2*popen"]}.get, option=SimpleNamespace(loadscopereorder=False))
+    scheduler = SharedFixtureScheduling(config)
+    workers = [FakeWorker("gw0"), FakeWorker("gw1")]
+    for worker in workers:
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, collection)
+    scheduler.schedule()
+    assert {frozenset(collection[i] for i in worker.sent) for worker in workers} == {
+        frozenset(collection[i] for i in (0, 2, 4)),  # one unit: the modules of the shared stack
+        frozenset(collection[i] for i in (1, 3)),  # one module
+    }

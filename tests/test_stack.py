@@ -1,5 +1,6 @@
 """The deployment topology, natively: nginx (deploy/nginx.conf.template) in front of three Daphne
-instances on PostgreSQL and Redis, started once for this module by the code behind `make stack`.
+instances on PostgreSQL and Redis, started by the code behind `make stack` (the stack these modules
+share: tests/fixtures_stack.py).
 
 Everything goes through nginx the way a client's traffic does, except where a test needs to
 reach one particular instance.
@@ -8,7 +9,6 @@ reach one particular instance.
 import asyncio
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,25 +25,10 @@ pytestmark = pytest.mark.slow
 INSTANCES = 3
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    # GraphiQL is off in production settings unless enabled, as operators would for a staging stack.
-    with Stack(
-        instances=INSTANCES, postgres=True, env={"GRAPHQL_GRAPHIQL": "1", "RATE_LIMIT_MUTATIONS": "off"}
-    ) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def heal_stack(stack: Stack) -> Iterator[None]:
-    """Each test starts on a whole stack, whatever the previous one killed."""
-    yield
-    for service in (stack.redis, stack.postgres):
-        if service is not None and not service.running:
-            service.start()
-    for instance in stack.instances:
-        if not instance.running:
-            instance.restart()
+@pytest.fixture
+def stack(pg_stack: Stack) -> Stack:
+    """The shared PostgreSQL stack (tests/fixtures_stack.py): GraphiQL on, whole at the start of each test."""
+    return pg_stack
 
 
 # --- helpers -------------------------------------------------------------------------------
