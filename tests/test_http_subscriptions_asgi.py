@@ -20,8 +20,8 @@ from notifications.models import PublicationCounter
 from notifications.runtime import shutdown
 from notifications.transports import connections, limits
 from notifications.transports.http_subscriptions import HttpSubscriptions
+from tests.hubs import QUERY, Log, publish
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT
-from tests.test_hub import QUERY, Log, publish
 
 Message = dict[str, Any]
 

@@ -7,7 +7,6 @@ prove the same paths on real processes.
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 
 import pytest
 from channels.layers import InMemoryChannelLayer
@@ -19,42 +18,9 @@ from notifications.hub.frames import EventFrames
 from notifications.hub.hub import Hub, HubUnavailable
 from notifications.hub.subscription import LiveSubscription
 from notifications.publishing.broadcast import HUB_GROUP, MESSAGE_TYPE, message_for, publication_from
-from notifications.publishing.publication import Publication, cursor_for
+from notifications.publishing.publication import cursor_for
 from tests.factories import publication
-
-QUERY = """subscription Listen($author: String, $after: String) {
-  blogPublished(author: $author, after: $after) { cursor blog { title } }
-}"""
-
-
-class Log:
-    def __init__(self) -> None:
-        self.publications: list[Publication] = []
-        self.down = False
-        self.reads: list[tuple[int, int | None, str | None]] = []
-        self.position_reads = 0
-        self.before_read: Callable[[int, int | None, str | None], Awaitable[None]] | None = None
-        self.position_delay = 0.0  # a slow database (a fresh instance busy with a connect storm)
-
-    async def read(self, after: int, upto: int | None, limit: int, author: str | None) -> list[Publication]:
-        if self.before_read is not None:
-            await self.before_read(after, upto, author)
-        if self.down:
-            raise ConnectionError("database down")
-        self.reads.append((after, upto, author))
-        found = [
-            p
-            for p in self.publications
-            if p.seq > after and (upto is None or p.seq <= upto) and author in (None, p.author)
-        ]
-        return found[:limit]
-
-    async def position(self) -> int:
-        self.position_reads += 1
-        await asyncio.sleep(self.position_delay)
-        if self.down:
-            raise ConnectionError("database down")
-        return max((p.seq for p in self.publications), default=0)
+from tests.hubs import QUERY, Log, publish
 
 
 class Sink:
@@ -106,13 +72,6 @@ async def running(settings):
     hub = Hub(layer, read_log=log.read, read_position=log.position)
     yield hub, layer, log
     await hub.close()
-
-
-async def publish(layer: InMemoryChannelLayer, log: Log, *seqs: int, live: bool = True) -> None:
-    for seq in seqs:
-        log.publications.append(publication(seq))
-        if live:
-            await layer.group_send(HUB_GROUP, message_for(publication(seq)))
 
 
 async def settle(condition, timeout: float = 3.0) -> None:
