@@ -229,9 +229,12 @@ async def test_sigterm_finishes_the_mutation_in_flight_and_closes_sockets_with_1
     with psycopg.connect(stack.postgres.url) as blocker:
         blocker.execute("SELECT last_seq FROM notifications_publicationcounter WHERE id = 1 FOR UPDATE")
         mutation = asyncio.create_task(asyncio.to_thread(api.create_blog, token, "in flight during shutdown"))
-        await asyncio.sleep(1)
+        with psycopg.connect(stack.postgres.url, autocommit=True) as watcher:
+            async with asyncio.timeout(15):  # until the mutation waits on that lock
+                while watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone() == (0,):
+                    await asyncio.sleep(0.05)
         instance.terminate()
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # shutting down meanwhile, the instance keeps the mutation in flight
         assert not mutation.done()
         blocker.rollback()
     created = await asyncio.wait_for(mutation, 15)  # answered, not cancelled
