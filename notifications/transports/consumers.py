@@ -41,14 +41,11 @@ from notifications.runtime import shutdown
 from notifications.transports import connections, keepalive, revocation
 from notifications.transports.direct import DirectSocket
 from notifications.transports.limits import ConnectionLimits
+from notifications.transports.protocols import PROTOCOLS, SUBPROTOCOLS, WsProtocol
 
 logger = logging.getLogger(__name__)
 
-TRANSPORT_WS = "graphql-transport-ws"
-LEGACY_WS = "graphql-ws"
-SUBPROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
 OPERATION_MESSAGES = {"subscribe", "start", "complete", "stop"}
-KEEPALIVE_TEXT = {TRANSPORT_WS: '{"type":"ping"}', LEGACY_WS: '{"type":"ka"}'}
 # Both protocols' clients (graphql-ws, subscriptions-transport-ws, ours) reconnect after 1013
 # and resubscribe: the way to tell them "not here, not now" without ending their subscriptions.
 UNAVAILABLE_CLOSE = 1013
@@ -109,12 +106,6 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         offered = [p.decode() if isinstance(p, bytes) else p for p in self.scope.get("subprotocols", [])]
         return next((p for p in SUBPROTOCOLS if p in offered), None)
 
-    # Read once per connection, not per event: each `settings.X` goes through LazyObject's
-    # __getattribute__, a measurable share of a fan-out to thousands of sockets.
-    @functools.cached_property
-    def _event_kind(self) -> str:
-        return "next" if self.subprotocol == TRANSPORT_WS else "data"
-
     # ------------------------------------------------------------------ hub.subscription.Connection
 
     @property
@@ -130,7 +121,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
 
     def send_keepalive(self) -> None:
         if self.acknowledged:
-            self.socket.send_text(KEEPALIVE_TEXT[self.subprotocol or TRANSPORT_WS])
+            self.socket.send_text(self.protocol.keepalive_text)
 
     def going_away(self) -> None:
         """The server is shutting down: 1001, so the client reconnects elsewhere and resumes."""
@@ -142,7 +133,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     async def connect(self) -> None:
         self.limits = ConnectionLimits(self)
         self.live: dict[str, LiveSubscription] = {}
-        if self.subprotocol is None:
+        chosen = PROTOCOLS.get(self.subprotocol or "")
+        if chosen is None:
             # Refuse the handshake: a client that speaks neither protocol cannot be answered in one.
             logger.info("Websocket refused: no GraphQL subprotocol offered (%s)", self.scope.get("subprotocols"))
             await self.close()
@@ -150,14 +142,14 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         if not self.limits.admit():
             await self.close()
             return
+        self.protocol: WsProtocol = chosen(self)
         self.connection_initialised = False
         self.acknowledged = False
         self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
         self.socket.on_stalled = self._stalled
         shutdown.install()
         await super().connect()
-        if self.subprotocol == LEGACY_WS:  # the library times out only graphql-transport-ws
-            self.limits.watch_connection_init(self.connection_init_wait_timeout)
+        self.protocol.connected()
         connections.register(self)
         telemetry.websocket_connected(self)
         user, session_key = self.scope.get("user"), getattr(self.scope.get("session"), "session_key", None)
@@ -207,8 +199,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         # instance holds the socket (Daphne cannot add handshake headers).
         await self.send_json({"type": "connection_ack", "payload": {"instance": settings.INSTANCE_NAME}})
         self.acknowledged = True
-        if self.subprotocol == LEGACY_WS:
-            self.send_keepalive()  # graphql-ws wants one right after the ack
+        self.protocol.acknowledged()
         keepalive.ensure_running()
 
     async def on_connect(self, payload: Any) -> None:
@@ -245,10 +236,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             await self.receive_json(content)
         except graphql.GraphQLError as error:
             # The library raises this for an operation id that is still being started.
-            if self.subprotocol == TRANSPORT_WS:
-                await self.close(code=4409, reason=f"Subscriber for {content.get('id')} already exists")
-            else:
-                await self._send_gql_error(content.get("id"), [error])
+            await self.protocol.duplicate_id(str(content.get("id")), error)
 
     def message_problem(self, content: Any) -> str | None:
         """Why a message cannot be handled, or None when it can."""
@@ -265,17 +253,13 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
                 return "'variables' must be an object."
             if not isinstance(payload.get("operationName") or "", str):
                 return "'operationName' must be a string."
-            if self.subprotocol == LEGACY_WS and not self.connection_initialised:
-                return "Send connection_init and wait for connection_ack before starting operations."
+            return self.protocol.start_problem()
         return None
 
     async def reject_message(self, message: str, op_id: str | None = None) -> None:
         """graphql-transport-ws closes with 4400; the legacy protocol answers with an error message."""
         logger.info("Bad websocket message (%s): %s", self.subprotocol, message)
-        if self.subprotocol == TRANSPORT_WS:
-            await self.close(code=4400, reason=message[:120])
-        else:
-            await self.send_json({"type": "error", "id": op_id, "payload": {"message": message}})
+        await self.protocol.reject_message(message, op_id)
 
     @staticmethod
     def _format_error(error: Exception) -> Any:
@@ -320,10 +304,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
                 return
         elif kind in ("complete", "stop") and content.get("id") in self.live:
             self.stop_live(content["id"])
-            # graphql-transport-ws: nothing more is sent for an id the client completed. The
-            # legacy protocol confirms a `stop` with `complete`.
-            if self.subprotocol == LEGACY_WS:
-                await self._send_gql_complete(content["id"])
+            await self.protocol.stopped(content["id"])
             return
         await super().receive_json(content)
 
@@ -350,16 +331,12 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
 
     async def start_live(self, op_id: str, payload: dict[str, Any], verdict: Verdict) -> None:
         assert verdict.prepared is not None and verdict.operation_node is not None
-        if self.subprotocol == TRANSPORT_WS and not self.acknowledged:
-            await self.close(code=4401, reason="Unauthorized: subscribe before connection_ack")
+        if not self.acknowledged and await self.protocol.subscribe_unacknowledged():
             return
         if op_id in self.live or op_id in self._subscriptions or op_id in self._operation_locks:
-            if self.subprotocol == TRANSPORT_WS:
-                await self.close(code=4409, reason=f"Subscriber for {op_id} already exists")
-            else:
-                await self.send_operation_errors(
-                    op_id, [graphql.GraphQLError(f"Subscription with id '{op_id}' already exists.")]
-                )
+            await self.protocol.duplicate_id(
+                op_id, graphql.GraphQLError(f"Subscription with id '{op_id}' already exists.")
+            )
             return
         try:
             self.limits.reserve_subscription(op_id)
@@ -394,7 +371,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
             self.stop_live(op_id)
 
     def send_event(self, subscription: LiveSubscription, frames: EventFrames) -> None:
-        self.socket.send_event(frames, self._event_kind, subscription.op_id)
+        self.socket.send_event(frames, self.protocol.event_kind, subscription.op_id)
 
     def _stalled(self, unread: int) -> None:
         """The client stopped reading (transports/direct.py): 1013, it resumes with its last cursor."""
@@ -408,5 +385,12 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     async def send_operation_errors(self, op_id: str, errors: list[graphql.GraphQLError]) -> None:
         """An operation failed before it started: an `error` message, its payload shaped per protocol."""
         formatted = [format_error(error) for error in errors]
-        payload = formatted if self.subprotocol == TRANSPORT_WS else {"errors": formatted}
-        await self.send_json({"type": "error", "id": op_id, "payload": payload})
+        await self.send_json({"type": "error", "id": op_id, "payload": self.protocol.error_payload(formatted)})
+
+    # ------------------------------------------------------------------ what protocols.WsProtocol asks of it
+
+    async def send_complete(self, op_id: str) -> None:
+        await self._send_gql_complete(op_id)
+
+    def watch_connection_init(self) -> None:
+        self.limits.watch_connection_init(self.connection_init_wait_timeout)
