@@ -25,7 +25,7 @@ import asyncio
 import inspect
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import websockets
@@ -83,7 +83,7 @@ class BlogListener:
         self.instance: str | None = None
         self._operation = 0
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         failures = 0
         while True:
             try:

@@ -12,6 +12,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -420,7 +421,7 @@ async def test_blog_listener_signs_in_again_after_4403_and_misses_nothing(instan
         backoff_max=0.2,
         connection_params=params if fresh else params(),
     )
-    events = listener.events().__aiter__()
+    events = listener.events()
     waiting = asyncio.ensure_future(_next_title(events))
     await asyncio.sleep(1)  # connected, subscribed after the latest cursor
     api.create_blog(writer, "before")
@@ -446,3 +447,98 @@ async def test_blog_listener_signs_in_again_after_4403_and_misses_nothing(instan
         assert await waiting == "last"
         assert len([status for status in statuses if status.startswith("signed out by the server")]) == 2
     await events.aclose()
+
+
+# ---------------------------------------------------------------------------- nothing per event
+
+
+@pytest.fixture(scope="module")
+def counted_instance(redis_server) -> Iterator[tuple[DaphneInstance, Any]]:
+    """A Daphne instance on a PostgreSQL cluster that counts every statement (pg_stat_statements)."""
+    import psycopg
+
+    from bench.phases.reads import STATEMENTS, CountingPostgres
+    from stack.services import migrate, production_env
+
+    postgres = CountingPostgres()
+    try:
+        postgres.start()
+        env = {
+            **production_env(postgres.url, f"redis://127.0.0.1:{redis_server.port}/3"),
+            "RATE_LIMIT_MUTATIONS": "off",
+            "RATE_LIMIT_SIGN_UPS": "off",
+            "HUB_LOG_CHECK_SECONDS": "3600",  # no periodic counter read in the middle of a count
+        }
+        migrate(env)
+        with psycopg.connect(postgres.url, autocommit=True) as db:
+            db.execute("CREATE EXTENSION pg_stat_statements")
+
+            def statements() -> int:
+                row = db.execute(STATEMENTS).fetchone()
+                assert row is not None
+                return int(row[0])
+
+            with running([DaphneInstance("counted", env)]) as (server,):
+                yield server, statements
+    finally:
+        postgres.stop()
+
+
+async def test_signed_in_subscribers_cost_no_query_per_delivered_event(counted_instance):
+    """The same statements for N publications whether 0 or 30 signed-in sockets receive each of them."""
+    server, statements = counted_instance
+    api = LiveApi(server.url)
+    _, writer = api.sign_up()
+    api.create_blog(writer, "warm-up")  # first-request work (sessions, caches) out of the way
+
+    async def publish(count: int, clients: list[GraphQLWSClient]) -> int:
+        await asyncio.sleep(0.5)
+        before = statements()
+        for i in range(count):
+            await in_thread(api.create_blog, writer, f"counted {i}")
+        for client in clients:  # every subscriber got every event before the count is read
+            for _ in range(count):
+                assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"]
+        await asyncio.sleep(0.5)
+        return statements() - before
+
+    alone = await publish(5, [])
+    subscribers = []
+    for _ in range(30):
+        _, token = api.sign_up()
+        client = await signed_in(server.ws_url, token, TRANSPORT_WS)
+        await client.subscribe(BLOG_PUBLISHED)
+        subscribers.append(client)
+    try:
+        with_subscribers = await publish(5, subscribers)
+    finally:
+        for client in subscribers:
+            await client.close()
+    print(f"\n[statements] 5 publications: {alone} with no subscriber, {with_subscribers} with 30 signed-in ones")
+    assert with_subscribers == alone
+
+
+# ---------------------------------------------------------------------------- HTTP streams
+
+
+@pytest.mark.parametrize("accept", ["sse", "multipart"])
+async def test_an_http_stream_signed_in_with_a_revoked_token_is_ended_unauthenticated(instances, accept):
+    from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient
+
+    here, there = instances
+    _, token = LiveApi(here.url).sign_up()
+    stream = StreamClient(
+        here.url,
+        BLOG_PUBLISHED,
+        accept=SSE_ACCEPT if accept == "sse" else APOLLO_ACCEPT,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        assert (await stream.open()).status_code == 200
+        await asyncio.sleep(0.3)
+        LiveApi(there.url).post(SIGN_OUT, token=token)
+        ending = [message for message in await stream.until_end(timeout=10) if message.kind != "end"]
+        text = " ".join(message.raw for message in ending)
+        assert "UNAUTHENTICATED" in text and "signed_out" in text, text
+    finally:
+        await stream.close()
