@@ -1,5 +1,6 @@
 """Authors (who are the site's users), their blogs, and API tokens."""
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,9 +10,11 @@ from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
 
-from api.signals import DEACTIVATED, REVOKED, AccessEnded, announce_access_ended, blogs_created
+from api.signals import DEACTIVATED, REVOKED, AccessEnded, announce_access_ended, blogs_created, blogs_updated
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,150}$"
+# Rows changed per statement by update() and bulk_update(): well under SQLite's bound on parameters.
+CHANGE_BATCH = 500
 
 
 class AuthorQuerySet(models.QuerySet["Author"]):
@@ -75,6 +78,44 @@ class BlogQuerySet(models.QuerySet["Blog"]):
                 raise ValueError("This database did not return the ids of the created blogs: they cannot be announced.")
             blogs_created.send(sender=Blog, blogs=created)
         return created
+
+    def update(self, **kwargs: Any) -> int:
+        """Django's update, and every changed blog announced, once each, in primary-key order.
+
+        UPDATE sends no post_save. The matching rows are locked first and the UPDATE is limited to
+        them, so the rows announced are exactly the rows changed (a blog inserted meanwhile that
+        would match is not changed either); they are read back inside the transaction, as changed.
+        """
+        if self.query.is_sliced:
+            raise TypeError("Cannot update a query once a slice has been taken.")
+        if not kwargs:
+            return 0  # as Django: nothing to set, nothing changed
+        with transaction.atomic(using=self.db, savepoint=False):
+            locked = list(self.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
+            changed = 0
+            for start in range(0, len(locked), CHANGE_BATCH):
+                batch = locked[start : start + CHANGE_BATCH]
+                changed += self._plain().filter(pk__in=batch).update(**kwargs)
+                self._announce_updated(batch)
+        return changed
+
+    def bulk_update(self, objs: Iterable["Blog"], fields: Iterable[str], batch_size: int | None = None) -> int:
+        """Django's bulk_update, and every changed blog announced, once each, in the order given."""
+        blogs = list(objs)
+        with transaction.atomic(using=self.db, savepoint=False):
+            changed = self._plain().bulk_update(blogs, fields, batch_size=batch_size)
+            order = list(dict.fromkeys(blog.pk for blog in blogs))
+            for start in range(0, len(order), CHANGE_BATCH):
+                self._announce_updated(order[start : start + CHANGE_BATCH])
+        return changed
+
+    def _plain(self) -> models.QuerySet["Blog"]:
+        """Django's own queryset for this model and database: its writes announce nothing themselves."""
+        return models.QuerySet(self.model, using=self.db)
+
+    def _announce_updated(self, pks: list[int]) -> None:
+        by_pk = self._plain().select_related("author").in_bulk(pks)
+        blogs_updated.send(sender=Blog, blogs=[by_pk[pk] for pk in pks if pk in by_pk])
 
 
 class Blog(models.Model):

@@ -39,3 +39,9 @@ access_ended = Signal()
 def announce_access_ended(ended: AccessEnded) -> None:
     if ended:
         access_ended.send(sender=AccessEnded, ended=ended)
+
+
+# Sent inside the transaction of Blog.objects.update() and bulk_update(), with `blogs`: the changed
+# rows as they now are, in the order they were changed. Neither sends post_save, and every edit
+# must still be announced.
+blogs_updated = Signal()

@@ -1,6 +1,9 @@
-"""The publication log: every announced blog gets a sequence number, in commit order."""
+"""The publication log: every change to a blog gets a sequence number, in commit order."""
 
+from django.conf import settings
 from django.db import models
+
+from notifications.publishing.publication import ChangeKind
 
 
 class PublicationCounter(models.Model):
@@ -17,13 +20,28 @@ class PublicationCounter(models.Model):
 
 
 class Publication(models.Model):
+    """One change to one blog, as the change left it.
+
+    A creation or an edit keeps the blog's text as it was written then, and belongs to the blog:
+    when the blog is deleted they are deleted with it (CASCADE), so the log never holds a deleted
+    blog's title or content. What remains of it is its tombstone: kind DELETED, the blog's id and
+    its author's username (for `author:` filters), and no text.
+    """
+
     seq = models.BigIntegerField(unique=True)
-    blog = models.OneToOneField("api.Blog", on_delete=models.CASCADE, related_name="publication")
+    kind = models.CharField(
+        max_length=7, choices=[(kind.value, kind.name.capitalize()) for kind in ChangeKind], default=ChangeKind.CREATED
+    )
+    blog = models.ForeignKey("api.Blog", null=True, on_delete=models.CASCADE, related_name="publications")
+    blog_pk = models.BigIntegerField(db_index=True, help_text="The blog's id, kept on its tombstone.")
     author_username = models.CharField(max_length=150, db_index=True)
+    title = models.CharField(max_length=settings.BLOG_TITLE_MAX, blank=True, default="")
+    content = models.TextField(blank=True, default="")
+    published_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["seq"]
 
     def __str__(self) -> str:
-        return f"#{self.seq} {self.blog_id}"
+        return f"#{self.seq} {self.kind} {self.blog_pk}"

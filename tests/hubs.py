@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from channels.layers import InMemoryChannelLayer
 
 from notifications.publishing.broadcast import HUB_GROUP, message_for
-from notifications.publishing.publication import Publication
+from notifications.publishing.publication import ChangeKind, Publication
 from tests.factories import publication
 
 QUERY = """subscription Listen($author: String, $after: String) {
@@ -39,6 +39,12 @@ class Log:
         ]
         return found[:limit]
 
+    async def deletions(self, after: int) -> dict[int, int]:
+        """{blog id: tombstone seq} of the deletions after `after` (the hub's re-check before a shared replay)."""
+        if self.down:
+            raise ConnectionError("database down")
+        return {p.blog_id: p.seq for p in self.publications if p.seq > after and p.kind == ChangeKind.DELETED}
+
     async def position(self) -> int:
         self.position_reads += 1
         await asyncio.sleep(self.position_delay)
@@ -52,3 +58,9 @@ async def publish(layer: InMemoryChannelLayer, log: Log, *seqs: int, live: bool 
         log.publications.append(publication(seq))
         if live:
             await layer.group_send(HUB_GROUP, message_for(publication(seq)))
+
+
+async def settle(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)

@@ -104,7 +104,9 @@ async def router(
     monkeypatch.setattr(shutdown, "_installed", True)  # never take this test process's SIGTERM
     layer, log = InMemoryChannelLayer(), Log()
     loop = asyncio.get_running_loop()
-    hub = hub_module._hubs[loop] = Hub(layer, read_log=log.read, read_position=log.position)
+    hub = hub_module._hubs[loop] = Hub(
+        layer, read_log=log.read, read_position=log.position, read_deletions=log.deletions
+    )
     forwarded = Forwarded()
     yield HttpSubscriptions(forwarded), forwarded, layer, log
     await hub.close()

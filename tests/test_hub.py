@@ -69,7 +69,7 @@ async def running(settings):
     settings.HUB_LOG_CHECK_SECONDS = 3600
     layer = InMemoryChannelLayer()
     log = Log()
-    hub = Hub(layer, read_log=log.read, read_position=log.position)
+    hub = Hub(layer, read_log=log.read, read_position=log.position, read_deletions=log.deletions)
     yield hub, layer, log
     await hub.close()
 

@@ -18,7 +18,7 @@ from graphql_relay import to_global_id
 
 from api.models import Author, Blog
 from notifications.hub.cohorts import Cohort
-from notifications.publishing.publication import AuthorData, BlogData, Publication
+from notifications.publishing.publication import AuthorData, BlogData, ChangeKind, Publication
 from notifications.publishing.publication import cursor_for as publication_cursor
 from tests.graphql_http import post_graphql
 from tests.live import assert_no_errors
@@ -345,9 +345,13 @@ async def test_the_hub_renders_a_published_blog_without_the_database():
     query = "subscription { blogPublished { cursor blog { id title content publishedAt author { id username bio } } } }"
     prepared = validation.check(query).prepared
     assert prepared is not None and prepared.document is not None
-    cohort = Cohort("key", prepared.document, None, {}, None)
+    cohort = Cohort("key", prepared.document, None, {}, None, frozenset({ChangeKind.CREATED}))
     publication = Publication(
         seq=1,
+        kind=ChangeKind.CREATED,
+        blog_id=1,
+        author="ada",
+        changed_at=datetime(2026, 11, 28, tzinfo=UTC),
         blog=BlogData(
             id=1,
             title="t",

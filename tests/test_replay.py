@@ -27,6 +27,9 @@ class Log:
         ]
         return found[:limit]
 
+    async def deletions(self, after: int) -> dict[int, int]:
+        return {}
+
 
 async def replay(window: ReplayWindow, after: int, upto: int, author: str | None = None) -> list[int]:
     return [p.seq async for page in window.pages(after, upto, author) for p in page]
@@ -34,7 +37,7 @@ async def replay(window: ReplayWindow, after: int, upto: int, author: str | None
 
 async def test_ranges_inside_overlapping_and_beside_the_window_read_only_what_is_missing():
     log = Log(range(1, 101))
-    window = ReplayWindow(log.read, fresh_seconds=60)
+    window = ReplayWindow(log.read, log.deletions, fresh_seconds=60)
     assert await replay(window, 50, 60) == list(range(51, 61))
     assert await replay(window, 55, 60, "ada") == [57, 59]
     assert await replay(window, 40, 70) == list(range(41, 71))
@@ -44,7 +47,7 @@ async def test_ranges_inside_overlapping_and_beside_the_window_read_only_what_is
 
 async def test_a_window_past_its_freshness_is_read_again_so_deleted_blogs_are_skipped():
     log = Log(range(1, 11))
-    window = ReplayWindow(log.read, fresh_seconds=0.05)
+    window = ReplayWindow(log.read, log.deletions, fresh_seconds=0.05)
     assert await replay(window, 0, 10) == list(range(1, 11))
     log.publications = [p for p in log.publications if p.seq != 5]  # blog 5 deleted
     await asyncio.sleep(0.1)
@@ -54,7 +57,7 @@ async def test_a_window_past_its_freshness_is_read_again_so_deleted_blogs_are_sk
 
 async def test_a_range_longer_than_the_window_is_read_for_that_subscriber_page_by_page():
     log = Log(range(1, 3 * PAGE + 1))
-    window = ReplayWindow(log.read, max_span=100)
+    window = ReplayWindow(log.read, log.deletions, max_span=100)
     pages = [page async for page in window.pages(0, 3 * PAGE, "ada")]
     assert [p.seq for page in pages for p in page] == list(range(1, 3 * PAGE + 1, 2))
     assert all(len(page) <= PAGE for page in pages)
@@ -63,7 +66,7 @@ async def test_a_range_longer_than_the_window_is_read_for_that_subscriber_page_b
 
 async def test_nothing_to_replay_reads_nothing():
     log = Log(range(1, 11))
-    window = ReplayWindow(log.read)
+    window = ReplayWindow(log.read, log.deletions)
     assert await replay(window, 10, 10) == []
     assert log.reads == []
 
@@ -118,7 +121,7 @@ async def test_the_render_cache_stays_within_its_bytes_and_drops_the_oldest():
 
 @pytest.mark.parametrize("after, upto", [(5, 3), (5, 5)])
 async def test_an_empty_range_is_empty(after, upto):
-    assert await replay(ReplayWindow(Log(range(1, 11)).read), after, upto) == []
+    assert await replay(ReplayWindow(Log(range(1, 11)).read, Log([]).deletions), after, upto) == []
 
 
 async def test_a_crowd_resuming_from_one_cursor_is_checked_once_and_a_bad_cursor_every_time():
@@ -155,7 +158,7 @@ async def test_remembered_resume_points_are_bounded():
 
 async def test_a_replay_cancelled_while_the_window_grows_leaves_it_consistent():
     log = Log(range(1, 101))
-    window = ReplayWindow(log.read, fresh_seconds=60)
+    window = ReplayWindow(log.read, log.deletions, fresh_seconds=60)
     assert await replay(window, 50, 60) == list(range(51, 61))
     log.stall = (60, 80)
     stalled = asyncio.create_task(replay(window, 40, 80))  # grows down (40, 50], then up (60, 80]

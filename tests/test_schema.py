@@ -28,5 +28,10 @@ def test_public_names_are_kept():
         "deleteBlog(input: DeleteBlogInput!)",
         "publishedAt: DateTime!",
         "viewer: Author",
+        "blogChanged(",
+        "type BlogChange {",
+        "enum BlogChangeKind",
+        "blogId: ID!",
+        "changedAt: DateTime!",
     ):
         assert fragment in sdl, fragment

@@ -107,9 +107,13 @@ def test_blog_update_and_delete_are_for_the_author_only():
     assert not Blog.objects.filter(pk=blog.pk).exists()
 
 
-def test_every_new_blog_gets_the_next_publication_number_and_updates_do_not():
+def test_every_change_gets_the_next_publication_number():
     first, second = BlogFactory.create(), BlogFactory.create()
     services.blog_update(author=first.author, blog_id=first.pk, title="Changed")
-    assert list(Publication.objects.values_list("blog_id", flat=True)) == [first.pk, second.pk]
+    assert list(Publication.objects.values_list("kind", "blog_id")) == [
+        ("created", first.pk),
+        ("created", second.pk),
+        ("updated", first.pk),
+    ]
     seqs = list(Publication.objects.values_list("seq", flat=True))
-    assert seqs[1] == seqs[0] + 1
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]

@@ -23,7 +23,8 @@ from core.schema import graphql_schema
 from notifications.hub.execution import run_orm_resolvers_in_thread
 from notifications.hub.frames import EventFrames
 from notifications.hub.subscription import LiveSubscription
-from notifications.publishing.publication import Publication
+from notifications.publishing.publication import ChangeKind, Publication
+from notifications.schema import FIELD_KINDS
 
 
 class SharedContext:
@@ -40,6 +41,8 @@ class Cohort:
     operation_name: str | None
     variables: dict[str, Any]
     author: str | None
+    # The kinds of change its subscription field announces: a blogPublished cohort never sees an edit.
+    kinds: frozenset[ChangeKind]
     members: set[LiveSubscription] = field(default_factory=set)
 
     async def render(self, publication: Publication) -> EventFrames:
@@ -78,6 +81,7 @@ class CohortRegistry:
                 subscription.operation_name,
                 subscription.variables,
                 subscription.author,
+                subscribed_kinds(subscription.document, subscription.operation_name),
             )
             self._cohorts[cohort.key] = cohort
             self._by_author[cohort.author].add(cohort)
@@ -99,12 +103,26 @@ class CohortRegistry:
     def cohort_of(self, subscription: LiveSubscription) -> Cohort:
         return self._cohorts[subscription.cohort_key]
 
-    def for_author(self, author: str) -> list[Cohort]:
-        """The cohorts an event by `author` goes to: those following everyone, and those following them."""
-        return [*self._by_author.get(None, ()), *self._by_author.get(author, ())]
+    def for_change(self, author: str, kind: ChangeKind) -> list[Cohort]:
+        """The cohorts a change of `kind` to a blog by `author` goes to: those following everyone and
+        those following them, whose field announces that kind."""
+        return [
+            cohort
+            for cohort in (*self._by_author.get(None, ()), *self._by_author.get(author, ()))
+            if kind in cohort.kinds
+        ]
 
     def __bool__(self) -> bool:
         return bool(self._cohorts)
+
+
+def subscribed_kinds(document: graphql.DocumentNode, operation_name: str | None) -> frozenset[ChangeKind]:
+    """The kinds of change the operation's subscription field announces (one root field, as validated)."""
+    operation = graphql.utilities.get_operation_ast(document, operation_name)
+    assert operation is not None
+    root = operation.selection_set.selections[0]
+    assert isinstance(root, graphql.FieldNode)
+    return FIELD_KINDS[root.name.value]
 
 
 def cohort_key(prepared: Prepared, operation_name: str | None, variables: dict[str, Any]) -> Hashable:

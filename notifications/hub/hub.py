@@ -34,11 +34,11 @@ from notifications.hub.cohorts import CohortRegistry
 from notifications.hub.fanout import fan_out
 from notifications.hub.feed import OrderedFeed
 from notifications.hub.receiver import LayerReceiver
-from notifications.hub.replay import RenderCache, ReplayWindow, ResumePoints
+from notifications.hub.replay import ReadDeletions, RenderCache, ReplayWindow, ResumePoints
 from notifications.hub.subscription import LiveSubscription
 from notifications.publishing import log as publications
 from notifications.publishing.broadcast import HUB_GROUP
-from notifications.publishing.publication import Publication
+from notifications.publishing.publication import ChangeKind, Publication
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Hub:
         read_log: ReadLog = _read_log,
         read_position: Callable[[], Awaitable[int]] | None = None,
         check_resume_point: Callable[[str], Awaitable[int]] | None = None,
+        read_deletions: ReadDeletions | None = None,
     ) -> None:
         layer = layer or get_channel_layer()
         if layer is None:
@@ -75,7 +76,7 @@ class Hub:
         self.read_log = read_log
         self.read_position = read_position or database_sync_to_async(publications.last_published_seq)
         self.registry = CohortRegistry()
-        self.replays = ReplayWindow(read_log)
+        self.replays = ReplayWindow(read_log, read_deletions or database_sync_to_async(publications.deletions_after))
         self.replay_renders = RenderCache()
         self.resume_points = ResumePoints(check_resume_point or database_sync_to_async(publications.resume_point))
         self.receiver = LayerReceiver(layer, HUB_GROUP, on_publication=self._offer, on_resync=self._resync)
@@ -198,7 +199,10 @@ class Hub:
                 feed.resync()
 
     async def _deliver(self, publication: Publication) -> None:
-        await fan_out(publication, self.registry.for_author(publication.author))
+        if publication.kind == ChangeKind.DELETED:
+            # Before anyone else is served: no replay shows this blog's text from here on.
+            self.replays.forget(publication.blog_id, publication.seq)
+        await fan_out(publication, self.registry.for_change(publication.author, publication.kind))
 
     # ------------------------------------------------------------------ subscribers
 
@@ -222,6 +226,8 @@ class Hub:
                 for publication in page:
                     if not subscription.active:
                         break
+                    if publication.kind not in cohort.kinds:
+                        continue
                     subscription.connection.send_event(
                         subscription, await self.replay_renders.render(cohort, publication)
                     )

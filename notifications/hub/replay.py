@@ -9,8 +9,11 @@ render the same events once per subscriber, and live delivery to them waits behi
 - `ReplayWindow`: one log read at a time, and what was read serves every replay whose range it
   covers for `FRESH_SECONDS` (other authors' publications filtered out in memory). A range next
   to it or overlapping it is added by reading only what is missing. Once older than that, it is
-  read again, so a blog deleted since is skipped as a direct read would skip it (a read racing
-  the deletion would not have either). Ranges longer than `MAX_SPAN` numbers are read directly.
+  read again. Ranges longer than `MAX_SPAN` numbers are read directly. Deleted means deleted:
+  before a replay is served from what was read earlier, the tombstones committed since are read
+  (one read, begun after the replay asked, shared by every replay waiting for it), and the
+  deleted blogs' creations and edits are dropped, as the log itself dropped them; a deletion
+  the hub delivers drops them at once. (A read racing the deletion's commit is ordered before it.)
 - `RenderCache`: a cohort's result for one publication, kept (bounded in bytes) so every member
   replaying it gets the same bytes, and a render under way is awaited, not repeated.
 - `ResumePoints`: whether a cursor can be resumed from (two queries), checked once for the crowd.
@@ -41,6 +44,8 @@ V = TypeVar("V")
 
 # (after, upto, limit, author) -> publications with after < seq <= upto, oldest first.
 ReadLog = Callable[[int, int | None, int, str | None], Awaitable[list[Publication]]]
+# after -> {blog id: seq of its tombstone} for the deletions numbered after `after`.
+ReadDeletions = Callable[[int], Awaitable[dict[int, int]]]
 
 
 def _seq(publication: Publication) -> int:
@@ -48,8 +53,16 @@ def _seq(publication: Publication) -> int:
 
 
 class ReplayWindow:
-    def __init__(self, read_log: ReadLog, *, fresh_seconds: float = FRESH_SECONDS, max_span: int = MAX_SPAN) -> None:
+    def __init__(
+        self,
+        read_log: ReadLog,
+        read_deletions: ReadDeletions,
+        *,
+        fresh_seconds: float = FRESH_SECONDS,
+        max_span: int = MAX_SPAN,
+    ) -> None:
         self._read_log = read_log
+        self._deletions: FreshRead[dict[int, int]] = FreshRead(lambda: read_deletions(self._lo))
         self.fresh_seconds = fresh_seconds
         self.max_span = max_span
         self._lock = asyncio.Lock()
@@ -70,12 +83,28 @@ class ReplayWindow:
                 if len(page) < PAGE:
                     return
                 after = page[-1].seq
+        if self._is_fresh():
+            deletions = await self._deletions.get()  # what was read may predate a deletion
+            async with self._lock:
+                self._drop_deleted(deletions)
         async with self._lock:
             await self._cover(after, upto)
             start = bisect.bisect_right(self._items, after, key=_seq)
             end = bisect.bisect_right(self._items, upto, key=_seq)
             found = [p for p in self._items[start:end] if author is None or p.author == author]
         yield found
+
+    def forget(self, blog_id: int, deleted_seq: int) -> None:
+        """A deletion was delivered: drop the blog's earlier changes from what is kept."""
+        self._drop_deleted({blog_id: deleted_seq})
+
+    def _drop_deleted(self, deletions: dict[int, int]) -> None:
+        if deletions and self._items:
+            self._items = [p for p in self._items if not (p.blog_id in deletions and p.seq < deletions[p.blog_id])]
+
+    def _is_fresh(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return self._read_at is not None and now - self._read_at <= self.fresh_seconds
 
     async def _cover(self, after: int, upto: int) -> None:
         now = asyncio.get_running_loop().time()
@@ -100,6 +129,37 @@ class ReplayWindow:
             if len(page) < PAGE:
                 return found
             after = page[-1].seq
+
+
+class FreshRead(Generic[V]):
+    """A read every caller needs begun after it arrived, shared by all who arrive while it waits to begin.
+
+    A caller arriving while a read is under way cannot use it (it may predate what the caller must
+    see): it waits for the next one, which begins when the current one ends and serves everyone
+    who arrived meanwhile. A crowd thus costs about one read per read's duration.
+    """
+
+    def __init__(self, read: Callable[[], Awaitable[V]]) -> None:
+        self._read = read
+        self._running: asyncio.Future[V] | None = None
+        self._next: asyncio.Future[V] | None = None
+
+    async def get(self) -> V:
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._after(self._running))
+            self._next.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(self._next)
+
+    async def _after(self, running: asyncio.Future[V] | None) -> V:
+        if running is not None:
+            await asyncio.wait([running])
+        this, self._next = self._next, None
+        self._running = this
+        try:
+            return await self._read()
+        finally:
+            if self._running is this:
+                self._running = None
 
 
 class SingleFlight(Generic[K, V]):

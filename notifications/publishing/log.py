@@ -1,4 +1,4 @@
-"""The publication log: numbering a publication in its transaction, and reading publications back."""
+"""The publication log: numbering each change to a blog in its transaction, and reading them back."""
 
 from datetime import timedelta
 
@@ -10,55 +10,80 @@ from api.errors import BadUserInput
 from api.models import Blog
 from notifications.models import Publication as PublicationRow
 from notifications.models import PublicationCounter
-from notifications.publishing.publication import AuthorData, BlogData, Publication, seq_from_cursor
+from notifications.publishing.publication import AuthorData, BlogData, ChangeKind, Publication, seq_from_cursor
 
 
-def publication_record(blog: Blog) -> PublicationRow:
-    """Number the blog's publication; the counter's row lock is held until our commit.
+def publication_record(blog: Blog, kind: ChangeKind = ChangeKind.CREATED) -> PublicationRow:
+    """Number one change to `blog`; the counter's row lock is held until our commit.
 
     Every other publisher waits on that lock from our UPDATE to our COMMIT, so the round trips
     in between are the write ceiling (docs/scaling.md). On PostgreSQL one statement both takes
     the number and records the publication; elsewhere (SQLite, which has no UPDATE in a WITH)
     one UPDATE ... RETURNING, then the INSERT. No savepoint inside the caller's transaction.
+
+    A creation or an edit records the blog's text as it is now; a deletion records only the
+    tombstone (the blog's earlier entries went with its row).
     """
     counter = connection.ops.quote_name(PublicationCounter._meta.db_table)
-    author_username = blog.author.username
+    deleted = kind == ChangeKind.DELETED
+    row = PublicationRow(
+        kind=kind,
+        blog=None if deleted else blog,
+        blog_pk=blog.pk,
+        author_username=blog.author.username,
+        title="" if deleted else blog.title,
+        content="" if deleted else blog.content,
+        published_at=None if deleted else blog.published_at,
+    )
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            created_at = timezone.now()
+            row.created_at = timezone.now()
             table = connection.ops.quote_name(PublicationRow._meta.db_table)
+            columns = ("kind", "blog_id", "blog_pk", "author_username", "title", "content", "published_at")
             cursor.execute(
                 f"WITH n AS (UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq) "
-                f"INSERT INTO {table} (seq, blog_id, author_username, created_at) "
-                "SELECT last_seq, %s, %s, %s FROM n RETURNING id, seq",
-                [blog.pk, author_username, created_at],
+                f"INSERT INTO {table} (seq, {', '.join(columns)}, created_at) "
+                f"SELECT last_seq, {', '.join(['%s'] * len(columns))}, %s FROM n RETURNING id, seq",
+                [getattr(row, column) for column in columns] + [row.created_at],
             )
-            row = cursor.fetchone()
-            if row is None:
+            numbered = cursor.fetchone()
+            if numbered is None:
                 raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
-            return PublicationRow(
-                id=row[0], seq=row[1], blog=blog, author_username=author_username, created_at=created_at
-            )
+            row.id, row.seq = numbered
+            return row
         cursor.execute(f"UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
-        row = cursor.fetchone()
-        if row is None:
+        numbered = cursor.fetchone()
+        if numbered is None:
             raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
-        return PublicationRow.objects.create(seq=row[0], blog=blog, author_username=author_username)
+        row.seq = numbered[0]
+        row.save(force_insert=True)
+        return row
 
 
 def publication_of(row: PublicationRow) -> Publication:
-    """Plain data, read once at broadcast time, so delivery never touches the database."""
-    blog = row.blog
-    author = blog.author
+    """Plain data, read once at broadcast time, so delivery never touches the database.
+
+    The blog's text is the row's (as that change left it); its author's id and bio are read
+    through the blog, which a creation's or an edit's row always has.
+    """
+    blog = None
+    if row.kind != ChangeKind.DELETED:
+        assert row.blog is not None and row.published_at is not None
+        author = row.blog.author
+        blog = BlogData(
+            id=row.blog_pk,
+            title=row.title,
+            content=row.content,
+            published_at=row.published_at,
+            author=AuthorData(id=author.pk, username=author.username, bio=author.bio),
+        )
     return Publication(
         seq=row.seq,
-        blog=BlogData(
-            id=blog.pk,
-            title=blog.title,
-            content=blog.content,
-            published_at=blog.published_at,
-            author=AuthorData(id=author.pk, username=author.username, bio=author.bio),
-        ),
+        kind=ChangeKind(row.kind),
+        blog_id=row.blog_pk,
+        author=row.author_username,
+        changed_at=row.created_at,
+        blog=blog,
     )
 
 
@@ -86,7 +111,10 @@ def resume_point(cursor: str) -> int:
 def publications_between(
     after_seq: int, upto_seq: int | None = None, author_username: str | None = None, *, limit: int | None = None
 ) -> list[Publication]:
-    """Publications with after_seq < seq <= upto_seq, oldest first, at most `limit`; deleted blogs are absent."""
+    """Publications with after_seq < seq <= upto_seq, oldest first, at most `limit`.
+
+    A deleted blog's creation and edits are absent (they were deleted with it); its tombstone is there.
+    """
     rows = PublicationRow.objects.select_related("blog__author").filter(seq__gt=after_seq).order_by("seq")
     if upto_seq is not None:
         rows = rows.filter(seq__lte=upto_seq)
@@ -95,3 +123,9 @@ def publications_between(
     if limit is not None:
         rows = rows[:limit]
     return [publication_of(row) for row in rows]
+
+
+def deletions_after(after_seq: int) -> dict[int, int]:
+    """{blog id: its tombstone's seq} for every deletion numbered after `after_seq`."""
+    tombstones = PublicationRow.objects.filter(seq__gt=after_seq, kind=ChangeKind.DELETED)
+    return dict(tombstones.values_list("blog_pk", "seq"))
