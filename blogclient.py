@@ -1,10 +1,16 @@
-"""A blogPublished subscriber that stays subscribed: reconnects by itself and misses nothing.
+"""A subscriber that stays subscribed: reconnects by itself and misses nothing.
 
 Speaks graphql-transport-ws with the `websockets` library and nothing from Django, so any
-Python program can use it (`manage.py listen` does):
+Python program can use it (`manage.py listen` does). It follows `blogPublished` (new blogs):
 
     async for event in BlogListener("ws://127.0.0.1:8000/graphql/").events():
         print(event["blog"]["title"])
+
+or, with `changes=True`, `blogChanged` (every creation, edit and deletion; `blog` is None for a
+deletion):
+
+    async for change in BlogListener(url, changes=True).events():
+        print(change["kind"], change["blogId"], change["blog"] and change["blog"]["title"])
 
 It starts from the server's `latestCursor` and subscribes with `after:` that cursor; after any
 disconnect it reconnects with exponential backoff and jitter and resubscribes after the last
@@ -36,6 +42,11 @@ SUBPROTOCOL = "graphql-transport-ws"
 BLOG_PUBLISHED = """subscription Listen($author: String, $after: String) {
   blogPublished(author: $author, after: $after) { cursor blog { id title content publishedAt author { username } } }
 }"""
+BLOG_CHANGED = """subscription ListenChanges($author: String, $after: String) {
+  blogChanged(author: $author, after: $after) {
+    cursor kind blogId changedAt blog { id title content publishedAt author { username } }
+  }
+}"""
 LATEST_CURSOR = "query LatestCursor { latestCursor }"
 # Close codes after which retrying cannot help: a bad request (4400).
 FATAL_CLOSE_CODES = {4400}
@@ -59,7 +70,8 @@ def backoff_delay(failures: int, first: float, ceiling: float) -> float:
 
 
 class BlogListener:
-    """Yields `blogPublished` events ({"cursor", "blog"}) for as long as it is iterated."""
+    """Yields `blogPublished` events ({"cursor", "blog"}), or with `changes` `blogChanged` events
+    ({"cursor", "kind", "blogId", "changedAt", "blog"}), for as long as it is iterated."""
 
     def __init__(
         self,
@@ -71,10 +83,13 @@ class BlogListener:
         backoff_max: float = 30.0,
         handshake_timeout: float = 10.0,
         connection_params: ConnectionParams = None,
+        changes: bool = False,
     ) -> None:
         self.url = url
         self.connection_params = connection_params
         self.author = author
+        self.field = "blogChanged" if changes else "blogPublished"
+        self.query = BLOG_CHANGED if changes else BLOG_PUBLISHED
         self.on_status = on_status or (lambda message: None)
         self.backoff_first = backoff_first
         self.backoff_max = backoff_max
@@ -167,16 +182,14 @@ class BlogListener:
 
     async def _session(self, ws: ClientConnection) -> AsyncIterator[dict[str, Any]]:
         """One connection's events; returns when the server completes the subscription."""
-        subscription = await self._start(
-            ws, "listen", BLOG_PUBLISHED, {"author": self.author, "after": self.last_cursor}
-        )
+        subscription = await self._start(ws, "listen", self.query, {"author": self.author, "after": self.last_cursor})
         async for raw in ws:
             message = json.loads(raw)
             kind, op_id = message.get("type"), message.get("id")
             if kind == "ping":
                 await ws.send(json.dumps({"type": "pong"}))
             elif kind == "next" and op_id == subscription:
-                event = (message["payload"].get("data") or {}).get("blogPublished")
+                event = (message["payload"].get("data") or {}).get(self.field)
                 if event:
                     self.last_cursor = event["cursor"]
                     yield event
@@ -188,7 +201,7 @@ class BlogListener:
                 )
                 self.last_cursor = await self._latest_cursor(ws)
                 subscription = await self._start(
-                    ws, "listen", BLOG_PUBLISHED, {"author": self.author, "after": self.last_cursor}
+                    ws, "listen", self.query, {"author": self.author, "after": self.last_cursor}
                 )
             elif kind == "complete" and op_id == subscription:
                 return

@@ -7,7 +7,7 @@ import signal
 import sys
 from contextlib import asynccontextmanager
 
-from blogclient import backoff_delay
+from blogclient import BlogListener, backoff_delay
 from notifications.management.commands.listen import format_event
 from stack.services import REPO_ROOT, free_port
 from tests.live import LiveApi
@@ -137,3 +137,42 @@ def test_backoff_doubles_up_to_the_ceiling_with_jitter():
         delays = [backoff_delay(failures, 0.5, 30.0) for _ in range(200)]
         assert all(capped / 2 <= delay <= capped for delay in delays)
         assert len(set(delays)) > 1
+
+
+async def test_listen_changes_prints_one_line_per_change_with_its_kind(live_env, daphne_servers):
+    api = LiveApi(daphne_servers[2].url)
+    username, token = api.sign_up()
+    update = 'mutation U($id: ID!) { updateBlog(input: {id: $id, title: "Renamed"}) { blog { id } } }'
+    delete = "mutation D($id: ID!) { deleteBlog(input: {id: $id}) { deletedId } }"
+    url = daphne_servers[0].ws_url
+    async with listening(live_env, "--changes", "--author", username, "--url", url) as listener:
+        await listener.status("listening on")
+        blog = await asyncio.to_thread(api.create_blog, token, "Listed", "Its text")
+        await asyncio.to_thread(api.post, update, {"id": blog["id"]}, token)
+        await asyncio.to_thread(api.post, delete, {"id": blog["id"]}, token)
+        lines = [await listener.line() for _ in range(3)]
+        assert lines[0].startswith("CREATED ") and f"{username}: Listed — Its text" in lines[0]
+        assert lines[1].startswith("UPDATED ") and f"{username}: Renamed — Its text" in lines[1]
+        assert lines[2].startswith("DELETED ") and lines[2].endswith(blog["id"])
+        code, _ = await listener.interrupt()
+        assert code == 0
+
+
+async def test_blog_listener_follows_blog_changed(daphne_servers):
+    api = LiveApi(daphne_servers[1].url)
+    username, token = api.sign_up()
+    listener = BlogListener(daphne_servers[0].ws_url, username, changes=True)
+    events = listener.events()
+    first = asyncio.ensure_future(anext(events))
+    while listener.last_cursor is None:  # subscribed after the latest cursor: nothing after it is missed
+        await asyncio.sleep(0.05)
+    blog = await asyncio.to_thread(api.create_blog, token, "Followed")
+    await asyncio.to_thread(
+        api.post, "mutation D($id: ID!) { deleteBlog(input: {id: $id}) { deletedId } }", {"id": blog["id"]}, token
+    )
+    created = await asyncio.wait_for(first, 15)
+    deleted = await asyncio.wait_for(anext(events), 15)
+    await events.aclose()
+    assert (created["kind"], created["blogId"], created["blog"]["title"]) == ("CREATED", blog["id"], "Followed")
+    assert (deleted["kind"], deleted["blogId"], deleted["blog"]) == ("DELETED", blog["id"], None)
+    assert listener.last_cursor == deleted["cursor"]

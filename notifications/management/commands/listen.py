@@ -1,4 +1,4 @@
-"""`manage.py listen`: follow new blogs from a terminal, one line each."""
+"""`manage.py listen`: follow new blogs (or, with --changes, every change) from a terminal, one line each."""
 
 from __future__ import annotations
 
@@ -27,9 +27,19 @@ def format_event(event: dict[str, Any]) -> str:
     return f"{blog['publishedAt']}  {blog['author']['username']}: {title} — {content}"
 
 
+def format_change(change: dict[str, Any]) -> str:
+    """One line per change, its kind first; a deletion has no blog left to show, only its id."""
+    blog = change["blog"]
+    if blog is None:
+        return f"{change['kind']:<8} {change['changedAt']}  {change['blogId']}"
+    title, content = one_line(blog["title"]), one_line(blog["content"], CONTENT_SHOWN)
+    return f"{change['kind']:<8} {change['changedAt']}  {blog['author']['username']}: {title} — {content}"
+
+
 class Command(BaseCommand):
     help = (
-        "Print each newly published blog as it is pushed (one line each, or JSON lines with --json). "
+        "Print each newly published blog as it is pushed (one line each, or JSON lines with --json); with "
+        "--changes, every creation, edit and deletion, its kind first. "
         "Reconnects by itself; Ctrl-C stops it (exit code 0). Status messages go to stderr."
     )
 
@@ -39,9 +49,14 @@ class Command(BaseCommand):
             "--url", default=DEFAULT_URL, help=f"the server's GraphQL websocket (default {DEFAULT_URL})"
         )
         parser.add_argument("--json", action="store_true", help="one JSON object per line: {cursor, blog}")
+        parser.add_argument(
+            "--changes",
+            action="store_true",
+            help="every creation, edit and deletion (blogChanged): CREATED, UPDATED or DELETED first on each line",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        listener = BlogListener(options["url"], options["author"], on_status=self._status)
+        listener = BlogListener(options["url"], options["author"], on_status=self._status, changes=options["changes"])
         try:
             asyncio.run(self._print_events(listener, as_json=options["json"]))
         except KeyboardInterrupt:
@@ -58,7 +73,10 @@ class Command(BaseCommand):
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             async for event in listener.events():
-                line = json.dumps(event, ensure_ascii=False) if as_json else format_event(event)
+                if as_json:
+                    line = json.dumps(event, ensure_ascii=False)
+                else:
+                    line = format_change(event) if listener.field == "blogChanged" else format_event(event)
                 print(line, flush=True)
         except asyncio.CancelledError:
             self._status("stopped")
