@@ -97,3 +97,38 @@ async def test_graphiql_runs_a_subscription_offline(browser, web_server):
         await page.screenshot(path=artifact("graphiql-subscription.png"))
     finally:
         await page.close()
+
+
+async def test_live_page_applies_an_edit_in_place_and_removes_a_deletion_without_reload(browser, web_server):
+    api = LiveApi(web_server.url)
+    username, token = api.sign_up()
+    kept = api.create_blog(token, "Kept as it is")
+    edited = api.create_blog(token, "Before the edit", "Old text")
+    deleted = api.create_blog(token, "About to be deleted")
+    page, _ = await open_page(browser, f"{web_server.url}/?author={username}")
+    try:
+        await expect(page.locator("#status")).to_have_attribute("data-state", "live")
+        titles = page.locator(".blog h2")
+        await expect(titles).to_have_text(["About to be deleted", "Before the edit", "Kept as it is"])
+        await page.evaluate("window.notReloaded = true")
+
+        update = (
+            "mutation U($id: ID!, $t: String, $c: String) "
+            "{ updateBlog(input: {id: $id, title: $t, content: $c}) { blog { id } } }"
+        )
+        delete = "mutation D($id: ID!) { deleteBlog(input: {id: $id}) { deletedId } }"
+        changes = {"id": edited["id"], "t": "After the edit", "c": "New text"}
+        assert_no_errors(await asyncio.to_thread(api.post, update, changes, token))
+        item = page.locator(f'.blog[data-id="{edited["id"]}"]')
+        await expect(item.locator("h2")).to_have_text("After the edit", timeout=PUSH_DEADLINE_MS * 3)
+        await expect(item.locator(".content")).to_have_text("New text")
+        assert await item.get_attribute("data-edited-at")
+
+        assert_no_errors(await asyncio.to_thread(api.post, delete, {"id": deleted["id"]}, token))
+        await expect(page.locator(f'.blog[data-id="{deleted["id"]}"]')).to_have_count(0, timeout=PUSH_DEADLINE_MS * 3)
+        await expect(titles).to_have_text(["After the edit", "Kept as it is"])  # in place, order kept
+        assert await page.locator(f'.blog[data-id="{kept["id"]}"]').get_attribute("data-edited-at") is None
+        assert await page.evaluate("window.notReloaded") is True
+        await page.screenshot(path=artifact("live-page-edit-and-delete.png"), full_page=True)
+    finally:
+        await page.close()

@@ -39,8 +39,8 @@ window.EventSource = class RecordedEventSource extends window.EventSource {
   constructor(...args) {
     super(...args);
     this.addEventListener("next", (event) => {
-      const published = (JSON.parse(event.data).data || {}).blogPublished;
-      window.sseEvents.push([event.lastEventId, published ? published.cursor : null]);
+      const change = (JSON.parse(event.data).data || {}).blogChanged;
+      window.sseEvents.push([event.lastEventId, change ? change.cursor : null]);
     });
   }
 };

@@ -1,9 +1,10 @@
-/* The live page: the latest blogs over HTTP, new ones pushed over graphql-transport-ws.
+/* The live page: the latest blogs over HTTP, every change pushed over graphql-transport-ws.
  *
  * No framework and no build step. It reads the latest blogs together with `latestCursor`, then
- * subscribes with `blogPublished(after: <cursor>)`: the server replays whatever was published
- * in between, so nothing falls into the gap. After a drop it resubscribes after the last cursor
- * it saw and gets what it missed, once and in order. Blogs are merged by id all the same.
+ * subscribes with `blogChanged(after: <cursor>)`: the server replays whatever changed in
+ * between, so nothing falls into the gap. A new blog is added, an edited one updated in place,
+ * a deleted one removed. After a drop it resubscribes after the last cursor it saw and gets
+ * what it missed, once and in order. Blogs are merged by id all the same.
  *
  * Where websockets cannot get through (a proxy that strips `Upgrade`, say) while plain HTTP
  * does, it falls back to server-sent events: an EventSource on the same URL (graphql-sse's
@@ -25,8 +26,8 @@
     latestCursor
     blogs(first: $first, author: $author) { edges { node { ${BLOG_FIELDS} } } }
   }`;
-  const BLOG_PUBLISHED = `subscription LiveBlogs($author: String, $after: String) {
-    blogPublished(author: $author, after: $after) { cursor blog { ${BLOG_FIELDS} } }
+  const BLOG_CHANGED = `subscription LiveBlogs($author: String, $after: String) {
+    blogChanged(author: $author, after: $after) { cursor kind blogId blog { ${BLOG_FIELDS} } }
   }`;
 
   const WEBSOCKET_FAILURES_BEFORE_SSE = 2; // handshakes that failed while HTTP answered
@@ -89,6 +90,11 @@
 
   function show(blog, pushed) {
     const known = shown.get(blog.id);
+    if (!known && pushed === "edited") {
+      // An edit of a blog not on the page: show it only where it belongs among those shown.
+      const last = list.lastElementChild;
+      if (!last || !listedBefore(blog, last.blog)) return;
+    }
     const item = known || document.createElement("li");
     item.className = known ? known.className : "blog";
     item.dataset.id = blog.id;
@@ -97,6 +103,12 @@
       element("p", "meta", `by ${blog.author.username} · ${new Date(blog.publishedAt).toLocaleString()}`),
       element("p", "content", excerpt(blog.content)),
     );
+    if (known && pushed) {
+      item.classList.remove("pushed");
+      void item.offsetWidth; // restart the highlight
+      item.classList.add("pushed");
+      item.dataset.editedAt = String(Date.now());
+    }
     if (!known) {
       const blogData = { id: blog.id, publishedAt: blog.publishedAt };
       item.blog = blogData;
@@ -114,6 +126,22 @@
       oldest.remove();
     }
     empty.hidden = shown.size > 0;
+  }
+
+  function remove(blogId) {
+    const item = shown.get(blogId);
+    if (item) {
+      shown.delete(blogId);
+      item.remove();
+    }
+    empty.hidden = shown.size > 0;
+  }
+
+  // One pushed change: the cursor to resume after, then the list brought up to date.
+  function apply(change) {
+    lastCursor = change.cursor;
+    if (change.kind === "DELETED") remove(change.blogId);
+    else show(change.blog, change.kind === "CREATED" ? "created" : "edited");
   }
 
   async function loadLatest() {
@@ -143,7 +171,7 @@
     send(ws, {
       id: liveOperation,
       type: "subscribe",
-      payload: { query: BLOG_PUBLISHED, variables: { author: config.author, after: lastCursor } },
+      payload: { query: BLOG_CHANGED, variables: { author: config.author, after: lastCursor } },
     });
   }
 
@@ -190,11 +218,8 @@
         send(ws, { type: "pong" });
         break;
       case "next": {
-        const event = forLiveOperation && message.payload.data && message.payload.data.blogPublished;
-        if (event) {
-          lastCursor = event.cursor;
-          show(event.blog, true);
-        }
+        const change = forLiveOperation && message.payload.data && message.payload.data.blogChanged;
+        if (change) apply(change);
         break;
       }
       case "error":
@@ -300,7 +325,7 @@
   function openEventSource() {
     if (source !== null) return;
     const url = new URL(config.graphqlPath, window.location.href);
-    url.searchParams.set("query", BLOG_PUBLISHED);
+    url.searchParams.set("query", BLOG_CHANGED);
     url.searchParams.set("operationName", "LiveBlogs");
     // The browser reconnects to this same URL by itself; `Last-Event-ID` (the last event's
     // cursor) then tells the server where to resume, whatever `after` says here.
@@ -317,11 +342,8 @@
         onStreamErrors(result.errors);
         return;
       }
-      const published = result.data && result.data.blogPublished;
-      if (published) {
-        lastCursor = published.cursor;
-        show(published.blog, true);
-      }
+      const change = result.data && result.data.blogChanged;
+      if (change) apply(change);
     });
     // The server completes a stream only after refusing it (errors above): start afresh.
     es.addEventListener("complete", () => closeEventSource(es));
