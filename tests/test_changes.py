@@ -14,7 +14,7 @@ import httpx
 import pytest
 from graphql_relay import from_global_id
 
-from notifications.publications import seq_from_cursor
+from notifications.publishing.log import seq_from_cursor
 from tests.live import BLOG_PUBLISHED, LATEST_CURSOR, LiveApi, assert_no_errors, unique_name
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient
 from tests.wsclient import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLWSClient
