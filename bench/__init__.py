@@ -1,1 +1,1 @@
-"""The issue-7 benchmark harness: see bench/README.md and `make bench`."""
+"""The benchmark harness: see bench/README.md and `make bench`; the latest results are in docs/benchmarks.md."""

@@ -1,8 +1,8 @@
-"""python -m bench: run the issue-7 benchmark, write bench/results/<date>.json and .md, print the table.
+"""python -m bench: run the benchmark, write bench/results/<date>.json and .md, print the tables.
 
-python -m bench                     # the full run (`make bench`), updates README's table
+python -m bench                     # the full run (`make bench`), updates docs/benchmarks.md
 python -m bench --quick --out DIR   # tiny sizes, a smoke run (`make bench-quick`)
-python -m bench --fanout-sizes 1000,2000 --idle-seconds 5 --no-readme
+python -m bench --fanout-sizes 1000,2000 --idle-seconds 5 --no-page
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from pathlib import Path
 from types import FrameType
 
 from bench.harness import Config
-from bench.report import render, update_readme
+from bench.report import render, update_page
 from bench.runner import main_run
 
 ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "benchmarks.md"  # the latest full run's tables, between its bench markers
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -33,7 +34,7 @@ def parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds not minutes (a smoke run)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where to write results")
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md's bench table")
+    parser.add_argument("--no-page", action="store_true", help="do not update the tables in docs/benchmarks.md")
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL (no DB counters)")
     defaults = Config()
     for f in fields(Config):
@@ -77,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     md_path.write_text(markdown + "\n")
     print("\n" + markdown, flush=True)
     print(f"results: {json_path}\n         {md_path}")
-    if (
-        not args.quick
-        and not args.no_readme
-        and update_readme(ROOT / "README.md", markdown, f"bench/results/{md_path.name}")
-    ):
-        print("README.md: benchmark table updated")
+    if not args.quick and not args.no_page and update_page(PAGE, markdown, f"bench/results/{md_path.name}"):
+        print(f"{PAGE.relative_to(ROOT)}: benchmark tables updated")
     failed = [name for name, phase in results["phases"].items() if phase.get("error")]
     if failed:
         print(f"phases that failed: {', '.join(failed)}", file=sys.stderr)

@@ -43,8 +43,8 @@ class Config:
     """Sizes and budgets. `make bench` uses the defaults; `make bench-quick` uses quick()."""
 
     quick: bool = False
-    # One client process per core: on 2 cores, 4 processes cost the clients 20% more CPU per event
-    # (fewer sockets ready per epoll wake-up), CPU the servers being measured then lack.
+    # One client process per core: more processes cost the clients more CPU per event (fewer
+    # sockets ready per epoll wake-up), CPU the servers being measured then lack.
     client_processes: int = max(2, min(8, os.cpu_count() or 2))
     connect_concurrency: int = 64
     latency_events: int = 500
@@ -73,7 +73,7 @@ class Config:
     baseline_budget: float = 20.0
     baseline_idle_seconds: float = 10.0
     warmup_timeout: float = 45.0
-    # Issue 13 (bench/phases/scaling.py): concurrent createBlog writers over three instances, the counter
+    # bench/phases/scaling.py: concurrent createBlog writers over three instances, the counter
     # lock on its own (pgbench), and Redis failovers under Sentinel.
     writer_counts: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     writers_seconds: float = 10.0
@@ -83,7 +83,7 @@ class Config:
     total_budget: float = 13.5 * 60.0  # later phases are skipped when the run would overrun this
     # SSE subscribers (graphql-sse over HTTP) on one instance, after the websocket fan-out (bench/sse.py).
     sse_fanout_sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
-    # Issue 24 (bench/phases/reads.py): nested list pages on PostgreSQL, latency and statements per request.
+    # bench/phases/reads.py: nested list pages on PostgreSQL, latency and statements per request.
     reads_authors: int = 120
     reads_blogs_each: int = 10
     reads_first: int = 100

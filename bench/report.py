@@ -1,4 +1,4 @@
-"""Results as Markdown: the tables printed by `make bench`, saved beside the JSON and put in README."""
+"""Results as Markdown: the tables printed by `make bench`, saved beside the JSON and put in docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -241,7 +241,7 @@ def render(results: dict[str, Any]) -> str:
         unit = "" if t["measured"] is None or not t["unit"] else t["unit"] if t["unit"] == "×" else f" {t['unit']}"
         rows.append([t["target"], t["goal"], _v(t["measured"], unit), met])
     if rows:
-        out += ["**Targets** of issue 7:", "", *_table(["target", "goal", "measured", "met"], rows)]
+        out += ["**Targets**:", "", *_table(["target", "goal", "measured", "met"], rows)]
 
     durations = ", ".join(f"{name} {v.get('elapsed_s')} s" for name, v in phases.items() if "elapsed_s" in v)
     out += [f"Phase durations: setup {results.get('setup_s')} s, {durations}.", ""]
@@ -291,7 +291,7 @@ def _pct(share: Any) -> str:
 
 
 def _scaling(phases: dict[str, Any]) -> list[str]:
-    """Issue 13: concurrent writers, the counter lock alone, Redis failovers."""
+    """Concurrent writers, the counter lock alone, Redis failovers."""
     out: list[str] = []
     writers = sorted(
         (int(k.split("_")[1]), v) for k, v in phases.items() if re.fullmatch(r"writers_\d+", k) and v.get("blogs")
@@ -456,13 +456,13 @@ def _sse(phases: dict[str, Any], websocket_rows: dict[int, Any], websocket_idle:
     return out
 
 
-def update_readme(readme: Path, markdown: str, source: str) -> bool:
-    """Replace what is between the bench markers; False when the markers are missing."""
-    text = readme.read_text()
+def update_page(page: Path, markdown: str, source: str) -> bool:
+    """Replace what is between the bench markers of `page`; False when the markers are missing."""
+    text = page.read_text()
     if START not in text or END not in text:
         return False
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     body = f"{START}\n_Latest `make bench` ({source}):_\n\n{markdown.strip()}\n{END}"
-    readme.write_text(head + body + tail)
+    page.write_text(head + body + tail)
     return True

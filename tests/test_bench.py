@@ -42,11 +42,11 @@ def test_bench_quick_produces_results(tmp_path):
     assert phases["sse_idle"]["rss_kb_per_connection"] is not None
     assert phases["two_instances"]["storm"]["next_event_received"] > 0
     assert any(k.startswith("scale_") and v.get("deliveries_per_s") for k, v in phases.items())
-    # Issue 13: concurrent writers (each blog delivered on every instance) and the lock alone.
+    # Concurrent writers (each blog delivered on every instance) and the counter lock alone.
     for name in ("writers_1", "writers_2"):
         assert phases[name]["blogs"] > 0 and phases[name]["delivered_to_every_instance"] == phases[name]["blogs"]
     assert phases["counter_lock"]["clients_8"]["tps"] > 0
-    # Issue 24: nested list pages, statements counted by PostgreSQL, the same at every page size.
+    # Reads: nested list pages, statements counted by PostgreSQL, the same at every page size.
     reads = [v for k, v in phases["reads"].items() if k.startswith("reads_")]
     assert len(reads) == 3 and all(r["requests"] > 0 and r["latency_ms"]["p50"] is not None for r in reads), reads
     assert all(len(set(r["statements"].values())) == 1 and r["statements_per_request"] <= 2 for r in reads), reads
@@ -56,5 +56,5 @@ def test_bench_quick_produces_results(tmp_path):
     for heading in ("BASELINE", "faster", "| target |", "Concurrent writers", "SSE fan-out", "**Reads**"):
         assert heading in table, heading
     assert table.strip() in done.stdout  # printed too
-    # A quick run never rewrites the README's table.
-    assert "quick sizes" not in (REPO_ROOT / "README.md").read_text()
+    # A quick run never rewrites the published tables.
+    assert "quick sizes" not in (REPO_ROOT / "docs" / "benchmarks.md").read_text()

@@ -1,4 +1,4 @@
-"""The phases of issue 13: how far createBlog scales with concurrent writers, and a Redis failover.
+"""Phases of scale: how far createBlog scales with concurrent writers, and a Redis failover.
 
 - `writers_<n>`: n threads here, each writing createBlog to one of web-1..web-3 directly (writer
   i to instance i mod 3), one request at a time, for a fixed time. One subscriber per instance
