@@ -1,7 +1,7 @@
 """Parsed and validated GraphQL documents, kept once per distinct text and bounded in bytes.
 
-Clients send the same few documents over and over, on HTTP and websockets alike; parsing and
-validating them was a third of a mutation's time. A parsed document is never mutated, so one
+Clients send the same few documents over and over, on HTTP and websockets alike, and parsing
+and validating one costs more than most resolvers behind it. A parsed document is never mutated, so one
 serves every request, thread and socket that sends the same text. Only documents that passed
 every check that depends on the text alone are kept, and the cache is bounded by what its
 entries hold in memory, not by their number: a flood of large distinct documents evicts older

@@ -158,7 +158,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
 elif os.environ.get("DATABASE_POOL", "1") != "0":
-    # Opening a PostgreSQL connection per request was most of a mutation's 25 ms round trip;
+    # A PostgreSQL connection opened per request costs more than the mutation it serves;
     # Django's psycopg pool (not CONN_MAX_AGE, which ASGI cannot use safely) keeps them open.
     # Health checks replace connections a database restart broke, before a request sees them.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -9,8 +9,8 @@ class SessionAuthWhenCookie:
     """Channels' cookie, session and auth middleware, for the connections that carry a cookie.
 
     A browser on our own pages is signed in by its session cookie. API clients send a bearer
-    token in connection_init and no cookie; for them the three middleware layers were about
-    4 KB of scope copies and wrappers held per idle connection, for an anonymous user.
+    token in connection_init and no cookie; for them the three middleware layers would only hold
+    scope copies and wrappers for as long as each idle connection lives, for an anonymous user.
     """
 
     def __init__(self, inner: Any) -> None:

@@ -197,10 +197,11 @@ class _DirectWrites:
         """Hand the bytes to the kernel at once when nothing is queued before them; returns the bytes unread.
 
         Twisted's transport.write queues the bytes and registers the socket for writing (an
-        epoll_ctl), then writes and unregisters on the next loop turn (another): two thirds of
-        the event loop's time in a fan-out. One send() is enough when the socket's buffer has
-        room, which it has for a client that keeps reading. Whatever does not fit, and anything
-        written while older bytes still wait, goes through Twisted as before, so order is kept.
+        epoll_ctl), then writes and unregisters on the next loop turn (another): two system calls
+        per socket and event besides the send, which dominate a fan-out. One send() is enough when
+        the socket's buffer has room, which it has for a client that keeps reading. Whatever does
+        not fit, and anything written while older bytes still wait, goes through Twisted's queue,
+        so order is kept.
         """
         if not self._socket_looked_up:
             self._socket, self._socket_looked_up = plain_tcp_socket(transport), True
