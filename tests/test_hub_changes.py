@@ -11,7 +11,7 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 
 from api import validation
-from notifications.hub.cohorts import cohort_key
+from notifications.hub.cohorts import Cohort, cohort_key
 from notifications.hub.frames import EventFrames
 from notifications.hub.hub import Hub
 from notifications.hub.subscription import LiveSubscription
@@ -133,3 +133,25 @@ async def test_a_delivered_deletion_drops_the_blogs_text_from_later_replays(runn
     again = Sink()
     await hub.subscribe(subscription(again, CHANGES, after=0))
     assert again.seen() == [("DELETED", None)]
+
+
+async def test_identical_blog_changed_subscriptions_share_one_execution_per_change(running, monkeypatch):
+    """The cohort key holds the subscription field: blogChanged and blogPublished never share a result,
+    and identical blogChanged subscriptions (whatever their `after:`) render each change once."""
+    hub, layer, log = running
+    renders: list[tuple[str, int]] = []
+    original = Cohort.render
+
+    async def counted(self: Cohort, publication: Publication):
+        renders.append(("blogChanged" if ChangeKind.UPDATED in self.kinds else "blogPublished", publication.seq))
+        return await original(self, publication)
+
+    monkeypatch.setattr(Cohort, "render", counted)
+    sinks = [Sink() for _ in range(3)]
+    await hub.subscribe(subscription(sinks[0], CHANGES))
+    await hub.subscribe(subscription(sinks[1], CHANGES, after=0))
+    await hub.subscribe(subscription(sinks[2], PUBLISHED))
+    await record(layer, log, change(1, CREATED, 10, "first"))
+    await record(layer, log, change(2, UPDATED, 10, "edited"))
+    await settle(lambda: len(sinks[0].events) == 2 and len(sinks[1].events) == 2 and len(sinks[2].events) == 1)
+    assert sorted(renders) == [("blogChanged", 1), ("blogChanged", 2), ("blogPublished", 1)]

@@ -237,7 +237,7 @@ class SseStream(HttpStream):
         # Some browsers show nothing of a stream before its first bytes; `retry:` spreads the
         # reconnections of a browser's EventSource when an instance goes away.
         retry_ms = random.randint(1000, 4000)
-        return f": blogPublished\nretry: {retry_ms}\n\n".encode()
+        return f": subscribed\nretry: {retry_ms}\n\n".encode()
 
     def encode_event(self, frames: EventFrames) -> bytes:
         return spec.sse_event("next", frames.payload_json, frames.cursor).encode()
