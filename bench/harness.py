@@ -90,7 +90,7 @@ class Config:
     reads_count_sizes: list[int] = field(default_factory=lambda: [5, 20])  # statements also counted at these
     reads_requests: int = 200
     reads_budget: float = 20.0  # per shape
-    reads_app: str = ""  # another checkout of the project to serve (before/after comparisons)
+    reads_app: str = ""  # another checkout of the project, measured in turns with this one (before/after)
     phases: str = "latency,reads,baseline,scale,two,fanout,sse,writers,failover"  # which groups of phases to run
     postgres: bool = True
 

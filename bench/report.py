@@ -256,6 +256,8 @@ def _reads(phases: dict[str, Any]) -> list[str]:
     if not shapes:
         return []
     sizes = sorted({int(size) for shape in shapes for size in shape["statements"]})
+    compared = reads.get("compared", {})
+    shapes += [{**shape, "label": f"{shape['label']}, `--reads-app`"} for shape in compared.values()]
     rows = [
         [
             shape["label"],
@@ -270,7 +272,9 @@ def _reads(phases: dict[str, Any]) -> list[str]:
     return [
         f"**Reads** on PostgreSQL ({_v(reads.get('authors'))} authors, {_v(reads.get('blogs_each'))} blogs each, "
         f"one request at a time, `first: {reads.get('first')}`); statements counted by PostgreSQL "
-        "(pg_stat_statements), per request:",
+        "(pg_stat_statements), per request"
+        + (f"; `--reads-app` rows: {reads['compared_app']}, requests taking turns with this code" if compared else "")
+        + ":",
         "",
         *_table(
             [
