@@ -27,6 +27,7 @@ from core import graphql_over_http as spec
 from core.metrics import REGISTRY
 from core.networks import address_in
 from notifications.hub.hub import hub_problem
+from notifications.runtime import layers
 
 logger = logging.getLogger(__name__)
 
@@ -189,11 +190,7 @@ def _database_ok() -> None:
 
 
 async def _channel_layer_ok() -> None:
-    layer = get_channel_layer()
-    if layer is not None and hasattr(layer, "connection"):
-        # channels-redis: ask Redis itself. Under Sentinel the connection goes to the master the
-        # sentinels name, so this is 503 from the master's death until a replica is promoted.
-        await layer.connection(0).ping()
+    await layers.ping(get_channel_layer())
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:

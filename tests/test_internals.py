@@ -1,9 +1,15 @@
-"""The private parts of Daphne, Twisted, Autobahn, django-channels-graphql-ws, graphene-django and
-graphql-core this project relies on.
+"""The private or undocumented parts of Daphne, Twisted, Autobahn, Channels, channels-redis,
+django-channels-graphql-ws, Django, graphene-django and graphql-core this project relies on.
 
-Each is used in one place only (notifications/transports/direct.py, project/server.py,
-notifications/transports/consumers.py, notifications/schema.py, api/schema.py's ConnectionField,
-api/selection.py) and pinned in the requirements. A
+Each is used in one place only and pinned in the requirements:
+- Daphne, Twisted, Autobahn: notifications/transports/direct.py (direct writes, close codes,
+  the write buffer) and project/server.py (the sweeps);
+- Channels: notifications/transports/consumers.py's __call__ (channels' consumer loop, replaced);
+- django-channels-graphql-ws: notifications/transports/consumers.py (hooks and private state);
+- channels-redis: notifications/runtime/layers.py (create_pool, and connection() for /readyz);
+- Django: project/handlers.py (ASGIHandler's middleware loading and response hop);
+- graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py.
+A
 version bump that changes one of them fails here, loudly, instead of quietly turning a guard
 off (a slow reader never closed, a sweep never run, a library cache back in use).
 """
@@ -14,17 +20,30 @@ import socket
 from types import SimpleNamespace
 from typing import Any
 
+import channels_redis.core
+import django.db
+import pytest
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
+from channels.consumer import AsyncConsumer, get_handler_name
 from channels_graphql_ws import GraphqlWsConsumer
+from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
+from django.core import signals
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.db import close_old_connections, reset_queries
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from twisted.internet import tcp
 from twisted.python import failure
 
+from notifications.runtime import layers
 from notifications.transports import direct as transport
 from notifications.transports.consumers import GraphqlConsumer
 from notifications.transports.streams import chunk
+from project.handlers import OneHopASGIHandler
 from project.server import SweepingServer
 from tests.scheduling import SharedFixtureScheduling
 
@@ -255,3 +274,52 @@ def test_xdist_hands_out_whole_work_units_as_tests_scheduling_names_them():
         frozenset(collection[i] for i in (0, 2, 4)),  # one unit: the modules of the shared stack
         frozenset(collection[i] for i in (1, 3)),  # one module
     }
+
+
+def test_channels_consumer_loop_is_still_what_the_consumer_replaces():
+    """GraphqlConsumer.__call__ replaces AsyncConsumer.__call__: no channel layer per socket, and
+    no dispatch(), whose aclose_old_connections hops to a thread before every message."""
+    loop = inspect.getsource(AsyncConsumer.__call__)
+    assert "self.scope = scope" in loop and "self.base_send = send" in loop
+    assert "self.channel_layer = get_channel_layer(" in loop and "await_many_dispatch(" in loop
+    assert "aclose_old_connections()" in inspect.getsource(AsyncConsumer.dispatch)
+    assert get_handler_name({"type": "websocket.receive"}) == "websocket_receive"
+    assert GraphqlConsumer.__call__ is not AsyncConsumer.__call__
+
+
+def test_channels_redis_builds_its_pools_where_the_layer_overrides_it():
+    assert list(inspect.signature(ChannelsRedisLayer.create_pool).parameters) == ["self", "index"]
+    assert "create_pool(index)" in inspect.getsource(channels_redis.core)
+    assert layers.RedisChannelLayer.create_pool is not ChannelsRedisLayer.create_pool
+    layer = layers.RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert isinstance(layer.hosts[0], dict) and "address" in layer.hosts[0]
+    assert isinstance(layer.brpop_timeout, int | float)
+
+
+async def test_channels_redis_connection_is_the_client_readyz_pings(redis_server):
+    assert list(inspect.signature(ChannelsRedisLayer.connection).parameters) == ["self", "index"]
+    layer = layers.RedisChannelLayer(hosts=[redis_server.url])
+    assert isinstance(layer.connection(0), Redis)
+    await layers.ping(layer)  # answers
+    await layer.close_pools()
+    nobody = layers.RedisChannelLayer(hosts=["redis://127.0.0.1:1"])  # nothing listens there
+    with pytest.raises(RedisConnectionError):
+        await layers.ping(nobody)
+    await nobody.close_pools()
+
+
+def test_django_asgi_handler_still_takes_the_hops_the_one_hop_handler_removes():
+    assert "is_async" in inspect.signature(BaseHandler.load_middleware).parameters
+    assert "self.get_response_async(" in inspect.getsource(ASGIHandler.run_get_response)
+    assert OneHopASGIHandler.get_response_async is not BaseHandler.get_response_async
+    # Django connects these two to request_started itself; the handler takes them off.
+    source = inspect.getsource(django.db)
+    assert "signals.request_started.connect(reset_queries)" in source
+    assert "signals.request_started.connect(close_old_connections)" in source
+    OneHopASGIHandler()
+    try:
+        assert not signals.request_started.disconnect(reset_queries)
+        assert not signals.request_started.disconnect(close_old_connections)
+    finally:
+        signals.request_started.connect(reset_queries)
+        signals.request_started.connect(close_old_connections)

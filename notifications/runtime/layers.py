@@ -10,6 +10,10 @@
   server"). For group_send that was a publication lost for live delivery: every hub had already
   rejoined and read the log, and nothing told them to read it again. It is sent once more.
 
+`ping` asks Redis itself whether the layer can be reached (for /readyz); channels-redis offers no
+public way to, so it uses the layer's `connection(index)`. That and the `create_pool` override are
+channels-redis internals, used here only and checked by tests/test_internals.py.
+
 All three hold in both of the host forms channels-redis knows: a URL (`{"address": ...}`), and
 its Sentinel form (`{"sentinels": [...], "master_name": ..., "sentinel_kwargs": ...}`), where
 every connection asks the sentinels for the master's address when it (re)connects, so after a
@@ -31,6 +35,16 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingCo
     BlockingConnectionPool only decides what happens when all are in use. Neither overrides what
     the other does, so the two compose by inheritance alone.
     """
+
+
+async def ping(layer: Any) -> None:
+    """Raise unless the channel layer's Redis answers (a layer without Redis always answers).
+
+    Under Sentinel the connection goes to the master the sentinels name, so this fails from the
+    master's death until a replica is promoted.
+    """
+    if isinstance(layer, BaseRedisChannelLayer):
+        await layer.connection(0).ping()
 
 
 class RedisChannelLayer(BaseRedisChannelLayer):
