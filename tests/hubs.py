@@ -64,3 +64,20 @@ async def settle(condition: Callable[[], bool], timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+class QuietConnection:
+    """What a transport's connection does besides receiving events, done by nothing: a base for
+    the recording connections of the in-process hub tests."""
+
+    protocol_name = "test"
+    keepalive_seconds = 3600.0
+
+    def subscription_count(self) -> int:
+        return 1
+
+    def send_keepalive(self) -> None:
+        pass
+
+    def going_away(self) -> None:
+        pass

@@ -20,14 +20,11 @@ from notifications.hub.subscription import LiveSubscription
 from notifications.publishing.broadcast import HUB_GROUP, MESSAGE_TYPE, message_for, publication_from
 from notifications.publishing.publication import cursor_for
 from tests.factories import publication
-from tests.hubs import QUERY, Log, publish
+from tests.hubs import QUERY, Log, QuietConnection, publish
 
 
-class Sink:
+class Sink(QuietConnection):
     """A connection: records what it was sent; `fail_on` makes one write raise."""
-
-    protocol_name = "test"
-    keepalive_seconds = 3600.0
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.seqs: list[int] = []
@@ -43,15 +40,6 @@ class Sink:
 
     def send_failed(self, subscription: LiveSubscription, error: Exception) -> None:
         self.failed.append(error)  # a real connection closes itself; the fan-out deactivates it
-
-    def subscription_count(self) -> int:
-        return 1
-
-    def send_keepalive(self) -> None:
-        pass
-
-    def going_away(self) -> None:
-        pass
 
 
 def subscription(sink: Sink, after: int | None = None, author: str | None = None) -> LiveSubscription:

@@ -18,7 +18,7 @@ from notifications.hub.subscription import LiveSubscription
 from notifications.publishing.broadcast import HUB_GROUP, message_for
 from notifications.publishing.publication import ChangeKind, Publication, cursor_for
 from tests.factories import publication
-from tests.hubs import Log, settle
+from tests.hubs import Log, QuietConnection, settle
 
 CHANGES = """subscription Changes($author: String, $after: String) {
   blogChanged(author: $author, after: $after) { cursor kind blogId blog { title content } }
@@ -33,7 +33,7 @@ def change(seq: int, kind: ChangeKind, blog_id: int, title: str = "", author: st
     return publication(seq, author, title=title, kind=kind, blog_id=blog_id)
 
 
-class Sink:
+class Sink(QuietConnection):
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
