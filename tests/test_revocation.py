@@ -71,6 +71,21 @@ async def in_thread(function, *args):
     return await asyncio.to_thread(function, *args)
 
 
+def signed_out_count(server: DaphneInstance, reason: str, protocol: str) -> float:
+    """blogpush_connections_signed_out_total for one reason and protocol, as an operator scrapes it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "blogpush_connections_signed_out_total"
+        and sample.labels.get("reason") == reason
+        and sample.labels.get("protocol") == protocol
+    )
+
+
 def shell(run_manage, code: str) -> str:
     return run_manage("shell", "-c", code).stdout
 
@@ -171,6 +186,7 @@ async def test_revoking_a_token_in_the_admin_closes_its_socket_on_another_instan
     (token_id,) = await in_thread(token_ids, run_manage, username)
 
     page = await in_thread(admin.client.get, "/admin/api/apitoken/")
+    counted = await in_thread(signed_out_count, here, "revoked", protocol)
     sent = time.monotonic()
     closing = asyncio.ensure_future(closed_with(client))
     _, took = await timed(admin.post_action, "/admin/api/apitoken/", page.text, "revoke", [token_id])
@@ -179,6 +195,8 @@ async def test_revoking_a_token_in_the_admin_closes_its_socket_on_another_instan
     assert "revoked" in reason.lower()
     record(f"admin revoke ({protocol})", arrived - sent, took)
     assert arrived - sent < CLOSE_BOUND_SECONDS
+    # The operator sees why it closed: the instance that held the socket counts it, by reason.
+    assert await in_thread(signed_out_count, here, "revoked", protocol) == counted + 1
 
 
 async def test_ending_an_authors_access_in_the_admin_closes_all_their_sockets(
