@@ -139,6 +139,15 @@ def test_the_library_hooks_the_consumer_overrides_are_still_called():
     assert consumer._subscriptions == {} and len(consumer._operation_locks) == 0
 
 
+def test_an_operation_holds_its_lock_while_it_runs():
+    """GraphqlConsumer.access_ended lets running operations answer before the 4403: it waits on these locks."""
+    receive = inspect.getsource(GraphqlWsConsumer.receive_json)
+    assert "self._operation_locks[op_id] = op_lock" in receive
+    assert "await op_lock.acquire()" in receive
+    running = receive.index("await self._on_gql_subscribe(op_id")
+    assert receive.index("await op_lock.acquire()") < running < receive.index("op_lock.release()")
+
+
 def _flush(connection: tcp.Connection, reactor: _Reactor) -> None:
     """What the reactor does while the socket is writable: write while Twisted wants to, drop when told to."""
     for _ in range(1000):

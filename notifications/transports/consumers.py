@@ -62,7 +62,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
 
     Private parts of django-channels-graphql-ws used here, and only here (the library is pinned
     in requirements-nodeps.txt; tests/test_internals.py fails when a bump changes them):
-    `_subscriptions` and `_operation_locks` (operations the library runs, for duplicate ids),
+    `_subscriptions` and `_operation_locks` (operations the library runs, for duplicate ids; a
+    lock is held while its operation runs, which access_ended waits on),
     and the `_send_gql_connection_ack`, `_send_gql_complete`, `_send_gql_error`,
     `_format_error` and `_on_gql_subscribe__parse_query` hooks.
     """
