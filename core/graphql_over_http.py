@@ -7,8 +7,8 @@ checks it; docs/http.md has the tables. A GraphQL response goes out in one of th
   response holds `data`, 400 for a request error (parse, validation, limits, variable coercion);
 - `application/json` to a client that names it: 200 for every well-formed request;
 - "unspecified": no `Accept`, or only wildcards (curl, httpx and most HTTP libraries send
-  `*/*`): `application/json` with graphene-django's own codes (400 for request errors), exactly
-  what every client got before, so none of them sees a change.
+  `*/*`): `application/json` with graphene-django's own codes (400 for request errors), which is
+  what clients that never name a media type rely on.
 
 A request that is not a well-formed GraphQL-over-HTTP request (wrong parameter types) gets 400
 in every format, labelled `application/json`, as graphql-http's reference server does. An

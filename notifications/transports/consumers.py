@@ -84,8 +84,8 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Channels' consumer loop, without what a socket with no channel layer does not need.
 
-        Channels waits on each incoming message through a fresh task and asyncio.wait (about
-        1.5 KB held per idle connection), and hops to a thread before every message to recycle
+        Channels waits on each incoming message through a fresh task and asyncio.wait (memory
+        held by every idle connection), and hops to a thread before every message to recycle
         database connections; here database work already runs through database_sync_to_async,
         which recycles them itself.
         """
