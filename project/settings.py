@@ -269,7 +269,7 @@ HUB_START_WAIT_SECONDS = float(os.environ.get("HUB_START_WAIT_SECONDS", "3"))
 # On SIGTERM, how long in-flight HTTP requests may take to finish before websockets close with 1001.
 GRACEFUL_SHUTDOWN_SECONDS = float(os.environ.get("GRACEFUL_SHUTDOWN_SECONDS", "10"))
 
-# --- Abuse resistance (README "Security"). Every limit is an environment variable. ---
+# --- Abuse resistance (docs/security.md). Every limit is an environment variable. ---
 
 
 def env_int(name: str, default: int) -> int:
