@@ -1,5 +1,5 @@
 """The private or undocumented parts of Daphne, Twisted, Autobahn, Channels, channels-redis,
-django-channels-graphql-ws, Django, graphene-django and graphql-core this project relies on.
+django-channels-graphql-ws, Django, graphene-django, graphql-core (and pytest-xdist) this project relies on.
 
 Each is used in one place only and pinned in the requirements:
 - Daphne, Twisted, Autobahn: notifications/transports/direct.py (direct writes, close codes,
@@ -8,7 +8,8 @@ Each is used in one place only and pinned in the requirements:
 - django-channels-graphql-ws: notifications/transports/consumers.py (hooks and private state);
 - channels-redis: notifications/runtime/layers.py (create_pool, and connection() for /readyz);
 - Django: project/handlers.py (ASGIHandler's middleware loading and response hop);
-- graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py.
+- graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py;
+- pytest-xdist (the test runner, not the product): tests/scheduling.py (the scheduler's scope).
 A
 version bump that changes one of them fails here, loudly, instead of quietly turning a guard
 off (a slow reader never closed, a sweep never run, a library cache back in use).
