@@ -80,7 +80,7 @@ class Config:
     counter_lock_seconds: int = 5
     failover_rounds: int = 4
     failover_rate: float = 10.0
-    total_budget: float = 13.5 * 60.0  # later phases are skipped when the run would overrun this
+    total_budget: float = 16.5 * 60.0  # later phases are skipped when the run would overrun this
     # SSE subscribers (graphql-sse over HTTP) on one instance, after the websocket fan-out (bench/sse.py).
     sse_fanout_sizes: list[int] = field(default_factory=lambda: [1000, 5000, 10000])
     # bench/phases/reads.py: nested list pages on PostgreSQL, latency and statements per request.
@@ -91,7 +91,11 @@ class Config:
     reads_requests: int = 200
     reads_budget: float = 20.0  # per shape
     reads_app: str = ""  # another checkout of the project, measured in turns with this one (before/after)
-    phases: str = "latency,reads,baseline,scale,two,fanout,sse,writers,failover"  # which groups of phases to run
+    # bench/phases/versus_peer.py: mutation -> push beside strawberry-django, per database, and a
+    # connect storm on freshly started instances.
+    versus_events: int = 200
+    fresh_storm_subscribers: int = 10000
+    phases: str = "latency,versus,reads,baseline,scale,two,fresh,fanout,sse,writers,failover"  # which groups to run
     postgres: bool = True
 
     @classmethod
@@ -136,7 +140,9 @@ class Config:
             reads_count_sizes=[2, 5],
             reads_requests=5,
             reads_budget=10,
-            phases="latency,reads,baseline,scale,two,fanout,sse,writers",
+            versus_events=10,
+            fresh_storm_subscribers=100,
+            phases="latency,versus,reads,baseline,scale,two,fresh,fanout,sse,writers",
             total_budget=300,
         )
 

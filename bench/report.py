@@ -234,6 +234,7 @@ def render(results: dict[str, Any]) -> str:
 
     out += _scaling(phases)
     out += _reads(phases)
+    out += _versus(phases)
 
     rows = []
     for t in results.get("targets", []):
@@ -288,6 +289,49 @@ def _reads(phases: dict[str, Any]) -> list[str]:
             rows,
         ),
     ]
+
+
+def _versus(phases: dict[str, Any]) -> list[str]:
+    """One mutation, one subscriber on another instance, beside strawberry-django; the fresh-instance storm."""
+    names = [(kind, f"versus_peer_{kind}") for kind in ("sqlite", "postgresql")]
+    runs = [(kind, phases[name]) for kind, name in names if name in phases]
+    rows = []
+    for kind, r in runs:
+        for side, label in (("ours", "this project"), ("peer", "strawberry-django")):
+            s = r.get(side) or {}
+            rows.append(
+                [
+                    kind,
+                    label,
+                    _v(s.get("events")),
+                    _v(_g(s, "sent_to_push_ms", "p50")),
+                    _v(_g(s, "sent_to_push_ms", "p95")),
+                    _v(_g(s, "sent_to_push_ms", "p99")),
+                    _v(s.get("p99_over_p50"), "×"),
+                    _v(_g(s, "mutation_rtt_ms", "p50")),
+                ]
+            )
+    out: list[str] = []
+    if rows:
+        out += [
+            "**Versus strawberry-django**, same Channels, Daphne, channels-redis and Redis, measured in alternating "
+            "blocks in the same run: `createBlog` over HTTP to one instance, the push on a websocket subscribed on "
+            "another, one mutation at a time (ms; this project counts its rate limit in Redis on every mutation):",
+            "",
+            *_table(
+                ["database", "server", "events", "sent→push p50", "p95", "p99", "p99/p50", "mutation RTT p50"], rows
+            ),
+        ]
+    storm = phases.get("fresh_storm")
+    if storm and not storm.get("skipped"):
+        out += [
+            f"**Fresh-instance connect storm**: {_v(storm.get('subscribers'))} subscribers through nginx to two "
+            f"instances started a moment before: {_v(storm.get('refused'))} refused, "
+            f"{_v(storm.get('subscribed_and_received'))} subscribed and received the next event; connecting took "
+            f"{_v(storm.get('connect_s'), ' s')}.",
+            "",
+        ]
+    return out
 
 
 def _pct(share: Any) -> str:

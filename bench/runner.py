@@ -13,16 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.harness import Bench, Config, machine
-from bench.phases import fanout, instances, latency, reads, scaling, sse
+from bench.phases import fanout, instances, latency, reads, scaling, sse, versus_peer
 
 # Cheapest and most target-relevant first: when a slow delivery path makes the run overrun its
 # budget, what gets cut is the tail of the last phases.
 PHASES: tuple[tuple[str, Callable[[Bench], None]], ...] = (
     ("latency", latency.latency),
+    ("versus", versus_peer.versus_peer),
     ("reads", reads.reads),
     ("baseline", latency.baseline),
     ("scale", instances.scale_out),
     ("two", instances.two_instances),
+    ("fresh", versus_peer.fresh_storm),
     ("fanout", fanout.fanout_and_mixed),
     ("sse", sse.sse_phases),
     ("writers", scaling.writers),
@@ -136,6 +138,26 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ):
         value = idle.get(key)
         add(label, goal, value, None if value is None else ok(value))
+    for kind in ("sqlite", "postgresql"):
+        versus = phases.get(f"versus_peer_{kind}", {})
+        ratio = versus.get("p50_ratio")
+        add(
+            f"mutation sent → push p50 vs strawberry-django ({kind})",
+            "≤ 0.5×",
+            ratio,
+            None if ratio is None else ratio <= 0.5,
+            "×",
+        )
+        spread = _get(versus, "ours", "p99_over_p50")
+        add(f"mutation sent → push p99 / p50 ({kind})", "≤ 3×", spread, None if spread is None else spread <= 3, "×")
+    storm = phases.get("fresh_storm", {})
+    refused = storm.get("refused")
+    add(
+        f"fresh instances, {storm.get('subscribers') or 'N'} subscribers connecting at once: refused",
+        "0",
+        refused,
+        None if refused is None else refused == 0,
+    )
     base = _get(phases, "scale_1", "deliveries_per_s")
     for count, factor in ((2, 1.7), (4, 3.0)):
         value = _get(phases, f"scale_{count}", "deliveries_per_s")
