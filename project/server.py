@@ -18,6 +18,7 @@ instance for a dead one and answers 502. Linux caps the figure at net.core.somax
 
 The process's delivery hub starts as soon as the server runs, not when the first subscriber
 arrives: after a deploy the first subscribers come as a storm, and they then find it delivering.
+Broadcasts after a commit are sent from the server's event loop, bound at the same moment.
 """
 
 from typing import Any
@@ -43,10 +44,14 @@ def with_backlog(endpoint: str, backlog: int = LISTEN_BACKLOG) -> str:
     return f"{endpoint}:backlog={backlog}"
 
 
-def _start_hub() -> None:
+def _on_loop_start() -> None:
     # Imported here: this module is loaded before Django is set up (Daphne's CLI imports the app later).
-    from notifications.hub.hub import start_hub
+    import asyncio
 
+    from notifications.hub.hub import start_hub
+    from notifications.publishing.broadcast import send_from
+
+    send_from(asyncio.get_running_loop())
     start_hub()
 
 
@@ -54,7 +59,7 @@ class SweepingServer(Server):
     def __init__(self, application: Any, endpoints: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(application, endpoints=[with_backlog(endpoint) for endpoint in endpoints or []], **kwargs)
         # callLater, not callWhenRunning: startup triggers fire before the asyncio loop runs.
-        _reactor().callLater(0, _start_hub)
+        _reactor().callLater(0, _on_loop_start)
 
     def application_checker(self) -> None:
         self._sweep_every("application_checker", daphne_interval=1, calls=5)

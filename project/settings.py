@@ -156,7 +156,15 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
+    # WAL: a commit is one append to the log (one fsync, still durable) instead of a rollback
+    # journal written, synced and deleted, and readers never wait for the writer.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL"}
+    )
+    # Each request thread keeps its connection (project/request_threads.py: a bounded set of
+    # threads, so a bounded number of connections); close_old_connections still replaces one
+    # that is older than this or broken, at the start and end of every request.
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "600"))
 elif os.environ.get("DATABASE_POOL", "1") != "0":
     # A PostgreSQL connection opened per request costs more than the mutation it serves;
     # Django's psycopg pool (not CONN_MAX_AGE, which ASGI cannot use safely) keeps them open.
@@ -264,6 +272,9 @@ HUB_REORDER_WINDOW_SECONDS = float(os.environ.get("HUB_REORDER_WINDOW_SECONDS", 
 # While it has subscribers, each process reads the publication log this often: the bound on how
 # late a publication whose broadcast never happened (its writer died after commit) is delivered.
 HUB_LOG_CHECK_SECONDS = float(os.environ.get("HUB_LOG_CHECK_SECONDS", "10"))
+# How long a writer waits for its publication's broadcast to leave before answering anyway (a
+# broadcast that never leaves is delivered from the publication log).
+BROADCAST_WAIT_SECONDS = float(os.environ.get("BROADCAST_WAIT_SECONDS", "0.5"))
 # How long a new subscription waits for a hub that is (re)starting before it is refused (close 1013).
 HUB_START_WAIT_SECONDS = float(os.environ.get("HUB_START_WAIT_SECONDS", "3"))
 # On SIGTERM, how long in-flight HTTP requests may take to finish before websockets close with 1001.

@@ -4,19 +4,33 @@ The message is the project's own (`type` MESSAGE_TYPE, the publication in its wi
 with the channel layer's documented `group_send`; hub/receiver.py reads it back with
 `publication_from`. Each process's hub joins the one group and filters by author locally, so an
 event crosses Redis once per process and subscribers of other authors are never woken.
+
+The send runs on the server's event loop (bound at start by `send_from`), where the channel
+layer's connections live, as a task of its own: the request's thread only hands it over and
+waits up to BROADCAST_WAIT_SECONDS for it to leave, so that a response normally means "sent",
+and a Redis that hangs holds no response longer than that. A broadcast that fails or never
+leaves loses nothing: the publication is committed in the log, and every hub reads the log
+when it notices the gap (the next publication, or its periodic check).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
+import logging
 import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from core import metrics
 from notifications.publishing.publication import Publication
+
+logger = logging.getLogger(__name__)
 
 HUB_GROUP = "notifications.hubs"
 MESSAGE_TYPE = "notifications.publication"
@@ -39,10 +53,65 @@ def publication_from(message: dict[str, Any]) -> Publication | None:
         raise ValueError(f"unreadable {MESSAGE_TYPE} message: {type(error).__name__}: {error}") from error
 
 
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def send_from(loop: asyncio.AbstractEventLoop) -> None:
+    """Broadcasts go out on `loop` (the server's, where the channel layer's connections live)."""
+    global _server_loop
+    _server_loop = loop
+
+
 def broadcast(publication: Publication) -> None:
-    """Send the publication to every hub, stamped with the time it was sent (delivery latency)."""
+    """Send the publication to every hub, stamped with the time it was sent (delivery latency).
+
+    Raises what the send raised when it failed within the wait (the caller counts and logs it).
+    """
     layer = get_channel_layer()
     if layer is None:
         raise ImproperlyConfigured("CHANNEL_LAYERS needs a default layer: publications are broadcast through it.")
     stamped = dataclasses.replace(publication, announced_at=time.time())
-    async_to_sync(layer.group_send)(HUB_GROUP, message_for(stamped))
+    message = message_for(stamped)
+    loop = _server_loop
+    if loop is None or loop.is_closed():
+        # No server loop (a management command, the test client): a loop of asgiref's for the call.
+        async_to_sync(layer.group_send)(HUB_GROUP, message)
+        return
+    if _running_here(loop):
+        _send_in_background(loop, layer, message)  # called from the loop itself: it cannot be waited for
+        return
+    sent = asyncio.run_coroutine_threadsafe(layer.group_send(HUB_GROUP, message), loop)
+    try:
+        sent.result(timeout=settings.BROADCAST_WAIT_SECONDS)
+    except concurrent.futures.TimeoutError:
+        logger.warning(
+            "Broadcast of seq %s still under way after %.1fs; the response goes out, hubs read the log if it fails",
+            publication.seq,
+            settings.BROADCAST_WAIT_SECONDS,
+        )
+        sent.add_done_callback(_late_outcome)
+
+
+def _running_here(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _send_in_background(loop: asyncio.AbstractEventLoop, layer: BaseChannelLayer, message: dict[str, Any]) -> None:
+    task = loop.create_task(layer.group_send(HUB_GROUP, message))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    task.add_done_callback(_late_outcome)
+
+
+_background: set[asyncio.Task[None]] = set()  # referenced until done
+
+
+def _late_outcome(done: concurrent.futures.Future[None] | asyncio.Future[None]) -> None:
+    """The outcome of a broadcast nobody waits for any more: counted as the waited-for ones are."""
+    if done.cancelled() or done.exception() is not None:
+        error = None if done.cancelled() else done.exception()
+        metrics.broadcast_failed()
+        logger.warning("Broadcast failed after the response (%s); hubs read it from the publication log", error)
