@@ -13,11 +13,11 @@ from graphql_relay import from_global_id
 
 from api import ratelimit, selection, selectors, services
 from api.auth import refused_token_message
-from api.client_ip import context_ip
 from api.errors import BadUserInput, NotAuthenticated
 from api.models import Author, Blog
 from api.pagination import Window, cursor_for, page_of
 from api.selectors import Credential
+from core.client_ip import context_ip
 
 
 class ConnectionField(DjangoConnectionField):

@@ -98,7 +98,7 @@ class RequestLogMiddleware:
 
     @staticmethod
     def _finish(request: HttpRequest, response: HttpResponse, request_id: str, started: float) -> None:
-        from api.client_ip import request_ip  # not at the top: the settings import this module
+        from core.client_ip import request_ip  # not at the top: the settings import this module
 
         response[REQUEST_ID_HEADER] = request_id
         duration_ms = round((time.perf_counter() - started) * 1000, 2)

@@ -1,6 +1,6 @@
 """IP addresses and networks named in settings: parsed once, matched the same way everywhere.
 
-Used for TRUSTED_PROXIES (api/client_ip.py), METRICS_ALLOWED_IPS (project/views.py) and the
+Used for TRUSTED_PROXIES (core/client_ip.py), METRICS_ALLOWED_IPS (project/views.py) and the
 settings' own validation at start-up. No Django here: settings import it.
 """
 

@@ -6,14 +6,15 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Connects the receivers that announce new blogs.
-        # Registers the scrape-time collectors of live connections and of the hub, so /metrics
-        # shows them in every process, whether or not anyone has subscribed there yet.
+        """Import what wires itself up on import, once the app registry is ready.
+
+        - publishing.signals: the receivers that announce new blogs;
+        - transports.revocation: the receiver that announces ended credentials to every instance;
+        - hub.hub, transports.connections: the scrape-time collectors of the hub and of the live
+          connections, so /metrics shows them in every process, subscribed to or not;
+        - runtime.shutdown: the SIGTERM drain (armed under Daphne by the first connection).
+        """
         from notifications.hub import hub  # noqa: F401
         from notifications.publishing import signals  # noqa: F401
-
-        # Connects the receiver that announces ended credentials to every instance.
-        from notifications.transports import (
-            connections,  # noqa: F401
-            revocation,  # noqa: F401
-        )
+        from notifications.runtime import shutdown  # noqa: F401
+        from notifications.transports import connections, revocation  # noqa: F401

@@ -18,7 +18,7 @@ get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from notifications.runtime.shutdown import InFlightRequests  # noqa: E402
+from core.process import InFlightRequests  # noqa: E402
 from notifications.transports.auth import SessionAuthWhenCookie  # noqa: E402
 from notifications.transports.direct import DirectSocketMiddleware  # noqa: E402
 from notifications.transports.http_subscriptions import HttpSubscriptions  # noqa: E402

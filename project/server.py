@@ -7,7 +7,7 @@ apart instead of 20 to 22, and a closed connection's leftovers are freed up to 5
 Everything else, options included, is Daphne's own, except `--proxy-headers` (and its -host and
 -port variants), which this command refuses: Daphne would take the client address from the
 left-most X-Forwarded-For entry, the one the client itself wrote, and every per-address limit
-would be forgeable. The client address comes from TRUSTED_PROXIES instead (api/client_ip.py),
+would be forgeable. The client address comes from TRUSTED_PROXIES instead (core/client_ip.py),
 walked from the right, for HTTP and websockets alike.
 
 Each listening socket also gets a backlog of LISTEN_BACKLOG instead of Twisted's 50. The kernel

@@ -21,9 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import validation
 from api.auth import bearer_token
-from api.client_ip import request_ip
 from api.errors import format_error
 from core import graphql_over_http as spec
+from core.client_ip import request_ip
 from core.metrics import REGISTRY
 from core.networks import address_in
 from notifications.hub.hub import hub_problem
@@ -217,7 +217,7 @@ async def readyz(request: HttpRequest) -> JsonResponse:
 def scrape_allowed(request: HttpRequest) -> bool:
     """A matching METRICS_TOKEN bearer, or a request from an allowed client address.
 
-    The client address is the one every per-address rule uses (api/client_ip.py, which believes
+    The client address is the one every per-address rule uses (core/client_ip.py, which believes
     X-Forwarded-For only from TRUSTED_PROXIES). Behind a proxy that is not trusted, the proxy's
     own address is not enough either: the client it names, the last X-Forwarded-For entry, must
     be allowed too, so the public cannot read metrics through a load balancer on loopback.

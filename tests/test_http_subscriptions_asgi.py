@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer
 
+from core import process
 from notifications.hub import hub as hub_module
 from notifications.hub.hub import Hub
 from notifications.models import PublicationCounter
-from notifications.runtime import shutdown
 from notifications.transports import connections, limits
 from notifications.transports.http_subscriptions import HttpSubscriptions
 from tests.hubs import QUERY, Log, publish
@@ -101,7 +101,7 @@ async def router(
     settings.HUB_REORDER_WINDOW_SECONDS = 0.05
     settings.HUB_LOG_CHECK_SECONDS = 3600
     settings.GRAPHQL_WS_MAX_CONNECTIONS_PER_IP = 2
-    monkeypatch.setattr(shutdown, "_installed", True)  # never take this test process's SIGTERM
+    monkeypatch.setattr(process, "_installed", True)  # never take this test process's SIGTERM
     layer, log = InMemoryChannelLayer(), Log()
     loop = asyncio.get_running_loop()
     hub = hub_module._hubs[loop] = Hub(
@@ -210,11 +210,11 @@ async def test_only_a_started_stream_stops_counting_as_a_request_in_flight(route
 
     task = asyncio.create_task(app(scope, incoming.get, send))
     await asyncio.sleep(0.05)
-    assert shutdown.requests_in_flight() == 1  # its body has not arrived yet
+    assert process.requests_in_flight() == 1  # its body has not arrived yet
     incoming.put_nowait({"type": "http.request", "body": raw, "more_body": False})
     async with asyncio.timeout(3):
         while not sent:
             await asyncio.sleep(0.01)
-    assert sent[0]["status"] == 200 and shutdown.requests_in_flight() == 0
+    assert sent[0]["status"] == 200 and process.requests_in_flight() == 0
     incoming.put_nowait({"type": "http.disconnect"})
     await asyncio.wait_for(task, 3)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from api.client_ip import client_ip
+from core.client_ip import client_ip
 from tests.factories import PASSWORD, AuthorFactory
 from tests.graphql_http import post_graphql
 from tests.live import CREATE_TOKEN, error_codes

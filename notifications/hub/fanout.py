@@ -12,11 +12,11 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from core.process import requests_in_flight
 from notifications.hub import telemetry
 from notifications.hub.cohorts import Cohort
 from notifications.hub.subscription import LiveSubscription
 from notifications.publishing.publication import Publication
-from notifications.runtime.shutdown import requests_in_flight
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import re
 import time
 from typing import Any
 
-from api.client_ip import scope_ip
 from core import metrics
+from core.client_ip import scope_ip
 from core.logs import connection_id_var
 from core.request_id import new_request_id
 

@@ -29,7 +29,7 @@ from api.auth import sign_in
 from api.errors import BadUserInput, format_error
 from api.selectors import Credential, credential_problem
 from api.validation import Verdict
-from core import metrics
+from core import metrics, process
 from core.request_id import bind_request_id, new_request_id
 from core.schema import root_schema
 from notifications.hub import subscribe, telemetry
@@ -37,7 +37,6 @@ from notifications.hub.execution import run_orm_resolvers_in_thread
 from notifications.hub.frames import EventFrames
 from notifications.hub.hub import HubUnavailable
 from notifications.hub.subscription import LiveSubscription
-from notifications.runtime import shutdown
 from notifications.transports import connections, keepalive, revocation
 from notifications.transports.direct import DirectSocket
 from notifications.transports.limits import ConnectionLimits
@@ -148,7 +147,7 @@ class GraphqlConsumer(channels_graphql_ws.GraphqlWsConsumer):
         self.acknowledged = False
         self.socket: DirectSocket = self.scope.get("direct_socket") or DirectSocket(self.base_send)
         self.socket.on_stalled = self._stalled
-        shutdown.install()
+        process.install()
         await super().connect()
         self.protocol.connected()
         connections.register(self)

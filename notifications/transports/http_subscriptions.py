@@ -36,14 +36,14 @@ from graphql.language.ast import OperationType
 
 from api import validation
 from api.auth import TokenRefused, sign_in
-from api.client_ip import scope_ip
 from api.errors import BadUserInput, format_error
 from api.selectors import Credential
 from core import graphql_over_http as spec
+from core import process
+from core.client_ip import scope_ip
 from core.request_id import bind_request_id, request_id_from
 from notifications.hub import subscribe
 from notifications.hub.hub import HubUnavailable
-from notifications.runtime import shutdown
 from notifications.transports import connections, revocation
 from notifications.transports.direct import DirectStream
 from notifications.transports.limits import release_connection_slot, take_connection_slot
@@ -84,7 +84,7 @@ class HttpSubscriptions:
             return await self.app(scope, receive, send)
         # Until it is known to be a stream, it may be a mutation: the SIGTERM drain waits for it. From
         # here to the app's own count (InFlightRequests) nothing is awaited, so there is no gap.
-        with shutdown.in_flight():
+        with process.in_flight():
             read = await _read_body(receive)
             if read is None:
                 return None  # the client left before its request arrived
@@ -155,7 +155,7 @@ class Subscriber:
     async def check(self, verdict: validation.Verdict, params: tuple[Any, ...]) -> subscribe.Subscribing:
         """The checks a websocket subscription passes too, then the one subscribe flow; or Refusal."""
         _, variables, operation_name = params[:3]
-        shutdown.install()
+        process.install()
         if not origin_allowed(self.headers.get("origin")):  # as websocket handshakes are (403)
             message = "Subscriptions are not served to pages of this origin."
             raise Refusal([graphql.GraphQLError(message, extensions=_code("FORBIDDEN"))], 403)
@@ -182,7 +182,7 @@ class Subscriber:
         except Exception as error:  # the database, most likely: masked, logged with the request id
             raise Refusal([graphql.GraphQLError(str(error), original_error=error)], 500) from None
         # Nothing awaited from here until the stream is registered: a SIGTERM cannot slip in between.
-        if shutdown.stopping():
+        if process.stopping():
             message = "The server is shutting down: subscribe again (another instance will answer)."
             raise Refusal(
                 [graphql.GraphQLError(message, extensions=_code("SERVICE_UNAVAILABLE"))], 503, retry_after="1"

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from api import validation
-from api.client_ip import scope_ip
+from core.client_ip import scope_ip
 
 logger = logging.getLogger(__name__)
 
