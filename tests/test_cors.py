@@ -37,6 +37,11 @@ UNLISTED = [
 ]
 
 
+def origin_id(origin: str) -> str:
+    """The test id of an origin: the same in every process (xdist workers compare them), whatever the port."""
+    return origin.replace(str(FRONT_END_PORT + 1), "another-port").replace(str(FRONT_END_PORT), "front-end-port")
+
+
 @pytest.fixture(scope="module")
 def cors_servers(live_env: dict[str, str]):
     """One instance listing two origins (bearer tokens only), one letting their cookies through too."""
@@ -74,7 +79,7 @@ def cors_headers(response: httpx.Response) -> dict[str, str]:
         ("GET", "last-event-id"),  # a GET stream resuming with its last cursor
     ],
 )
-@pytest.mark.parametrize("origin", [LISTED, ALSO_LISTED])
+@pytest.mark.parametrize("origin", [LISTED, ALSO_LISTED], ids=origin_id)
 def test_preflights_from_a_listed_origin_are_answered(cors_server, origin, method, headers):
     response = preflight(cors_server, origin, method, headers)
     assert response.status_code == 200
@@ -86,7 +91,7 @@ def test_preflights_from_a_listed_origin_are_answered(cors_server, origin, metho
     assert "access-control-allow-credentials" not in allowed
 
 
-@pytest.mark.parametrize("origin", UNLISTED)
+@pytest.mark.parametrize("origin", UNLISTED, ids=origin_id)
 def test_preflights_from_an_unlisted_origin_get_no_cors_headers(cors_server, origin):
     response = preflight(cors_server, origin, "POST", "authorization,content-type")
     assert cors_headers(response) == {}
@@ -126,7 +131,7 @@ def test_refusals_from_a_listed_origin_can_be_read_too(cors_server):
         assert response.headers["access-control-allow-origin"] == LISTED
 
 
-@pytest.mark.parametrize("origin", UNLISTED)
+@pytest.mark.parametrize("origin", UNLISTED, ids=origin_id)
 def test_answers_to_an_unlisted_origin_carry_no_cors_headers(cors_server, origin):
     response = httpx.post(f"{cors_server.url}/graphql/", json={"query": VIEWER}, headers={"Origin": origin}, timeout=30)
     assert response.status_code == 200  # the browser withholds it from the page
@@ -169,7 +174,7 @@ def test_without_credentials_on_the_same_request_is_refused_by_csrf(cors_server,
     assert "CSRF" in response.text
 
 
-@pytest.mark.parametrize("origin", [LISTED, *UNLISTED[:2]])
+@pytest.mark.parametrize("origin", [LISTED, *UNLISTED[:2]], ids=origin_id)
 @pytest.mark.parametrize("encoding", ["form", "multipart"])
 def test_with_credentials_on_a_cross_site_form_still_cannot_write(cors_servers, browser_session, origin, encoding):
     """A form sends cookies but no CSRF token: refused from a listed origin and from any other."""
