@@ -367,3 +367,43 @@ async def test_the_hub_renders_a_published_blog_without_the_database():
         "username": "ada",
         "bio": "b",
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hub_pages_a_published_blog_s_author_s_blogs(library):
+    """A subscription that asks for the author's blogs still gets them (read for its one author, in
+    the thread the hub runs connection fields in), paged like any connection."""
+    import asyncio
+
+    from api import validation
+
+    author = library["authors"][6]
+    for n in (2, 5):
+        query = (
+            "subscription { blogPublished { blog { title author { blogs(first: N) { edges { node { title author"
+            " { username } } } pageInfo { hasNextPage } } } } } }"
+        ).replace("first: N", f"first: {n}")
+        prepared = validation.check(query).prepared
+        assert prepared is not None and prepared.document is not None
+        cohort = Cohort("key", prepared.document, None, {}, None, frozenset({ChangeKind.CREATED}))
+        publication = Publication(
+            seq=1,
+            kind=ChangeKind.CREATED,
+            blog_id=1,
+            author=author.username,
+            changed_at=datetime(2026, 11, 28, tzinfo=UTC),
+            blog=BlogData(
+                id=1,
+                title="t",
+                content="c",
+                published_at=datetime(2026, 11, 28, tzinfo=UTC),
+                author=AuthorData(id=author.pk, username=author.username, bio=""),
+            ),
+        )
+        body = json.loads(asyncio.run(cohort.render(publication)).payload_json)
+        assert "errors" not in body, body
+        page = body["data"]["blogPublished"]["blog"]["author"]["blogs"]
+        newest_first = [f"{author.username} #{b}" for b in reversed(range(BLOGS_EACH))]
+        assert [edge["node"]["title"] for edge in page["edges"]] == newest_first[:n]
+        assert {edge["node"]["author"]["username"] for edge in page["edges"]} == {author.username}
+        assert page["pageInfo"]["hasNextPage"] is True
