@@ -35,6 +35,19 @@ TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 
 
+def event_key(event: dict[str, Any]) -> tuple[str | None, str]:
+    """(key, title) of a blogPublished or blogChanged event: a creation is keyed by the blog's id,
+    an edit by `<id>~<new title>`, a deletion by `<id>~deleted` (bench/publisher.py makes the same)."""
+    kind = event.get("kind")
+    if kind == "DELETED":
+        return f"{event.get('blogId')}~deleted", ""
+    blog = event.get("blog") or {}
+    blog_id, title = blog.get("id"), blog.get("title") or ""
+    if kind == "UPDATED" and blog_id is not None:
+        return f"{blog_id}~{title}", title
+    return blog_id, title
+
+
 class Client:
     """One websocket with one subscription; reconnects on loss when the worker says so."""
 
@@ -212,8 +225,7 @@ class Worker:
                 self.errors_in_payload += 1
             data = payload.get("data") or {}
             event = next(iter(data.values()), None) or {}
-            blog = event.get("blog") or {}
-            blog_id, title = blog.get("id"), blog.get("title") or ""
+            blog_id, title = event_key(event)
             if blog_id is None:
                 return
             if title.startswith(PROBE_PREFIX):

@@ -58,6 +58,8 @@ class Config:
     resume_cursors: int = 20  # distinct `after:` values among the resuming subscribers
     mixed_events: int = 20
     mixed_budget: float = 20.0  # per combination count
+    changes_events: int = 24  # blogChanged: cycles of a creation, two edits and a deletion
+    changes_budget: float = 25.0
     idle_seconds: float = 30.0  # longer than the keep-alive pings (20 s and 25 s), so their cost is in it
     two_instance_subscribers: int = 10000
     two_instance_events: int = 20
@@ -114,6 +116,8 @@ class Config:
             resume_cursors=3,
             mixed_events=3,
             mixed_budget=10,
+            changes_events=8,
+            changes_budget=10,
             idle_seconds=1,
             two_instance_subscribers=20,
             two_instance_events=3,
@@ -155,6 +159,11 @@ def subscription(index: int = 0) -> str:
         f"{{ cursor blog {{ id title content publishedAt author {{ username }} }}{extra} }} }}"
     )
 
+
+CHANGES = (
+    "subscription BenchChanges($author: String) { blogChanged(author: $author) "
+    "{ cursor kind blogId blog { id title content publishedAt author { username } } } }"
+)
 
 RESUMING = (
     "subscription BenchResume($author: String, $after: String) { blogPublished(author: $author, after: $after) "
@@ -420,8 +429,12 @@ class Bench:
         *,
         instances: list[DaphneInstance] | None = None,
         publisher: Publisher | None = None,
+        make: Callable[[], Published] | None = None,
     ) -> dict[str, Any]:
-        """Publish one event at a time, each awaited at every subscriber (or timed out)."""
+        """Publish one event at a time, each awaited at every subscriber (or timed out).
+
+        `make` makes each event (an edit, a deletion...); by default a new blog.
+        """
         assert self.pool is not None
         rows: list[tuple[Published, dict[str, Any]]] = []
         cpu_before = self.server_cpu(instances)
@@ -433,7 +446,7 @@ class Bench:
             if self.left() < self.config.event_timeout + self.last_rtt + RESERVE:
                 self.note(f"run budget: stopped after {len(rows)} events at {expected_total} subscribers")
                 break
-            published = self.publish(publisher=publisher)
+            published = make() if make is not None else self.publish(publisher=publisher)
             got = self.pool.await_ids([published.blog_id], timeout=self.config.event_timeout)[published.blog_id]
             rows.append((published, got))
         cpu = self.server_cpu(instances) - cpu_before
@@ -458,6 +471,11 @@ class Bench:
             "client_cpu_s_per_event": round(client_cpu / len(rows), 4) if rows else None,
             "wall_s": round(wall, 1),
         }
+        kinds = sorted({p.kind for p, _ in rows})
+        if len(kinds) > 1:
+            result["sent_to_last_ms_by_kind"] = {
+                kind: ms_summary([g["max"] - p.sent for p, g in complete if p.kind == kind]) for kind in kinds
+            }
         if complete:
             # One event after another, each fully delivered before the next: no backlog by construction.
             result["events_per_s_sequential"] = round(1 / statistics.median(sent_to_last), 2)

@@ -25,6 +25,13 @@ mutation CreateBlog($title: String!, $content: String!) {
 }
 """
 
+UPDATE_BLOG = """
+mutation UpdateBlog($id: ID!, $title: String!) { updateBlog(input: {id: $id, title: $title}) { blog { id title } } }
+"""
+DELETE_BLOG = """
+mutation DeleteBlog($id: ID!) { deleteBlog(input: {id: $id}) { deletedId } }
+"""
+
 # Used only when createAuthor fails (it did on PostgreSQL before the token-prefix fix of
 # 2026-11, 'value too long for type character varying(8)'): the same rows, made with the ORM.
 _ORM_SIGN_UP = """
@@ -40,9 +47,11 @@ print(raw)
 
 @dataclass
 class Published:
+    # What the clients key the event by (bench/clients.py event_key): the blog's id for a creation.
     blog_id: str
     sent: float  # time.time() just before the request was written
     answered: float  # time.time() right after the response was read
+    kind: str = "CREATED"
 
     @property
     def round_trip(self) -> float:
@@ -93,6 +102,25 @@ class Publisher:
         if result.get("errors") or not result.get("data"):
             raise RuntimeError(f"createBlog failed: {result}")
         return Published(result["data"]["createBlog"]["blog"]["id"], sent, answered)
+
+    def update(self, blog_id: str, title: str) -> Published:
+        """An edit of the blog's title; its event is keyed `<id>~<title>`."""
+        return self._timed(UPDATE_BLOG, {"id": blog_id, "title": title}, f"{blog_id}~{title}", "UPDATED")
+
+    def delete(self, blog_id: str) -> Published:
+        """The blog's deletion; its event is keyed `<id>~deleted`."""
+        return self._timed(DELETE_BLOG, {"id": blog_id}, f"{blog_id}~deleted", "DELETED")
+
+    def _timed(self, query: str, variables: dict[str, Any], key: str, kind: str) -> Published:
+        self.count += 1
+        headers = {"Authorization": f"Bearer {self.token}"}
+        sent = time.time()
+        response = self.client.post("/graphql/", json={"query": query, "variables": variables}, headers=headers)
+        answered = time.time()
+        result = response.json()
+        if result.get("errors") or not result.get("data"):
+            raise RuntimeError(f"{kind.lower()} failed: {result}")
+        return Published(key, sent, answered, kind)
 
     def reconnect(self) -> None:
         """A fresh HTTP client, after the server behind the old one's keep-alive was restarted."""

@@ -166,6 +166,9 @@ def render(results: dict[str, Any]) -> str:
     if resumed and not resumed.get("skipped"):
         cursors = _v(resumed.get("distinct_after_cursors"))
         rows.append(mixed_row(f"1, every subscriber with `after:` ({cursors} distinct cursors)", resumed))
+    changed = phases.get("changes", {})
+    if changed and not changed.get("skipped"):
+        rows.append(mixed_row("1, `blogChanged`: creations, edits and deletions (1:2:1)", changed))
     if rows:
         out += [
             "**Mixed subscriptions** on one instance (distinct (document, variables) pairs; 1 = the last fan-out row):",

@@ -38,6 +38,10 @@ def test_bench_quick_produces_results(tmp_path):
     fanout = [v for k, v in phases.items() if k.startswith("fanout_")]
     assert fanout and fanout[0]["events"] > 0 and fanout[0]["server_cpu_s_per_event"] is not None
     assert phases["idle"]["cpu_s_per_s"] is not None
+    # Edits and deletions (blogChanged) fanned out to the same subscribers, every kind delivered.
+    changes = phases["changes"]
+    assert changes["events_fully_delivered"] == changes["events"] >= 4, changes
+    assert set(changes["sent_to_last_ms_by_kind"]) == {"CREATED", "UPDATED", "DELETED"}, changes
     sse = [v for k, v in phases.items() if k.startswith("sse_fanout_")]
     assert sse and sse[0]["events_fully_delivered"] == sse[0]["events"] > 0, sse
     assert phases["sse_idle"]["rss_kb_per_connection"] is not None

@@ -1,4 +1,5 @@
-"""Phase: fan-out to thousands of websocket subscribers on one instance, then mixed and resumed subscriptions."""
+"""Phase: fan-out to thousands of websocket subscribers on one instance, then mixed and resumed
+subscriptions, then edits and deletions (blogChanged) to the same subscribers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from bench.harness import (
     Bench,
     combos,
 )
+from bench.phases.changes import changes
 from bench.servers import rss_bytes
 
 
@@ -71,6 +73,9 @@ def fanout_and_mixed(bench: Bench) -> None:
     with bench.phase("resumed", needs=45 + RESERVE) as record:
         if record is not None:
             record.update(bench.resumed(connected, web1))
+    with bench.phase("changes", needs=45 + RESERVE) as record:
+        if record is not None:
+            record.update(changes(bench, connected, web1))
     with bench.phase("close_fanout_clients", needs=-1e9) as record:
         if record is not None:
             record["close_and_settle_s"] = bench.close_clients()
