@@ -55,8 +55,9 @@ BEGIN;
 INSERT INTO api_blog (author_id, title, content, published_at)
   VALUES (:author, 'pgbench ' || :n, 'x', now()) RETURNING id AS blog \\gset
 UPDATE notifications_publicationcounter SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq AS seq \\gset
-INSERT INTO notifications_publication (seq, blog_id, author_username, created_at)
-  VALUES (:seq, :blog, 'pgbench', now());
+INSERT INTO notifications_publication
+  (seq, kind, blog_id, blog_pk, author_username, title, content, published_at, created_at)
+  VALUES (:seq, 'created', :blog, :blog, 'pgbench', 'pgbench ' || :n, 'x', now(), now());
 COMMIT;
 """
 TABLES = ("api_author", "api_blog", "notifications_publication", "notifications_publicationcounter")
