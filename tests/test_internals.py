@@ -7,7 +7,8 @@ Each is used in one place only and pinned in the requirements:
 - Channels: notifications/transports/consumers.py's __call__ (channels' consumer loop, replaced);
 - django-channels-graphql-ws: notifications/transports/consumers.py (hooks and private state);
 - channels-redis: notifications/runtime/layers.py (create_pool, and connection() for /readyz);
-- Django: project/handlers.py (ASGIHandler's middleware loading and response hop);
+- Django: project/handlers.py (ASGIHandler's middleware loading and response hop, and its own
+  ThreadSensitiveContext deferring to the handler's), api/ratelimit.py (RedisCache's client);
 - graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py;
 - pytest-xdist (the test runner, not the product): tests/scheduling.py (the scheduler's scope).
 A
@@ -333,3 +334,38 @@ def test_django_asgi_handler_still_takes_the_hops_the_one_hop_handler_removes():
     finally:
         signals.request_started.connect(reset_queries)
         signals.request_started.connect(close_old_connections)
+
+
+def test_django_redis_cache_hands_out_the_client_the_rate_limit_counts_with(redis_server):
+    """api/ratelimit.py counts with RedisCache's own client in one MULTI/EXEC; what it writes is
+    what the cache API reads back (integers are stored as such, under the cache's full key)."""
+    from django.core.cache.backends.redis import RedisCache
+
+    from api import ratelimit
+
+    backend = RedisCache(redis_server.url, {"KEY_PREFIX": "internals"})
+    full_key = backend.make_and_validate_key("k")
+    client = backend._cache.get_client(full_key, write=True)
+    client.delete(full_key)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(full_key, 0, ex=60, nx=True)
+        pipe.incr(full_key)
+        assert pipe.execute()[1] == 1
+    assert backend.get("k") == 1 and 0 < client.ttl(full_key) <= 60
+    assert "_cache.get_client" in inspect.getsource(ratelimit)
+
+
+async def test_django_defers_to_an_outer_thread_sensitive_context_with_an_executor():
+    """project/handlers.py leases a reused thread by entering ThreadSensitiveContext(executor=...)
+    around Django's ASGIHandler, which enters a ThreadSensitiveContext() of its own: asgiref lets
+    the outer one decide, so a request's sync code runs on the leased thread."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+
+    assert "ThreadSensitiveContext()" in inspect.getsource(ASGIHandler.__call__)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="leased") as executor:
+        async with ThreadSensitiveContext(executor=executor), ThreadSensitiveContext():
+            name = await sync_to_async(lambda: threading.current_thread().name, thread_sensitive=True)()
+    assert name.startswith("leased")
