@@ -3,7 +3,6 @@
 import os
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dj_database_url
 from corsheaders.defaults import default_headers as cors_default_headers
@@ -12,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from core import redis_config
 from core.logs import logging_config
 from core.networks import parse_networks
+from core.origins import as_origin
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,22 +37,6 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
-
-
-def as_origin(value: str) -> str | None:
-    """`value` written as a browser writes an `Origin` header (lower case, no default port), or None."""
-    parts = urlsplit(value.strip().lower())
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.scheme or not parts.hostname or "@" in parts.netloc or "*" in parts.netloc:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    default_port = {"http": 80, "https": 443}.get(parts.scheme)
-    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default_port) else "")
 
 
 def env_origins(name: str) -> list[str] | None:
@@ -93,6 +77,11 @@ CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "WWW-Authenticate"]
 CORS_ALLOW_CREDENTIALS = env_bool("CORS_ALLOW_CREDENTIALS", False)
 if CORS_ALLOW_CREDENTIALS:
     CSRF_TRUSTED_ORIGINS = [*CSRF_TRUSTED_ORIGINS, *CORS_ALLOWED_ORIGINS]
+if os.environ.get("WEBSOCKET_ALLOWED_ORIGINS", "").strip():
+    raise ImproperlyConfigured(
+        "WEBSOCKET_ALLOWED_ORIGINS is not a setting: websockets accept the site's own origin and those in "
+        "CORS_ALLOWED_ORIGINS, as HTTP does. Put its origins (scheme://host[:port]) there and unset it."
+    )
 
 # Which process served a request; lets operators (and tests) tell instances apart. Unset, the
 # host name: under Docker the container ID, distinct for every replica of one service.
@@ -257,10 +246,6 @@ LOGGING = logging_config(structured=LOG_JSON, level=LOG_LEVEL)
 # /metrics answers requests from these addresses or networks, or bearing METRICS_TOKEN.
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
-
-# Websocket upgrades with an Origin header must come from one of these (scheme://host[:port]
-# or host patterns as in ALLOWED_HOSTS). Empty: the ALLOWED_HOSTS themselves.
-WEBSOCKET_ALLOWED_ORIGINS = env_list("WEBSOCKET_ALLOWED_ORIGINS", "")
 
 # How far back `blogPublished(after: cursor)` can replay; older cursors must refetch.
 PUBLICATION_RETENTION_SECONDS = int(os.environ.get("PUBLICATION_RETENTION_SECONDS", str(7 * 24 * 3600)))

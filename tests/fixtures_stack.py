@@ -14,6 +14,9 @@ from stack.deployment import Stack
 GROUP_EXPIRY = 3  # seconds: short, so a test sees channels-redis forget members that are not renewed
 MAX_BUFFERED = 256 * 1024  # bytes a websocket may have unsent before it counts as a stalled reader
 
+# A front end on another origin, listed: nginx must pass its preflights and CORS headers untouched.
+FRONT_END = "https://app.example.com"
+
 # Each setting is one a module tests; none changes what another module checks.
 SHARED_STACK_ENV = {
     "CHANNEL_GROUP_EXPIRY": str(GROUP_EXPIRY),
@@ -25,6 +28,7 @@ SHARED_STACK_ENV = {
     # Short, so a test sees heartbeats pass through nginx.
     "SSE_HEARTBEAT_SECONDS": "2",
     "MULTIPART_HEARTBEAT_SECONDS": "2",
+    "CORS_ALLOWED_ORIGINS": FRONT_END,
 }
 
 

@@ -2,19 +2,24 @@
 collected static files, one that tests may kill and restart, and a real headless Chromium.
 """
 
+import functools
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright
 
-from stack.services import REPO_ROOT, DaphneInstance
+from stack.services import REPO_ROOT, DaphneInstance, free_port, running
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; scripts/ensure-system-packages.sh installs it
@@ -118,3 +123,150 @@ async def open_page(browser: BrowserContext, url: str) -> tuple[Page, list[str]]
     page.on("websocket", lambda websocket: requested.append(websocket.url))
     await page.goto(url)
     return page, requested
+
+
+# --- A front end on another origin: static pages on loopback ports of their own -----------------
+
+NODE_MODULES = REPO_ROOT / "tests" / "js" / "node_modules"
+# The conditions of package.json "exports" a browser loading ES modules matches, as bundlers do.
+BROWSER_CONDITIONS = ("browser", "module", "import", "default")
+
+
+def _export_target(target: Any) -> str | None:
+    if isinstance(target, str):
+        return target
+    if isinstance(target, dict):
+        for condition, value in target.items():
+            if condition in BROWSER_CONDITIONS and (found := _export_target(value)) is not None:
+                return found
+    return None
+
+
+def import_map(*packages: str) -> dict[str, dict[str, str]]:
+    """An import map that lets a page `import` these packages of tests/js/node_modules by name,
+    every entry point of their "exports" (or their "module" file), as a bundler would resolve them."""
+    imports: dict[str, str] = {}
+    for package in packages:
+        manifest = json.loads((NODE_MODULES / package / "package.json").read_text())
+        exports = manifest.get("exports")
+        if not isinstance(exports, dict) or not any(key.startswith(".") for key in exports):
+            exports = {".": exports or manifest.get("module") or manifest["main"]}
+        for key, target in exports.items():
+            resolved = _export_target(target)
+            if "*" in key or resolved is None or not resolved.endswith(("js", "mjs")):
+                continue
+            imports[package + key[1:]] = f"/node_modules/{package}/{resolved.removeprefix('./')}"
+    return {"imports": imports}
+
+
+class FrontEnd:
+    """A static web server on a loopback port of its own: the origin of a front end's pages.
+
+    `/` is a blank page that loads graphql-sse's client (`window.graphqlSse`) and Apollo Client
+    (`window.apollo`, then `window.apolloReady`) from tests/js/node_modules, as a bundled app would.
+    """
+
+    PACKAGES = (
+        "@apollo/client", "graphql", "graphql-tag", "rxjs", "tslib", "optimism",
+        "@wry/caches", "@wry/context", "@wry/equality", "@wry/trie",
+    )  # fmt: skip
+
+    def __init__(self, name: str, port: int | None = None) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.server: ThreadingHTTPServer | None = None
+        self.page = (
+            '<!doctype html><meta charset="utf-8"><title>' + name + "</title>\n"
+            f'<script type="importmap">{json.dumps(import_map(*self.PACKAGES))}</script>\n'
+            '<script src="/node_modules/graphql-sse/umd/graphql-sse.js"></script>\n'
+            '<script type="module">\n'
+            'import { ApolloClient, HttpLink, InMemoryCache, gql } from "@apollo/client";\n'
+            "window.apollo = { ApolloClient, HttpLink, InMemoryCache, gql };\nwindow.apolloReady = true;\n"
+            "</script>\n"
+        ).encode()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        page = self.page
+
+        class Handler(SimpleHTTPRequestHandler):
+            # Keep-alive, and modules cached by the browser: a page loads Apollo's hundred-odd
+            # modules once per test session, not once per page.
+            protocol_version = "HTTP/1.1"
+            extensions_map = {
+                **SimpleHTTPRequestHandler.extensions_map,
+                ".js": "text/javascript",
+                ".mjs": "text/javascript",
+            }
+
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/":
+                    return super().do_GET()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def end_headers(self) -> None:
+                if self.path.startswith("/node_modules/"):
+                    self.send_header("Cache-Control", "public, max-age=3600, immutable")
+                super().end_headers()
+
+            def translate_path(self, path: str) -> str:
+                # Only the node packages are files; nothing else of the machine is served.
+                if not path.startswith("/node_modules/"):
+                    return str(NODE_MODULES / "__none__")
+                file = Path(super().translate_path(path.removeprefix("/node_modules")))
+                # rxjs's ES modules import without extensions, as bundlers and dev servers resolve them.
+                for candidate in (file, file.with_name(file.name + ".js"), file / "index.js"):
+                    if candidate.is_file():
+                        return str(candidate)
+                return str(file)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        handler = functools.partial(Handler, directory=str(NODE_MODULES))
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self.server.serve_forever, name=f"front-end-{self.name}", daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def __enter__(self) -> "FrontEnd":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def front_ends() -> Iterator[tuple[FrontEnd, FrontEnd]]:
+    """Two front ends on loopback ports of their own: one the API lists, one it does not."""
+    with FrontEnd("listed") as listed, FrontEnd("stranger") as stranger:
+        yield listed, stranger
+
+
+# Listed beside the loopback front end: an origin given with a trailing slash, as people paste it.
+ALSO_LISTED = "https://app.example.com"
+
+
+@pytest.fixture(scope="session")
+def cors_servers(live_env: dict[str, str], front_ends) -> Iterator[list[DaphneInstance]]:
+    """Instances listing the `listed` front end's origin: one for bearer tokens only (the default),
+    one letting the listed origins' cookies through too (CORS_ALLOW_CREDENTIALS)."""
+    env = {**live_env, "CORS_ALLOWED_ORIGINS": f"{front_ends[0].origin}, {ALSO_LISTED}/"}
+    instances = [
+        DaphneInstance("cors-bearer", env),
+        DaphneInstance("cors-cookies", {**env, "CORS_ALLOW_CREDENTIALS": "1"}),
+    ]
+    with running(instances):
+        yield instances

@@ -13,13 +13,17 @@ import json
 import shutil
 from typing import Any
 
+import httpx
 import pytest
+import websockets
 
 from core import graphql_over_http as spec
 from stack import Stack
 from stack.services import REPO_ROOT, DaphneInstance
+from tests.fixtures_stack import FRONT_END
 from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors, scrape, value
 from tests.streamclient import APOLLO_ACCEPT, SSE_ACCEPT, StreamClient
+from tests.wsclient import GraphQLWSClient
 
 pytestmark = pytest.mark.slow
 
@@ -200,3 +204,36 @@ async def test_nginx_passes_heartbeats_and_events_on_at_once(stack: Stack, trans
         assert result["data"]["blogPublished"]["blog"]["title"] == "through nginx"
         took = (loop.time() - sent) * 1000
         print(f"\n{transport} through nginx: the event arrived {took:.0f} ms after the mutation was sent")
+
+
+async def test_nginx_passes_preflights_and_cors_headers_untouched_and_keeps_the_one_list(stack: Stack):
+    """Through the load balancer, a listed front end's preflight, queries and streams get their
+    headers, its websocket opens, the site's own pages (nginx's origin) too, and any other page is refused."""
+    preflight = httpx.options(
+        f"{stack.url}/graphql/",
+        headers={
+            "Origin": FRONT_END,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,last-event-id",
+        },
+        timeout=30,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == FRONT_END
+    assert {"authorization", "content-type", "last-event-id"} <= set(
+        preflight.headers["access-control-allow-headers"].split(", ")
+    )
+    query = httpx.post(f"{stack.url}/graphql/", json={"query": "{ __typename }"}, headers={"Origin": FRONT_END})
+    assert query.headers["access-control-allow-origin"] == FRONT_END
+    for accept in (SSE_ACCEPT, APOLLO_ACCEPT):
+        async with StreamClient(stack.url, FOLLOW, accept=accept, headers={"Origin": FRONT_END}) as client:
+            assert client.response is not None and client.streaming
+            assert client.response.headers["access-control-allow-origin"] == FRONT_END
+
+    for origin in (FRONT_END, stack.url):
+        socket = await GraphQLWSClient(stack.ws_url).connect(additional_headers={"Origin": origin})
+        await socket.close()
+    for origin in ("https://evil.example", f"{FRONT_END}:8443", stack.url.replace("http:", "https:")):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await GraphQLWSClient(stack.ws_url).connect(additional_headers={"Origin": origin})
+        assert refused.value.response.status_code == 403, origin

@@ -1,5 +1,6 @@
 """The private or undocumented parts of Daphne, Twisted, Autobahn, Channels, channels-redis,
-django-channels-graphql-ws, Django, graphene-django, graphql-core (and pytest-xdist) this project relies on.
+django-channels-graphql-ws, Django, graphene-django, graphql-core, django-cors-headers (and pytest-xdist)
+this project relies on.
 
 Each is used in one place only and pinned in the requirements:
 - Daphne, Twisted, Autobahn: notifications/transports/direct.py (direct writes, close codes,
@@ -10,6 +11,7 @@ Each is used in one place only and pinned in the requirements:
 - Django: project/handlers.py (ASGIHandler's middleware loading and response hop, and its own
   ThreadSensitiveContext deferring to the handler's), api/ratelimit.py (RedisCache's client);
 - graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py;
+- django-cors-headers: notifications/transports/origins.py (whether an origin is listed);
 - pytest-xdist (the test runner, not the product): tests/scheduling.py (the scheduler's scope).
 A
 version bump that changes one of them fails here, loudly, instead of quietly turning a guard
@@ -29,6 +31,7 @@ from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels_graphql_ws import GraphqlWsConsumer
 from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
+from corsheaders.middleware import CorsMiddleware
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
@@ -43,6 +46,7 @@ from twisted.python import failure
 
 from notifications.runtime import layers
 from notifications.transports import direct as transport
+from notifications.transports import origins
 from notifications.transports.consumers import GraphqlConsumer
 from notifications.transports.streams import chunk
 from project.handlers import OneHopASGIHandler
@@ -369,3 +373,15 @@ async def test_django_defers_to_an_outer_thread_sensitive_context_with_an_execut
         async with ThreadSensitiveContext(executor=executor), ThreadSensitiveContext():
             name = await sync_to_async(lambda: threading.current_thread().name, thread_sensitive=True)()
     assert name.startswith("leased")
+
+
+def test_django_cors_headers_decides_whether_an_origin_is_listed_as_origins_py_asks(settings):
+    """notifications/transports/origins.py asks the library's middleware whether a page's origin is
+    listed, so websockets and HTTP streams admit exactly the pages the HTTP answers admit."""
+    assert list(inspect.signature(CorsMiddleware.origin_found_in_white_lists).parameters) == ["self", "origin", "url"]
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com", "http://127.0.0.1:5173"]
+    settings.CORS_ALLOWED_ORIGIN_REGEXES = [r"^http://localhost(:[0-9]{1,5})?$"]
+    assert origins.listed("https://app.example.com") and origins.listed("http://127.0.0.1:5173")
+    assert origins.listed("http://localhost:3000")
+    for other in ("http://127.0.0.1:5174", "http://app.example.com", "https://app.example.com.evil", "null"):
+        assert not origins.listed(other), other

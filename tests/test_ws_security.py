@@ -10,20 +10,35 @@ from tests.wsclient import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLWSClient
 VIEWER = "query { viewer { username } }"
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "http://127.0.0.1.evil.example", "null"])
+FOREIGN = {
+    "another site": lambda port: "https://evil.example",
+    "a suffix of this host": lambda port: "http://127.0.0.1.evil.example",
+    "a sandboxed page": lambda port: "null",
+    "another port of this host": lambda port: f"http://127.0.0.1:{port + 1}",
+    "another scheme": lambda port: f"https://127.0.0.1:{port}",
+    "this host without the port": lambda port: "http://127.0.0.1",
+}
+
+
+@pytest.mark.parametrize("origin", FOREIGN)
 async def test_websockets_from_a_foreign_origin_are_refused(daphne_server, origin):
-    """Cross-site websocket hijacking: a page elsewhere must not ride on a visitor's cookies."""
+    """Cross-site websocket hijacking: a page elsewhere must not ride on a visitor's cookies. An
+    origin is its scheme, host and port: another port of this very host is another page."""
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(
-            daphne_server.ws_url, subprotocols=[TRANSPORT_WS], additional_headers={"Origin": origin}
+            daphne_server.ws_url,
+            subprotocols=[TRANSPORT_WS],
+            additional_headers={"Origin": FOREIGN[origin](daphne_server.port)},
         )
     assert refused.value.response.status_code == 403
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-async def test_websockets_from_an_allowed_origin_connect(daphne_server, host):
+async def test_websockets_from_the_sites_own_origin_connect(daphne_server, host):
+    """The page's origin is the one the socket was opened to, under any host name the site answers to."""
     origin = f"http://{host}:{daphne_server.port}"
-    client = await GraphQLWSClient(daphne_server.ws_url).connect(additional_headers={"Origin": origin})
+    client = GraphQLWSClient(f"ws://{host}:{daphne_server.port}/graphql/")
+    await client.connect(additional_headers={"Origin": origin})
     try:
         assert (await client.execute(VIEWER))["payload"] == {"data": {"viewer": None}}
     finally:

@@ -288,11 +288,13 @@ class DirectStream(_DirectWrites):
     anything it writes.
     """
 
-    __slots__ = ("_last_send", "asgi_send", "chunked", "request")
+    __slots__ = ("_last_send", "asgi_send", "chunked", "headers", "request")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """`headers`: added to whichever response this becomes (a stream or a refusal), e.g. CORS's."""
         super().__init__()
         self.asgi_send = send
+        self.headers = headers or []
         self.request = daphne_http_request(send)
         self.chunked = False
         self._last_send: asyncio.Future[None] | None = None  # ASGI sends, in order (not under Daphne)
@@ -312,7 +314,7 @@ class DirectStream(_DirectWrites):
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, more: bool = True) -> None:
         """Send the status, the headers and the first bytes (the whole response when not `more`)."""
-        self._reply({"type": "http.response.start", "status": status, "headers": headers})
+        self._reply({"type": "http.response.start", "status": status, "headers": headers + self.headers})
         self._reply({"type": "http.response.body", "body": body, "more_body": more})
         if self.request is not None and more:
             self.chunked = http_chunked(self.request)

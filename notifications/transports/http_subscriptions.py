@@ -30,7 +30,6 @@ from urllib.parse import parse_qs
 import graphql
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 from django.urls import reverse
 from graphql.language.ast import OperationType
 
@@ -44,10 +43,9 @@ from core.client_ip import scope_ip
 from core.request_id import bind_request_id, request_id_from
 from notifications.hub import subscribe
 from notifications.hub.hub import HubUnavailable
-from notifications.transports import connections, revocation
+from notifications.transports import connections, origins, revocation
 from notifications.transports.direct import DirectStream
 from notifications.transports.limits import release_connection_slot, take_connection_slot
-from notifications.transports.origins import origin_allowed
 from notifications.transports.streams import STREAMS, HttpStream, response_headers
 
 logger = logging.getLogger("notifications.streams")
@@ -78,7 +76,7 @@ class HttpSubscriptions:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> Any:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] not in ("GET", "POST"):
             return await self.app(scope, receive, send)
-        headers = _headers(scope)
+        headers = origins.scope_headers(scope)
         transport = spec.stream_for(headers.get("accept"), scope["method"])
         if transport is None:
             return await self.app(scope, receive, send)
@@ -112,9 +110,10 @@ class Subscriber:
         self.request_id = request_id
         self.ip = scope_ip(scope)
         self.credential: Credential | None = None
+        self.admission = origins.admit(scope, headers)  # the page's right to subscribe, its CORS headers
 
     async def serve(self, verdict: validation.Verdict, params: tuple[Any, ...], receive: Receive, send: Send) -> None:
-        direct = DirectStream(send)
+        direct = DirectStream(send, self.admission.headers)
         try:
             subscribing = await self.check(verdict, params)
         except Refusal as refusal:
@@ -156,7 +155,7 @@ class Subscriber:
         """The checks a websocket subscription passes too, then the one subscribe flow; or Refusal."""
         _, variables, operation_name = params[:3]
         process.install()
-        if not origin_allowed(self.headers.get("origin")):  # as websocket handshakes are (403)
+        if not self.admission.allowed:  # as websocket handshakes are (403)
             message = "Subscriptions are not served to pages of this origin."
             raise Refusal([graphql.GraphQLError(message, extensions=_code("FORBIDDEN"))], 403)
         try:
@@ -252,15 +251,6 @@ def _code(code: str) -> dict[str, Any]:
     return {"code": code}
 
 
-def _headers(scope: dict[str, Any]) -> dict[str, str]:
-    """Request headers by lower-case name; repeated ones joined as RFC 9110 allows."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
-
-
 async def _read_body(receive: Receive) -> tuple[bytes | None, list[dict[str, Any]]] | None:
     """The whole body and the messages it came in, or (None, messages) past Django's upload limit.
 
@@ -300,16 +290,10 @@ async def _until_disconnected(receive: Receive) -> None:
 
 def _served_here(scope: dict[str, Any], headers: dict[str, str]) -> bool:
     """Django would answer this request itself (a host it refuses, a redirect to HTTPS) when False."""
-    domain, _ = split_domain_port(headers.get("host", ""))
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]  # what Django allows then
-    if not domain or not validate_host(domain, allowed):
+    origin = origins.site_origin(scope, headers)
+    if origin is None:
         return False
-    proxy_header, secure_value = settings.SECURE_PROXY_SSL_HEADER or (None, None)
-    forwarded_proto = headers.get(proxy_header[5:].replace("_", "-").lower()) if proxy_header else None
-    secure = scope.get("scheme") == "https" or (forwarded_proto or "").split(",")[0].strip() == secure_value
-    return secure or not getattr(settings, "SECURE_SSL_REDIRECT", False)
+    return origin.startswith("https:") or not getattr(settings, "SECURE_SSL_REDIRECT", False)
 
 
 def _parameters(scope: dict[str, Any], headers: dict[str, str], body: bytes) -> tuple[Any, ...] | None:
