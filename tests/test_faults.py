@@ -136,6 +136,51 @@ async def test_concurrent_publishers_reach_subscribers_in_cursor_order(stack: St
             await client.close()
 
 
+BLOG_CHANGED = """subscription Changes($author: String, $after: String) {
+  blogChanged(author: $author, after: $after) { cursor kind blogId }
+}"""
+
+
+async def test_concurrent_creations_edits_and_deletions_reach_subscribers_once_in_commit_order(stack: Stack, writer):
+    """Six writers on PostgreSQL, each creating, editing and deleting at once: every instance's
+    subscriber gets every change once, numbers consecutive, and each blog's changes in the order
+    they were made (created, then edited, then deleted)."""
+    api, username, _ = writer
+    start = assert_no_errors(api.post(LATEST_CURSOR))["latestCursor"]
+    clients = [await GraphQLWSClient(instance.ws_url).connect() for instance in stack.instances]
+    try:
+        for client in clients:
+            await client.subscribe(BLOG_CHANGED, {"author": username, "after": start})
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "tests/scripts/concurrent_publishers.py", "6", "10", "mixed"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **stack.env, "PUBLISHER_USERNAME": username},
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        expected = 6 * (10 + 10 + 5)
+        first = seq_from_cursor(start) + 1
+        for client in clients:
+            changes = []
+            for _ in range(expected):
+                message = await client.next_data(20)
+                changes.append(message["payload"]["data"]["blogChanged"])
+            assert [seq_from_cursor(c["cursor"]) for c in changes] == list(range(first, first + expected))
+            by_blog: dict[str, list[str]] = {}
+            for change in changes:
+                by_blog.setdefault(change["blogId"], []).append(change["kind"])
+            assert len(by_blog) == 60
+            assert all(
+                kinds in (["CREATED", "UPDATED"], ["CREATED", "UPDATED", "DELETED"]) for kinds in by_blog.values()
+            )
+            assert sum(kinds[-1] == "DELETED" for kinds in by_blog.values()) == 30
+    finally:
+        for client in clients:
+            await client.close()
+
+
 class StalledReader:
     """A websocket client on a plain socket that subscribes and then reads nothing until told to.
 

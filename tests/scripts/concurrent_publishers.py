@@ -4,6 +4,11 @@ Run against a real PostgreSQL (DATABASE_URL). Prints one JSON line:
 - seq_holes_seen: times the reader saw a sequence number committed while a smaller one was
   still missing. Must be 0: that is what makes `after:` resume gap-free.
 - id_holes_seen: the same for blog ids (a database sequence), for contrast: these can happen.
+
+With a third argument `mixed`, each writer also edits every blog it creates and deletes every
+other one, all through the services: creations, edits and deletions interleave across writers.
+A deletion takes its blog's earlier log entries with it, so the hole counts are not kept then
+(`null`); the subscribers' side (tests/test_faults.py) checks the order instead.
 """
 
 import json
@@ -28,6 +33,7 @@ from notifications.models import Publication  # noqa: E402
 
 WRITERS = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 PER_WRITER = int(sys.argv[2]) if len(sys.argv) > 2 else 25
+MIXED = len(sys.argv) > 3 and sys.argv[3] == "mixed"
 
 
 def main() -> None:
@@ -39,7 +45,11 @@ def main() -> None:
 
     def write() -> None:
         for i in range(PER_WRITER):
-            services.blog_create(author=author, title=f"concurrent {threading.get_ident()} {i}", content="c")
+            blog = services.blog_create(author=author, title=f"concurrent {threading.get_ident()} {i}", content="c")
+            if MIXED:
+                services.blog_update(author=author, blog_id=blog.pk, content="edited")
+                if i % 2:
+                    services.blog_delete(author=author, blog_id=blog.pk)
         connection.close()
 
     def watch() -> None:
@@ -62,6 +72,8 @@ def main() -> None:
         thread.join()
     done.set()
     watcher.join()
+    if MIXED:
+        seen["seq_holes_seen"] = seen["id_holes_seen"] = None
     seen["published"] = Publication.objects.filter(seq__gt=base_seq).count()
     seen["first_seq"] = base_seq + 1
     print(json.dumps(seen))
