@@ -385,3 +385,26 @@ def test_django_cors_headers_decides_whether_an_origin_is_listed_as_origins_py_a
     assert origins.listed("http://localhost:3000")
     for other in ("http://127.0.0.1:5174", "http://app.example.com", "https://app.example.com.evil", "null"):
         assert not origins.listed(other), other
+
+
+def test_channels_redis_group_send_is_what_the_layer_pipelines(redis_server):
+    """notifications/runtime/layers.py sends to a group in two round trips with channels-redis's
+    own script, keys and serialisation: the library's group_send must still be made of them."""
+    source = inspect.getsource(ChannelsRedisLayer.group_send)
+    library_script = source.split('"""')[3] if source.count('"""') >= 4 else ""
+    assert " ".join(library_script.split()) == " ".join(layers.GROUP_SEND_LUA.split())
+    for part in ("self._group_key(group)", "self._map_channel_keys_to_connection(", "self.consistent_hash(group)"):
+        assert part in source, part
+
+    async def roundtrip() -> list[dict[str, Any]]:
+        layer = layers.RedisChannelLayer(hosts=[redis_server.url], capacity=2)
+        try:
+            first, second = await layer.new_channel(), await layer.new_channel()
+            for channel in (first, second):
+                await layer.group_add("internals-group", channel)
+            await layer.group_send("internals-group", {"type": "t", "n": 1})
+            return [await layer.receive(first), await layer.receive(second)]
+        finally:
+            await layer.close_pools()
+
+    assert asyncio.run(roundtrip()) == [{"type": "t", "n": 1}] * 2

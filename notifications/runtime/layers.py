@@ -10,9 +10,16 @@
   server"). For group_send that was a publication lost for live delivery: every hub had already
   rejoined and read the log, and nothing told them to read it again. It is sent once more.
 
+`group_send` is channels-redis's own, in two round trips instead of four (every publication
+goes through it): the group's expired members are dropped and the rest read in one pipeline,
+then, per Redis connection, every member channel's stale messages dropped and the message added
+in another (the same Lua script channels-redis runs, the same keys and serialisation, built by
+its `_group_key` and `_map_channel_keys_to_connection`).
+
 `ping` asks Redis itself whether the layer can be reached (for /readyz); channels-redis offers no
-public way to, so it uses the layer's `connection(index)`. That and the `create_pool` override are
-channels-redis internals, used here only and checked by tests/test_internals.py.
+public way to, so it uses the layer's `connection(index)`. That, the `create_pool` override and
+the parts `group_send` uses are channels-redis internals, used here only and checked by
+tests/test_internals.py.
 
 All three hold in both of the host forms channels-redis knows: a URL (`{"address": ...}`), and
 its Sentinel form (`{"sentinels": [...], "master_name": ..., "sentinel_kwargs": ...}`), where
@@ -20,12 +27,33 @@ every connection asks the sentinels for the master's address when it (re)connect
 failover the next command reaches the new master.
 """
 
+import logging
+import time
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as BaseRedisChannelLayer
 from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+logger = logging.getLogger(__name__)
+
+# channels-redis's group_send script: each member channel gets the message unless it is full.
+# ARGV: the messages, one per key; the capacities, one per key; the time; the expiry.
+GROUP_SEND_LUA = """
+local over_capacity = 0
+local current_time = ARGV[#ARGV - 1]
+local expiry = ARGV[#ARGV]
+for i=1,#KEYS do
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
+        redis.call('ZADD', KEYS[i], current_time, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return over_capacity
+"""
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -76,6 +104,25 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         sentinels which server is the master now (a killed or demoted one is left behind).
         """
         try:
-            await super().group_send(group, message)
+            await self._group_send(group, message)
         except RedisConnectionError:
-            await super().group_send(group, message)
+            await self._group_send(group, message)
+
+    async def _group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert self.require_valid_group_name(group), "Group name not valid"
+        key = self._group_key(group)
+        async with self.connection(self.consistent_hash(group)).pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+            pipe.zrange(key, 0, -1)
+            _, members = await pipe.execute()
+        channel_names = [member.decode("utf8") for member in members]
+        by_connection, messages, capacities = self._map_channel_keys_to_connection(channel_names, message)
+        for index, channel_keys in by_connection.items():
+            async with self.connection(index).pipeline(transaction=False) as pipe:
+                for channel_key in channel_keys:
+                    pipe.zremrangebyscore(channel_key, min=0, max=int(time.time()) - int(self.expiry))
+                args = [messages[k] for k in channel_keys] + [capacities[k] for k in channel_keys]
+                pipe.eval(GROUP_SEND_LUA, len(channel_keys), *channel_keys, *args, time.time(), self.expiry)
+                over_capacity = (await pipe.execute())[-1]
+            if over_capacity:
+                logger.info("%s of %s channels over capacity in group %s", over_capacity, len(channel_names), group)
