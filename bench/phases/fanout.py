@@ -19,34 +19,9 @@ def fanout_and_mixed(bench: Bench) -> None:
     """Subscribers on web-1 (direct): fan-out at growing sizes, idle cost, then mixed subscriptions."""
     assert bench.pool is not None
     web1 = bench.instances[0]
-    # A fresh process: earlier phases grew its heap, and freed memory is reused, not returned,
-    # which would hide the new connections' RSS.
-    web1.restart()
-    bench.publisher.reconnect()  # type: ignore[union-attr]
-    # One subscriber and one event first, so lazy imports are not counted per connection.
-    bench.connect(1, [web1.ws_url], combos(1))
-    bench.warm_up(1)
-    bench.close_clients()
-    rss_empty = rss_bytes(web1.pid)
-    connected = 0
-    for size in bench.config.fanout_sizes:
-        with bench.phase(f"fanout_{size}", needs=(30 if not connected else 60) + RESERVE) as record:
-            if record is None:
-                break
-            record["connect"] = bench.connect(size - connected, [web1.ws_url], combos(1))
-            connected = bench.pool.status()["alive"]
-            record["connected"] = connected
-            record["warm_up"] = bench.warm_up(connected)
-            record.update(
-                bench.events(bench.config.fanout_events, bench.config.fanout_budget, connected, instances=[web1])
-            )
+    connected = fan_out_to_sizes(bench, web1.ws_url, bench.config.fanout_sizes)
     if not connected:
         return
-    with bench.phase("idle", needs=bench.config.idle_seconds + 5 + RESERVE) as record:
-        if record is not None:
-            record.update(bench.idle(connected, [web1], bench.config.idle_seconds))
-            record["empty_instance_rss_mb"] = round(rss_empty / 2**20, 1)
-            record["rss_kb_per_connection"] = round((rss_bytes(web1.pid) - rss_empty) / 1024 / connected, 1)
     mixed: dict[int, Any] = {}
     for count in bench.config.mixed_combos:
         if count == 1 and f"fanout_{bench.config.fanout_sizes[-1]}" in bench.results["phases"]:
@@ -79,3 +54,42 @@ def fanout_and_mixed(bench: Bench) -> None:
     with bench.phase("close_fanout_clients", needs=-1e9) as record:
         if record is not None:
             record["close_and_settle_s"] = bench.close_clients()
+
+
+def fan_out_to_sizes(bench: Bench, url: str, sizes: list[int], *, protocol: str | None = None, prefix: str = "") -> int:
+    """On a fresh web-1: subscribers at `url` at growing `sizes` (a row each), then what they cost
+    idle (rows `<prefix>fanout_<size>` and `<prefix>idle`). Returns how many are connected at the end."""
+    assert bench.pool is not None and bench.publisher is not None
+    web1 = bench.instances[0]
+    over = {"protocol": protocol} if protocol else {}
+    # A fresh process: earlier phases grew its heap, and freed memory is reused, not returned,
+    # which would hide the new connections' RSS.
+    web1.restart()
+    bench.publisher.reconnect()
+    # One subscriber and one event first, so lazy imports are not counted per connection.
+    bench.connect(1, [url], combos(1), **over)
+    bench.warm_up(1)
+    bench.close_clients()
+    rss_empty = rss_bytes(web1.pid)
+    connected = 0
+    for size in sizes:
+        with bench.phase(f"{prefix}fanout_{size}", needs=(30 if not connected else 60) + RESERVE) as record:
+            if record is None:
+                break
+            record.update(over)
+            record["connect"] = bench.connect(size - connected, [url], combos(1), **over)
+            connected = bench.pool.status()["alive"]
+            record["connected"] = connected
+            record["warm_up"] = bench.warm_up(connected)
+            record.update(
+                bench.events(bench.config.fanout_events, bench.config.fanout_budget, connected, instances=[web1])
+            )
+    if not connected:
+        return 0
+    with bench.phase(f"{prefix}idle", needs=bench.config.idle_seconds + 5 + RESERVE) as record:
+        if record is not None:
+            record.update(bench.idle(connected, [web1], bench.config.idle_seconds))
+            record.update(over)
+            record["empty_instance_rss_mb"] = round(rss_empty / 2**20, 1)
+            record["rss_kb_per_connection"] = round((rss_bytes(web1.pid) - rss_empty) / 1024 / connected, 1)
+    return connected
