@@ -4,7 +4,12 @@ In-process, on the test database: what each path writes to the log and what it q
 the commit. tests/test_changes.py proves the same from outside, on real processes.
 """
 
+import asyncio
+from typing import Any
+
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core import serializers
 from django.core.management import call_command
 from django.db import transaction
@@ -12,6 +17,7 @@ from django.db import transaction
 from api import services
 from api.models import Author, Blog
 from notifications.models import ChangeKind, Publication
+from notifications.publishing.broadcast import HUB_GROUP, publication_from
 from notifications.publishing.log import publications_between
 from notifications.publishing.signals import BlogFixtureRefused
 from tests.factories import AuthorFactory, BlogFactory
@@ -150,3 +156,36 @@ def test_a_fixture_that_would_overwrite_a_blog_is_refused(tmp_path):
     with pytest.raises(BlogFixtureRefused):
         call_command("loaddata", str(fixture), verbosity=0)
     assert Blog.objects.get(pk=blog.pk).title != "From a fixture"
+
+
+def hub_messages(layer: Any, channel: str) -> list[dict[str, Any]]:
+    messages = []
+    while True:
+        try:
+            messages.append(async_to_sync(asyncio.wait_for)(layer.receive(channel), 0.05))
+        except TimeoutError:
+            return messages
+
+
+def test_a_blog_deleted_in_the_transaction_that_wrote_it_has_none_of_its_text_broadcast(
+    django_capture_on_commit_callbacks,
+):
+    """The in-memory channel layer the hubs listen on (tests run without Redis): what is sent after the commit."""
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(HUB_GROUP, channel)
+    kept = BlogFactory.create(title="Kept")
+    hub_messages(layer, channel)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        doomed = Blog.objects.create(author=kept.author, title="Secret", content="Secret text")
+        doomed.title = "Secret, edited"
+        doomed.save()
+        kept.title = "Kept, edited"
+        kept.save()
+        doomed.delete()
+    sent = [publication_from(message) for message in hub_messages(layer, channel)]
+    assert "Secret" not in repr(sent)
+    assert [(p.kind.value, p.blog.title if p.blog else None) for p in sent if p] == [
+        ("updated", "Kept, edited"),
+        ("deleted", None),
+    ]
