@@ -104,7 +104,8 @@ class Query(graphene.ObjectType):
         required=True,
         description=(
             "The cursor of the newest publication. Read it with your first `blogs` query, then subscribe with "
-            "`blogPublished(after: latestCursor)`: everything published since is delivered, with no gap."
+            "`blogPublished(after: latestCursor)` or `blogChanged(after: latestCursor)`: everything published "
+            "(or changed) since is delivered, with no gap."
         ),
     )
 

@@ -126,9 +126,9 @@ async def test_replay_skips_deleted_blogs_and_respects_the_author_filter(daphne_
 @pytest.mark.parametrize(
     ("cursor", "reason"),
     [
-        ("not a cursor!", "not a blogPublished cursor"),
+        ("not a cursor!", "not a blogPublished or blogChanged cursor"),
         ("cHViOjk5OTk5OTk", "Unknown cursor"),
-        ("cHViOi0x", "not a blogPublished cursor"),
+        ("cHViOi0x", "not a blogPublished or blogChanged cursor"),
     ],
 )
 async def test_bad_cursors_are_bad_user_input(daphne_server, protocol, cursor, reason):

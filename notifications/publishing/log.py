@@ -98,7 +98,7 @@ def resume_point(cursor: str) -> int:
     try:
         seq = seq_from_cursor(cursor)
     except ValueError:
-        raise BadUserInput(f"'{cursor}' is not a blogPublished cursor. {refetch}") from None
+        raise BadUserInput(f"'{cursor}' is not a blogPublished or blogChanged cursor. {refetch}") from None
     if seq > last_published_seq():
         raise BadUserInput(f"Unknown cursor '{cursor}'. {refetch}")
     cutoff = timezone.now() - timedelta(seconds=settings.PUBLICATION_RETENTION_SECONDS)
