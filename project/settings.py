@@ -247,7 +247,7 @@ LOGGING = logging_config(structured=LOG_JSON, level=LOG_LEVEL)
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
-# How far back `blogPublished(after: cursor)` can replay; older cursors must refetch.
+# How far back `after: cursor` (of either subscription) can replay; older cursors must refetch.
 PUBLICATION_RETENTION_SECONDS = int(os.environ.get("PUBLICATION_RETENTION_SECONDS", str(7 * 24 * 3600)))
 # A subscriber whose socket holds more unread bytes than this is closed with 1013 (it resumes);
 # an HTTP subscription stream is ended the same way.

@@ -4,7 +4,7 @@ A *cohort* is the subscribers whose result for an event is byte for byte the sam
 document (with `after:` left out: publish ignores it), operation and variables. The hub renders
 an event once per cohort and writes that one result to every member's connection.
 
-Its members are `subscription.LiveSubscription`s: one `blogPublished` operation on one connection.
+Its members are `subscription.LiveSubscription`s: one subscription operation on one connection.
 """
 
 from __future__ import annotations

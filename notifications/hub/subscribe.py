@@ -25,7 +25,7 @@ from notifications.hub.subscription import Connection, LiveSubscription
 
 @dataclass(frozen=True, slots=True)
 class Subscribing:
-    """A checked `blogPublished` operation, not yet on any connection."""
+    """A checked subscription operation (`blogPublished` or `blogChanged`), not yet on any connection."""
 
     cohort_key: Hashable
     document: graphql.DocumentNode

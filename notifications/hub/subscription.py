@@ -1,4 +1,4 @@
-"""What a subscriber is: one `blogPublished` operation (a `LiveSubscription`) on one `Connection`.
+"""What a subscriber is: one `blogPublished` or `blogChanged` operation (a `LiveSubscription`) on one `Connection`.
 
 The hub writes to a subscription's connection and nothing else of its transport; the transports
 (notifications/transports/) implement `Connection`.

@@ -2,8 +2,8 @@
 
 A request whose `Accept` asks for a stream (graphql_over_http.stream_for: `text/event-stream`, or
 Apollo's `multipart/mixed;subscriptionSpec=1.0` on a POST) and whose document is a valid
-`blogPublished` subscription is served here, on the event loop: no Django request, middleware
-chain or thread hop per stream, and nothing held while it idles but the stream itself. Every
+subscription (`blogPublished` or `blogChanged`) is served here, on the event loop: no Django
+request, middleware chain or thread hop per stream, and nothing held while it idles but the stream itself. Every
 other request, including a subscription whose document fails a check, goes on to Django with
 its body replayed: the view answers it (an SSE-only client in graphql-sse's own way, in an
 event stream), so one place words every GraphQL error. Anything unusual (another body type, a

@@ -1,6 +1,6 @@
 """Subscriptions over HTTP: a graphql-sse event stream or an Apollo multipart response per subscription.
 
-Each stream is one `blogPublished` subscription on one HTTP response, a `hub.subscription.Connection`
+Each stream is one subscription (`blogPublished` or `blogChanged`) on one HTTP response, a `hub.subscription.Connection`
 as a websocket is, so the hub, keep-alives, the SIGTERM drain and the metrics treat both alike.
 Events are written straight to the socket under Daphne (transports/direct.DirectStream) from
 bytes built once per event and transport (`frames.EventFrames`), so a fan-out costs one lookup and
