@@ -91,6 +91,45 @@ def credential_problem(credential: Credential) -> str | None:
     return None
 
 
+def credential_problems(credentials: list[Credential]) -> dict[Credential, str]:
+    """credential_problem for many at once: one query for all the tokens, one for the session
+    authors, and one session-store read per browser session. Only the credentials that ended."""
+    found: dict[Credential, str] = {}
+    now = timezone.now()
+    tokens = [credential for credential in credentials if credential.token_id is not None]
+    sessions = [credential for credential in credentials if credential.token_id is None]
+    rows = {
+        pk: (revoked, expires_at, active)
+        for pk, revoked, expires_at, active in ApiToken.objects.filter(
+            pk__in={credential.token_id for credential in tokens}
+        ).values_list("pk", "revoked", "expires_at", "author__is_active")
+    }
+    for credential in tokens:
+        row = rows.get(credential.token_id or 0)
+        if row is None or row[0]:
+            found[credential] = REVOKED
+        elif row[1] <= now:
+            found[credential] = EXPIRED
+        elif not row[2]:
+            found[credential] = DEACTIVATED
+    if sessions:
+        active = dict(
+            Author.objects.filter(pk__in={credential.author.pk for credential in sessions}).values_list(
+                "pk", "is_active"
+            )
+        )
+        store = import_module(settings.SESSION_ENGINE).SessionStore()
+        for credential in sessions:
+            is_active = active.get(credential.author.pk)
+            if is_active is None:
+                found[credential] = DELETED
+            elif not is_active:
+                found[credential] = DEACTIVATED
+            elif credential.session_key is not None and not store.exists(credential.session_key):
+                found[credential] = SIGNED_OUT
+    return found
+
+
 def blog_list(*, author_username: str | None = None, load: BlogLoad | None = None) -> QuerySet[Blog]:
     """Newest first."""
     blogs = Blog.objects.all()

@@ -280,6 +280,11 @@ def env_int(name: str, default: int) -> int:
 API_TOKEN_TTL_SECONDS = env_int("API_TOKEN_TTL_SECONDS", 30 * 24 * 3600)
 if API_TOKEN_TTL_SECONDS < 1:
     raise ImproperlyConfigured(f"API_TOKEN_TTL_SECONDS must be at least 1, got {API_TOKEN_TTL_SECONDS}.")
+# Each process with signed-in sockets rechecks their credentials this often (two queries), so a
+# revocation whose announcement could not be sent still closes them (docs/security.md).
+AUTH_RECHECK_SECONDS = env_int("AUTH_RECHECK_SECONDS", 60)
+if AUTH_RECHECK_SECONDS < 1:
+    raise ImproperlyConfigured(f"AUTH_RECHECK_SECONDS must be at least 1, got {AUTH_RECHECK_SECONDS}.")
 
 
 def env_rate(name: str, default: str) -> tuple[int, int] | None:

@@ -190,3 +190,19 @@ def test_the_admin_revokes_tokens_and_ends_an_authors_access_in_one_action(admin
     assert response.status_code == 302
     assert selectors.credential_by_token(raw) == REVOKED
     assert announced[-1] == AccessEnded(REVOKED, token_ids=(token.pk,))
+
+
+def test_credential_problems_answers_for_many_in_a_few_queries(django_assert_max_num_queries):
+    authors = [AuthorFactory.create() for _ in range(3)]
+    credentials = []
+    for author in authors:
+        credential = selectors.credential_by_token(services.token_create(author=author).raw)
+        assert isinstance(credential, selectors.Credential)
+        credentials.append(credential)
+    ApiToken.objects.filter(pk=credentials[0].token_id).update(revoked=True)
+    Author.objects.filter(pk=authors[1].pk).update(is_active=False)
+    gone = selectors.Credential(authors[2], session_key="no-such-session")
+    with django_assert_max_num_queries(3):
+        problems = selectors.credential_problems([*credentials, gone])
+    assert problems == {credentials[0]: REVOKED, credentials[1]: DEACTIVATED, gone: SIGNED_OUT}
+    assert all(selectors.credential_problem(credential) == problems.get(credential) for credential in credentials)

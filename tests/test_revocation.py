@@ -381,6 +381,28 @@ async def test_a_socket_is_closed_when_its_token_expires_not_at_its_next_write(s
     assert "expired" in result["errors"][0]["message"]
 
 
+@pytest.fixture(scope="module")
+def rechecking(live_env) -> Iterator[DaphneInstance]:
+    """An instance that rechecks its signed-in sockets every second."""
+    with running([DaphneInstance("recheck", {**live_env, "AUTH_RECHECK_SECONDS": "1"})]) as (server,):
+        yield server
+
+
+async def test_a_revocation_whose_announcement_was_lost_still_closes_the_socket(rechecking, live_env, run_manage):
+    """Raw SQL announces nothing, as a failed broadcast would: the periodic recheck closes the socket anyway."""
+    api = LiveApi(rechecking.url)
+    username, token = api.sign_up()
+    client = await signed_in(rechecking.ws_url, token)
+    await client.subscribe(BLOG_PUBLISHED)
+    (token_id,) = await in_thread(token_ids, run_manage, username)
+    with sqlite3.connect(live_env["DATABASE_URL"].removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE api_apitoken SET revoked = 1 WHERE id = ?", (token_id,))
+    revoked_at = time.monotonic()
+    code, reason, arrived = await closed_with(client, timeout=10)
+    assert code == 4403 and "revoked" in reason.lower(), reason
+    assert arrived - revoked_at < 1 + CLOSE_BOUND_SECONDS
+
+
 # ---------------------------------------------------------------------------- subscriptions are public
 
 

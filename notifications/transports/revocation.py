@@ -9,8 +9,9 @@ from outliving its credential:
 - Listening: each process keeps one channel in that group (started by its first signed-in
   connection) and closes its own connections that match by token, author or browser session:
   websockets with 4403 and a reason a person can read, HTTP streams with an UNAUTHENTICATED
-  ending. After losing the channel layer (an announcement may have been missed) it rechecks
-  every signed-in connection of the process against the database.
+  ending. After losing the channel layer (an announcement may have been missed), and every
+  AUTH_RECHECK_SECONDS (one whose sending failed), it rechecks every signed-in connection of
+  the process against the database, in two queries.
 - Expiry: a signed-in connection gets a timer for its token's expiry and closes when it fires.
 
 Nothing here runs per event or per subscriber: one message per revocation per process, one
@@ -31,11 +32,12 @@ from typing import Any, Protocol
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
-from api.selectors import Credential, credential_problem
+from api.selectors import Credential, credential_problems
 from api.signals import DEACTIVATED, DELETED, EXPIRED, REVOKED, SIGNED_OUT, AccessEnded, access_ended
 from core import metrics
 from notifications.publishing.events import UNREACHABLE
@@ -198,7 +200,7 @@ def broadcast(ended: AccessEnded) -> None:
         metrics.revocation_broadcast(failed=True)
         logger.error(
             "Announcing ended credentials (%s) failed, the channel layer is unreachable (%s: %s); their "
-            "sockets' writes are refused, and each instance rechecks its sockets when it reconnects",
+            "sockets' writes are refused, and instances close them at their next recheck (AUTH_RECHECK_SECONDS)",
             ended.reason,
             type(error).__name__,
             error,
@@ -254,6 +256,7 @@ class Listener:
 
     async def _run(self) -> None:
         renewing = asyncio.ensure_future(self._renew())
+        rechecking = asyncio.ensure_future(self._recheck_every(float(settings.AUTH_RECHECK_SECONDS)))
         failures = 0
         try:
             while True:
@@ -275,6 +278,7 @@ class Listener:
                     await asyncio.sleep(delay)
         finally:
             renewing.cancel()
+            rechecking.cancel()
 
     def _received(self, message: dict[str, Any]) -> None:
         if message.get("type") != MESSAGE_TYPE:
@@ -285,6 +289,14 @@ class Listener:
             logger.error("Unreadable %s message (%s); rechecking every signed-in connection", MESSAGE_TYPE, error)
             raise
         end_access(ended)
+
+    async def _recheck_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await recheck()
+            except Exception as error:  # the database down: the next round, or the writes' own check
+                logger.warning("Rechecking signed-in connections failed: %s: %s", type(error).__name__, error)
 
     async def _renew(self) -> None:
         interval = max(0.5, min(60.0, float(getattr(self.layer, "group_expiry", 86400)) / 3))
@@ -304,15 +316,16 @@ class Listener:
 async def recheck() -> int:
     """Check every signed-in connection of this process against the database; close those that ended.
 
-    Runs after the channel layer was unreachable (announcements may have been lost meanwhile):
-    one read per distinct credential, not per message or per event.
+    Runs when the channel-layer membership is (re)made (announcements may have been lost
+    meanwhile) and every AUTH_RECHECK_SECONDS (an announcement whose sending failed): two
+    queries for the whole process (selectors.credential_problems), not one per event or socket.
     """
     distinct: dict[Credential, list[SignedIn]] = {}
     for connection, credential in list(_sign_ins.credentials.items()):
         distinct.setdefault(credential, []).append(connection)
     if not distinct:
         return 0
-    problems = await database_sync_to_async(_problems)(list(distinct))
+    problems = await database_sync_to_async(credential_problems)(list(distinct))
     closed = 0
     for credential, reason in problems.items():
         for connection in distinct[credential]:
@@ -321,15 +334,6 @@ async def recheck() -> int:
     if closed:
         logger.warning("Closed %d connection(s) whose sign-in ended while announcements could not arrive", closed)
     return closed
-
-
-def _problems(credentials: list[Credential]) -> dict[Credential, str]:
-    found: dict[Credential, str] = {}
-    for credential in credentials:
-        problem = credential_problem(credential)
-        if problem is not None:
-            found[credential] = problem
-    return found
 
 
 _listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Listener] = weakref.WeakKeyDictionary()
