@@ -1,7 +1,7 @@
 """What serving other origins costs: django-cors-headers per HTTP request, the origin check and the
 CORS headers per HTTP stream and per websocket handshake. In-process, production settings.
 
-    .venv/bin/python -m bench.cors [--origins 3] [--rounds 20000]
+    .venv/bin/python -m bench.cors [--origins 3] [--rounds 20000] [--out bench/results/DATE-cors.md]
 
 Prints CPU microseconds per call (the median of 7 runs): the middleware alone around a view that does
 nothing (a listed origin, an unlisted one, none, a preflight), then a whole `{ __typename }` query
@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 REPEATS = 7
 
@@ -50,7 +51,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.cors", description=__doc__)
     parser.add_argument("--origins", type=int, default=3, help="origins in CORS_ALLOWED_ORIGINS (default 3)")
     parser.add_argument("--rounds", type=int, default=20_000, help="calls per run (default 20000)")
+    parser.add_argument("--out", help="also write what is printed to this file (Markdown)")
     args = parser.parse_args(argv)
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        """Print, and keep for --out."""
+        lines.append(text)
+        print(text, flush=True)
 
     listed = [f"https://app{i}.example.com" for i in range(args.origins)]
     os.environ.update(
@@ -77,7 +85,11 @@ def main(argv: list[str] | None = None) -> None:
 
     setup_test_environment()
     rounds = args.rounds
-    print(f"CORS_ALLOWED_ORIGINS: {args.origins} origins; {rounds} calls per run, median of {REPEATS} runs\n")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    say(f"# bench.cors, {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    say("```")
+    say(f"{os.cpu_count()} cores, load average {load} at start (shared machine: CPU time of this process, not wall)")
+    say(f"CORS_ALLOWED_ORIGINS: {args.origins} origins; {rounds} calls per run, median of {REPEATS} runs\n")
 
     # 1. The middleware alone: what it adds around any view.
     factory = RequestFactory()
@@ -94,10 +106,10 @@ def main(argv: list[str] | None = None) -> None:
             "/graphql/", HTTP_ORIGIN=listed[-1], HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST"
         ),
     }
-    print("django-cors-headers per request (µs, beyond a view that does nothing):")
+    say("django-cors-headers per request (µs, beyond a view that does nothing):")
     for name, request in requests.items():
         spent, baseline = paired_us(partial(middleware, request), partial(bare, request), rounds)
-        print(f"  {name:<22} {spent - baseline:6.1f}")
+        say(f"  {name:<22} {spent - baseline:6.1f}")
 
     # 2. A whole request through the real chain and the GraphQL view, with and without the middleware.
     chain = [name for name in django.conf.settings.MIDDLEWARE if "corsheaders" not in name]
@@ -116,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     with_cors, without_cors = paired_us(
         lambda: query(clients["with"]), lambda: query(clients["without"]), max(rounds // 50, 100)
     )
-    print("\na `{ __typename }` query through the middleware chain and the view (µs per request):")
-    print(f"  with CORS {with_cors:8.1f}   without {without_cors:8.1f}   difference {with_cors - without_cors:6.1f}")
+    say("\na `{ __typename }` query through the middleware chain and the view (µs per request):")
+    say(f"  with CORS {with_cors:8.1f}   without {without_cors:8.1f}   difference {with_cors - without_cors:6.1f}")
 
     # 3. What an HTTP stream and a websocket handshake pay in origins.py (their own code paths).
     scope = {
@@ -134,13 +146,16 @@ def main(argv: list[str] | None = None) -> None:
     headers = origins.scope_headers(scope)
     own = {**headers, "origin": "http://api.example.com"}
     with override_settings(ALLOWED_HOSTS=["api.example.com"]):
-        print("\nper HTTP stream / websocket handshake (µs):")
+        say("\nper HTTP stream / websocket handshake (µs):")
         for name, call in {
             "stream, listed origin": lambda: origins.admit(scope, headers),
             "stream, the site's own origin": lambda: origins.admit(scope, own),
             "handshake, listed origin (headers read too)": lambda: origins.admit(scope, origins.scope_headers(scope)),
         }.items():
-            print(f"  {name:<44} {per_call_us(call, rounds):6.1f}")
+            say(f"  {name:<44} {per_call_us(call, rounds):6.1f}")
+    say("```")
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
