@@ -177,6 +177,38 @@ async def test_a_listed_page_reads_and_writes_with_a_bearer_token(page_of, front
     assert created["requestId"]  # exposed: a script can report the id an error names
 
 
+APOLLO_OPERATIONS = """async ([url, token, query, mutation, variables]) => {
+  const { ApolloClient, HttpLink, InMemoryCache, gql } = window.apollo;
+  const client = new ApolloClient({
+    link: new HttpLink({ uri: url, headers: { Authorization: `Bearer ${token}` } }),
+    cache: new InMemoryCache(),
+  });
+  try {
+    const read = await client.query({ query: gql(query), fetchPolicy: "no-cache" });
+    const written = await client.mutate({ mutation: gql(mutation), variables });
+    return { viewer: read.data.viewer.username, title: written.data.createBlog.blog.title };
+  } catch (error) {
+    return { error: String(error) };
+  }
+}"""
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "unlisted"])
+async def test_apollo_clients_queries_and_mutations_work_from_a_listed_page_only(page_of, front_ends, cors_api, listed):
+    api = LiveApi(cors_api.url)
+    username, token = api.sign_up()
+    page = await page_of(front_ends[0] if listed else front_ends[1])
+    title = unique_name("apollo")
+    result = await page.evaluate(
+        APOLLO_OPERATIONS, [graphql_url(cors_api), token, VIEWER, CREATE_BLOG, {"title": title}]
+    )
+    if listed:
+        assert result == {"viewer": username, "title": title}
+    else:
+        assert "Failed to fetch" in result["error"]
+        assert title not in json.dumps(api.post("query { blogs(first: 20) { edges { node { title } } } }"))
+
+
 @pytest.mark.parametrize("client", SUBSCRIBE)
 async def test_a_listed_page_receives_a_pushed_blog(page_of, front_ends, cors_api, client):
     api = LiveApi(cors_api.url)
