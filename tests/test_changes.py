@@ -123,7 +123,7 @@ async def test_every_write_path_is_announced_once_in_commit_order_across_instanc
             assert_in_order(events)
             assert events[7]["blog"]["content"] == "through update()"
             await no_more_events(client)
-        everyone = []
+        everyone: list[dict[str, Any]] = []
         while len(everyone) < len(expected) + 2:
             event = (await changes(clients[2], 1))[0]
             if event["blog"] is None or event["blog"]["author"]["username"] == username:

@@ -52,7 +52,8 @@ def test_model_save_of_an_existing_blog_is_an_edit():
     blog.content = "Saved again"
     blog.save()
     assert log() == [("created", blog.pk), ("updated", blog.pk)]
-    assert publications_between(0)[-1].blog.content  # type: ignore[union-attr] == "Saved again"
+    edited = publications_between(0)[-1].blog
+    assert edited is not None and edited.content == "Saved again"
 
 
 def test_a_deletion_leaves_only_a_tombstone_with_the_author_and_no_text():
@@ -172,6 +173,7 @@ def test_a_blog_deleted_in_the_transaction_that_wrote_it_has_none_of_its_text_br
 ):
     """The in-memory channel layer the hubs listen on (tests run without Redis): what is sent after the commit."""
     layer = get_channel_layer()
+    assert layer is not None
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(HUB_GROUP, channel)
     kept = BlogFactory.create(title="Kept")

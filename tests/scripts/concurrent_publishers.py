@@ -72,11 +72,9 @@ def main() -> None:
         thread.join()
     done.set()
     watcher.join()
-    if MIXED:
-        seen["seq_holes_seen"] = seen["id_holes_seen"] = None
     seen["published"] = Publication.objects.filter(seq__gt=base_seq).count()
     seen["first_seq"] = base_seq + 1
-    print(json.dumps(seen))
+    print(json.dumps({**seen, "seq_holes_seen": None, "id_holes_seen": None} if MIXED else seen))
 
 
 if __name__ == "__main__":
