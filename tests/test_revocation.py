@@ -59,8 +59,13 @@ async def closed_with(client: GraphQLWSClient, timeout: float = 10) -> tuple[int
     assert client.ws is not None
     deadline = time.monotonic() + timeout
     while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"the socket is still open {timeout:g}s later")
         try:
-            await asyncio.wait_for(client.ws.recv(), max(0.01, deadline - time.monotonic()))
+            await asyncio.wait_for(client.ws.recv(), remaining)
+        except TimeoutError:
+            continue
         except websockets.ConnectionClosed as closed:
             arrived = time.monotonic()
             frame = closed.rcvd
