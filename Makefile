@@ -81,7 +81,7 @@ soak: install-dev
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m stack.soak $(SOAK_ARGS)
 
-## bench: the benchmark on real processes (~15 min): bench/results/<date>.json + .md, tables in docs/benchmarks.md
+## bench: the benchmark on real processes (~17 min): bench/results/<date>.json + .md, tables in docs/benchmarks.md
 bench: install-dev
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
