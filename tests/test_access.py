@@ -199,7 +199,7 @@ def test_credential_problems_answers_for_many_in_a_few_queries(django_assert_max
         credential = selectors.credential_by_token(services.token_create(author=author).raw)
         assert isinstance(credential, selectors.Credential)
         credentials.append(credential)
-    ApiToken.objects.filter(pk=credentials[0].token_id).update(revoked=True)
+    ApiToken.objects.filter(author=authors[0]).update(revoked=True)
     Author.objects.filter(pk=authors[1].pk).update(is_active=False)
     gone = selectors.Credential(authors[2], session_key="no-such-session")
     with django_assert_max_num_queries(3):
