@@ -16,9 +16,11 @@ from stack.services import DaphneInstance
 from tests.live import BLOG_PUBLISHED, LiveApi
 from tests.wsclient import GraphQLWSClient
 
+pytestmark = pytest.mark.slow
+
 CACHE_BYTES = 16 * 1024 * 1024
 # The cache's budget, plus what allocator fragmentation and Django's per-request garbage may
-# keep: well under the hundreds of MB the same traffic grew a process by before.
+# keep: well under what the same traffic grows a process by when nothing bounds the cache.
 GROWTH_BOUND = CACHE_BYTES + 24 * 1024 * 1024
 MAX_CHARS = 20_000
 

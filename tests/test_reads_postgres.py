@@ -13,6 +13,7 @@ import pytest
 from stack.services import REPO_ROOT, PostgresCluster
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_reads_hold_on_postgresql():
     with PostgresCluster() as postgres:
