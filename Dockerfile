@@ -1,4 +1,4 @@
-# The web tier: one Daphne process per container, behind nginx (docker-compose.yml).
+# The web tier: one Daphne process per container, behind HAProxy (docker-compose.yml).
 # Settings come from the environment at run time (README, "Configuration"); no secret is
 # baked into the image. Build from a clean clone: docker build -t blog-push .
 

@@ -1,8 +1,8 @@
 """The benchmark harness: the real processes a run measures, and the measurements every phase uses.
 
 Topology: redis-server, a PostgreSQL cluster, up to four Daphne instances of the product
-(web-1..web-4), one Daphne serving the polling baseline (bench.polling_asgi), and nginx
-load balancers (one per phase that goes through nginx). Subscribers live in separate client
+(web-1..web-4), one Daphne serving the polling baseline (bench.polling_asgi), and HAProxy
+load balancers (one per phase that goes through one). Subscribers live in separate client
 processes (bench.clients); this process publishes blogs over HTTP and reads CPU/RSS from /proc
 and database counters from pg_stat_database.
 
@@ -31,7 +31,7 @@ import httpx
 
 from bench.clients import PROBE_PREFIX, ClientPool
 from bench.publisher import Published, Publisher
-from bench.servers import BenchNginx, PgCounters, PollingDaphne, cpu_seconds, raise_nofile, rss_bytes
+from bench.servers import BenchHAProxy, PgCounters, PollingDaphne, cpu_seconds, raise_nofile, rss_bytes
 from stack.services import DaphneInstance, PostgresCluster, RedisServer, migrate, production_env
 
 AUTHOR = "bench"
@@ -358,8 +358,8 @@ class Bench:
             previous = now
         return round(time.monotonic() - began, 1)
 
-    def nginx(self, instances: list[DaphneInstance]) -> BenchNginx:
-        server = BenchNginx([i.port for i in instances])
+    def lb(self, instances: list[DaphneInstance]) -> BenchHAProxy:
+        server = BenchHAProxy([i.port for i in instances])
         self.stack.callback(server.stop)  # also stopped when a phase fails before its own stop()
         server.start()
         return server

@@ -60,7 +60,7 @@ def render(results: dict[str, Any]) -> str:
     rows: list[list[Any]] = []
     for name, label in (
         ("latency_1_instance", "push, 1 instance"),
-        ("latency_2_instances", "push, subscriber on the other instance via nginx"),
+        ("latency_2_instances", "push, subscriber on the other instance via the balancer"),
         ("baseline_polling", "BASELINE: seed's 1 s DB polling"),
     ):
         r = phases.get(name, {})
@@ -105,7 +105,7 @@ def render(results: dict[str, Any]) -> str:
     )
     two = phases.get("two_instances", {})
     two_rows = (
-        [(f"{_v(two.get('subscribers'))} over 2 instances via nginx", two)] if two and not two.get("skipped") else []
+        [(f"{_v(two.get('subscribers'))} over 2 instances via HAProxy", two)] if two and not two.get("skipped") else []
     )
     for label, r in [(f"{n:,} on 1 instance", r) for n, r in fan] + two_rows:
         rows.append(
@@ -202,7 +202,7 @@ def render(results: dict[str, Any]) -> str:
     if storm:
         out += [
             f"**Reconnect storm**: {storm['killed']} killed with {_v(storm['subscribers_on_killed'])} subscribers; "
-            f"{_v(storm['reconnected'])} reconnected through nginx in {_v(storm['reconnect_all_s'])} s; "
+            f"{_v(storm['reconnected'])} reconnected through the balancer in {_v(storm['reconnect_all_s'])} s; "
             f"the next event reached {_v(storm['next_event_received'])}"
             + (
                 f", the one after {_v(storm['second_event_received'])}"
@@ -232,7 +232,7 @@ def render(results: dict[str, Any]) -> str:
             ]
         )
     if rows:
-        out += ["**Scale-out** behind nginx, fixed subscribers per instance, a burst of events back to back:", ""]
+        out += ["**Scale-out** behind HAProxy, fixed subscribers per instance, a burst of events back to back:", ""]
         out += _table(["instances", "subscribers", "events", "delivered", "deliveries/s", "vs 1"], rows)
 
     out += _scaling(phases)
@@ -328,7 +328,7 @@ def _versus(phases: dict[str, Any]) -> list[str]:
     storm = phases.get("fresh_storm")
     if storm and not storm.get("skipped"):
         out += [
-            f"**Fresh-instance connect storm**: {_v(storm.get('subscribers'))} subscribers through nginx to two "
+            f"**Fresh-instance connect storm**: {_v(storm.get('subscribers'))} subscribers through HAProxy to two "
             f"instances started a moment before: {_v(storm.get('refused'))} refused, "
             f"{_v(storm.get('subscribed_and_received'))} subscribed and received the next event; connecting took "
             f"{_v(storm.get('connect_s'), ' s')}.",
@@ -407,7 +407,7 @@ def _scaling(phases: dict[str, Any]) -> list[str]:
         out += [
             f"**Redis failover** (Sentinel, down-after-milliseconds {_v(timings.get('down_after_ms'))}; "
             f"{_v(failover.get('subscribers'))} subscribers on {_v(len(failover.get('instances', [])))} instances, "
-            f"createBlog through nginx at a steady rate; the master SIGKILLed, then restarted as a replica; "
+            f"createBlog through the balancer at a steady rate; the master SIGKILLed, then restarted as a replica; "
             f"stated bound {_v(timings.get('bound_s'))} s):",
             "",
         ]

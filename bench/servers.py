@@ -1,7 +1,7 @@
 """Benchmark-only variants of the stack's services, and what the benchmark reads from them.
 
-- BenchNginx: stack.Nginx with room for tens of thousands of websockets (the stack's config keeps
-  nginx's default 512 worker_connections, fine for tests, not for 10,000 subscribers).
+- BenchHAProxy: stack.HAProxy with room for tens of thousands of websockets, its readiness checks
+  off (the benchmark saturates instances on purpose).
 - PollingDaphne: a Daphne process serving bench.polling_asgi (the seed's polling design).
 - cpu_seconds / rss_bytes: /proc/<pid>/stat and /proc/<pid>/status of processes we started.
 - PgCounters: transaction and row counters of the benchmark database, from pg_stat_database.
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stack.services import DaphneInstance, Nginx, http_ok
+from stack.services import DaphneInstance, HAProxy, http_ok
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -57,38 +57,47 @@ def rss_bytes(pid: int | None) -> int:
         return 0
 
 
-class BenchNginx(Nginx):
-    """nginx with enough connections and file descriptors for the big phases.
+class BenchHAProxy(HAProxy):
+    """The stack's HAProxy config, made to carry the big phases and to stay out of their way.
 
-    A proxied websocket holds two descriptors in nginx. RLIMIT_NOFILE is per process (20,000 here,
-    and it cannot be raised without CAP_SYS_RESOURCE), so 10,000 websockets need two workers,
-    and `reuseport` has the kernel spread new connections evenly over them.
+    A proxied websocket holds two descriptors in HAProxy, and RLIMIT_NOFILE is per process (20,000
+    here, not raisable without CAP_SYS_RESOURCE): 10,000 websockets need two HAProxy processes on
+    the same port (HAProxy binds with SO_REUSEPORT, so the kernel spreads new connections over
+    both). Readiness checks are off and the server timeout is the streams' one: the benchmark
+    measures the instances, and an instance saturated on purpose must not be taken out of rotation
+    or have its slow answers cut. A dead one is still passed over after `timeout connect`.
     """
 
-    workers = 2
-    worker_connections = 65536
+    processes = 2
 
-    def render_template(self) -> str:
-        text = super().render_template()
-        return text.replace(f"listen 127.0.0.1:{self.port};", f"listen 127.0.0.1:{self.port} reuseport backlog=4096;")
+    def __init__(self, upstream_ports: list[int], port: int | None = None) -> None:
+        super().__init__(upstream_ports, port)
+        self.siblings = [_BenchHAProxyProcess(upstream_ports, self.port) for _ in range(self.processes - 1)]
 
-    def _write_config(self) -> Path:
-        conf = super()._write_config()
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        nofile = self.worker_connections * 2 if nofile == resource.RLIM_INFINITY else nofile
-        # Whatever the base config says about these (it changes), ours replaces it.
-        text = re.sub(r"worker_processes [^;]*;\n", "", conf.read_text())
-        text = re.sub(r"worker_rlimit_nofile [^;]*;\n", "", text)
-        text = re.sub(r"events \{[^}]*\}\n", "", text)
-        text = text.replace(
-            "daemon off;\n",
-            f"daemon off;\nworker_processes {self.workers};\nworker_rlimit_nofile {nofile};\n"
-            f"events {{ worker_connections {self.worker_connections}; multi_accept on; }}\n",
-        )
-        # Keep access logging off the hot path (a line per websocket/mutation is pure overhead here).
-        text = text.replace(f"access_log {self.access_log_path};", "access_log off;")
-        conf.write_text(text)
-        return conf
+    def render_config(self) -> str:
+        return _bench_config(super().render_config())
+
+    def start(self) -> None:
+        super().start()
+        for sibling in self.siblings:
+            sibling.start()
+
+    def stop(self) -> None:
+        for sibling in self.siblings:
+            sibling.stop()
+        super().stop()
+
+
+class _BenchHAProxyProcess(HAProxy):
+    def render_config(self) -> str:
+        return _bench_config(super().render_config())
+
+
+def _bench_config(text: str) -> str:
+    text = re.sub(r"^(\s*server web-\d+ \S+) check$", r"\1", text, flags=re.MULTILINE)
+    text = re.sub(r"^(\s*timeout server) \S+$", r"\1 1h", text, flags=re.MULTILINE)
+    # Keep the per-request log line off the hot path (a line per websocket/mutation is pure overhead).
+    return re.sub(r"^(\s*)option httplog$", r"\1no log", text, count=1, flags=re.MULTILINE)
 
 
 class PollingDaphne(DaphneInstance):

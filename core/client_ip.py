@@ -1,7 +1,7 @@
 """Who is on the other end: the peer address, or behind a trusted proxy the client it names.
 
 Per-IP limits are only as good as this. X-Forwarded-For is believed only from TRUSTED_PROXIES
-(nginx), and only its right-most entries that no trusted proxy added; anything further left
+(the balancer), and only its right-most entries that no trusted proxy added; anything further left
 was written by the client and could be forged.
 """
 

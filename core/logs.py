@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line in production, plain text while developing.
 
 Every line written while a request is handled carries its `request_id` (an incoming
-X-Request-ID is reused, so a trace crosses nginx and other services); websocket lines carry a
+X-Request-ID is reused, so a trace crosses the balancer and other services); websocket lines carry a
 `connection_id`. Log aggregators then need no parsing rules, and a user's report with the id
 from the response header leads straight to the lines.
 """

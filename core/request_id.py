@@ -9,8 +9,8 @@ import uuid
 from contextvars import ContextVar
 
 HEADER = "X-Request-ID"
-# nginx's $request_id is 32 hex digits; accept similar ids from a proxy, never arbitrary text
-# (it ends up in log lines).
+# The balancer's unique-id is a UUID (nginx's $request_id: 32 hex digits); accept similar ids from
+# a proxy, never arbitrary text (it ends up in log lines).
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)

@@ -13,8 +13,8 @@ walked from the right, for HTTP and websockets alike.
 Each listening socket also gets a backlog of LISTEN_BACKLOG instead of Twisted's 50. The kernel
 completes a TCP handshake on its own while the socket's queue has room, so a busy instance still
 answers a connect at once; with 50, a reconnect storm overflows the queue, the kernel drops SYNs,
-the client (nginx) retries a second later, and nginx's 500 ms proxy_connect_timeout takes a live
-instance for a dead one and answers 502. Linux caps the figure at net.core.somaxconn.
+the client (the balancer) retries a second later, and its 500 ms `timeout connect` takes a live
+instance for a dead one. Linux caps the figure at net.core.somaxconn.
 
 The process's delivery hub starts as soon as the server runs, not when the first subscriber
 arrives: after a deploy the first subscribers come as a storm, and they then find it delivering.

@@ -6,7 +6,7 @@ set -euo pipefail
 # command -> Debian package
 declare -A needed=(
   [redis-server]=redis-server
-  [nginx]=nginx-light
+  [haproxy]=haproxy
   [initdb]=postgresql
   [chromium]=chromium
   [node]=nodejs  # graphql-http's audits and the other reference clients (tests/js)
@@ -37,6 +37,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the packaged services; the tests start their own on free ports.
-for svc in redis-server nginx postgresql; do
+for svc in redis-server haproxy postgresql; do
   (command -v service >/dev/null && service "$svc" stop >/dev/null 2>&1) || true
 done

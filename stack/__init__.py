@@ -13,7 +13,7 @@ from stack.deployment import Stack
 from stack.sentinel import RedisSentinel, SentinelRedis, SentinelTimings
 from stack.services import (
     DaphneInstance,
-    Nginx,
+    HAProxy,
     PostgresCluster,
     RedisServer,
     Service,
@@ -29,7 +29,7 @@ from stack.services import (
 
 __all__ = [
     "DaphneInstance",
-    "Nginx",
+    "HAProxy",
     "PostgresCluster",
     "RedisSentinel",
     "RedisServer",

@@ -1,5 +1,5 @@
 """Run Redis (--sentinel: a master, a replica and three sentinels), PostgreSQL, N Daphne instances
-and nginx natively until Ctrl-C or SIGTERM."""
+and HAProxy natively until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 

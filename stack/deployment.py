@@ -1,4 +1,4 @@
-"""The whole deployment, natively: Redis (or Sentinel), PostgreSQL, Daphne instances, nginx.
+"""The whole deployment, natively: Redis (or Sentinel), PostgreSQL, Daphne instances, HAProxy.
 
 Built from the single services of stack/services.py and the Sentinel group of stack/sentinel.py.
 """
@@ -15,7 +15,7 @@ from types import TracebackType
 from stack.sentinel import SentinelRedis
 from stack.services import (
     DaphneInstance,
-    Nginx,
+    HAProxy,
     PostgresCluster,
     RedisServer,
     Service,
@@ -31,7 +31,7 @@ from stack.services import (
 
 class Stack:
     """Redis (one server, or a master, a replica and three sentinels) + PostgreSQL (or SQLite)
-    + N Daphne instances behind nginx.
+    + N Daphne instances behind HAProxy.
 
     Use as a context manager, or call `start()` / `stop()`. Whatever was
     started is stopped in reverse order, also when starting fails halfway.
@@ -55,7 +55,7 @@ class Stack:
             self.sentinel = sentinel if isinstance(sentinel, SentinelRedis) else SentinelRedis()
         self.postgres: PostgresCluster | None = None
         self.instances: list[DaphneInstance] = []
-        self.nginx: Nginx | None = None
+        self.lb: HAProxy | None = None
         self.env: dict[str, str] = {}
         self._cleanup = ExitStack()
 
@@ -72,17 +72,17 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return self._started_nginx().url
+        return self._started_lb().url
 
     @property
     def ws_url(self) -> str:
-        return self._started_nginx().ws_url
+        return self._started_lb().ws_url
 
     @property
     def services(self) -> list[Service]:
         """Every service created so far, in start order."""
         redis_services = self.sentinel.services if self.sentinel is not None else [self.redis]
-        candidates = (*redis_services, self.postgres, *self.instances, self.nginx)
+        candidates = (*redis_services, self.postgres, *self.instances, self.lb)
         return [service for service in candidates if service is not None]
 
     def start(self) -> Stack:
@@ -112,7 +112,7 @@ class Stack:
             self.env = {
                 **production_env(database_url, ""),
                 **redis_env,
-                # nginx is the instances' only peer: believe the client address it forwards.
+                # The balancer is the instances' only peer: believe the client address it forwards.
                 "TRUSTED_PROXIES": "127.0.0.1",
                 "DJANGO_STATIC_ROOT": str(static_dir),
                 **self.extra_env,
@@ -126,9 +126,9 @@ class Stack:
             cleanup.callback(stop_all, self.instances)
             start_all(self.instances)
 
-            self.nginx = Nginx([instance.port for instance in self.instances])
-            cleanup.callback(self.nginx.stop)
-            self.nginx.start()
+            self.lb = HAProxy([instance.port for instance in self.instances])
+            cleanup.callback(self.lb.stop)
+            self.lb.start()
 
             self._cleanup = cleanup.pop_all()
         return self
@@ -137,7 +137,7 @@ class Stack:
         """Stop everything started, in reverse order. Idempotent."""
         self._cleanup.close()
 
-    def _started_nginx(self) -> Nginx:
-        if self.nginx is None:
+    def _started_lb(self) -> HAProxy:
+        if self.lb is None:
             raise StackError("the stack is not started")
-        return self.nginx
+        return self.lb

@@ -2,9 +2,9 @@
 
     python -m stack.failover [--rounds 2] [--subscribers 6] [--rate 10]
 
-Subscribers connect through nginx until every instance holds some (told apart by the
+Subscribers connect through the balancer until every instance holds some (told apart by the
 `connection_ack` payload's `instance`), all following one author. A publisher writes `createBlog`
-through nginx at a steady rate, one request at a time, and keeps every response. Each round, the
+through the balancer at a steady rate, one request at a time, and keeps every response. Each round, the
 master the sentinels name is SIGKILLed mid-stream; the drill waits for the sentinels to promote the
 replica, for every subscriber to receive a publication sent after the kill, and then restarts the
 killed node as a replica of the new master (as an operator would), so the next round fails back.
@@ -214,7 +214,7 @@ class Drill:
         self.token = answer["data"]["createAuthor"]["token"]
 
     async def _subscribe(self, index: int, protocol: str) -> Subscriber:
-        """A subscriber through nginx; returns once the server has registered its subscription."""
+        """A subscriber through the balancer; returns once the server has registered its subscription."""
         subscriber = Subscriber(index, protocol)
         ws = await websockets.connect(self.stack.ws_url, subprotocols=[Subprotocol(protocol)], open_timeout=10)
         self._sockets.append(ws)
@@ -258,7 +258,7 @@ class Drill:
             subscriber.problems.append(f"socket closed: {closed}")
 
     async def _connect_subscribers(self) -> None:
-        """Through nginx until every instance holds at least its share (round robin gets there)."""
+        """Through the balancer until every instance holds at least its share (round robin gets there)."""
         names = {instance.name for instance in self.stack.instances}
         per_instance = max(1, self.subscriber_count // len(names))
         counts = dict.fromkeys(names, 0)
@@ -266,7 +266,7 @@ class Drill:
         while min(counts.values()) < per_instance:
             attempts += 1
             if attempts > 20 * self.subscriber_count:
-                raise StackError(f"nginx spread no subscribers evenly enough: {counts}")
+                raise StackError(f"the balancer spread no subscribers evenly enough: {counts}")
             subscriber = await self._subscribe(len(self.subscribers), PROTOCOLS[attempts % 2])
             if counts[subscriber.instance] >= per_instance:
                 await self._sockets.pop().close()

@@ -1,4 +1,4 @@
-"""Real Redis, PostgreSQL, Daphne and nginx processes on free loopback ports.
+"""Real Redis, PostgreSQL, Daphne and HAProxy processes on free loopback ports.
 
 Tests and `make stack` run the same multi-instance deployment as
 docker-compose, but natively: every service is a child process started here,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -35,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NGINX_TEMPLATE = REPO_ROOT / "deploy" / "nginx.conf.template"
+HAPROXY_CONFIG = REPO_ROOT / "deploy" / "haproxy.cfg"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -408,7 +409,7 @@ class DaphneInstance(Service):
     def start(self) -> None:
         env = {**os.environ, **self.env, "INSTANCE_NAME": self.name, "PYTHONUNBUFFERED": "1"}
         self._spawn(
-            # No --proxy-headers (project.server refuses it): the client address behind nginx comes
+            # No --proxy-headers (project.server refuses it): the client address behind the balancer comes
             # from TRUSTED_PROXIES. -v 0: no Daphne access log; the app logs each request itself.
             [
                 sys.executable,
@@ -451,20 +452,23 @@ def running(instances: list[DaphneInstance]) -> Iterator[list[DaphneInstance]]:
         stop_all(instances)
 
 
-class Nginx(Service):
-    """nginx load-balancing over Daphne instances, using deploy/nginx.conf.template."""
+class HAProxy(Service):
+    """HAProxy balancing over Daphne instances by their /readyz, with deploy/haproxy.cfg.
+
+    The config is the one docker-compose runs; only its `server-template` lines (Docker's DNS) are
+    replaced by one `server` line per instance port here, and LB_LISTEN names the loopback port.
+    """
 
     def __init__(
         self,
         upstream_ports: list[int],
         port: int | None = None,
-        template: Path = NGINX_TEMPLATE,
+        config: Path = HAPROXY_CONFIG,
     ) -> None:
-        super().__init__("nginx")
+        super().__init__("haproxy")
         self.upstream_ports = list(upstream_ports)
         self.port = port or free_port()
-        self.template = template
-        self.access_log_path = self.tmp / "access.log"
+        self.config = config
 
     @property
     def url(self) -> str:
@@ -475,51 +479,42 @@ class Nginx(Service):
         return f"ws://127.0.0.1:{self.port}/graphql/"
 
     def start(self) -> None:
-        # -e stderr: errors go to our log from the very start, before the config is read.
-        self._spawn(["nginx", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"])
-        self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz through nginx")
+        self._spawn(self._command(), env=self._env())
+        self._wait_ready(lambda: http_ok(f"{self.url}/healthz"), "GET /healthz through haproxy")
 
     def check_config(self) -> None:
-        """`nginx -t` on the config `start()` would run; StackError with nginx's complaint."""
-        self._run(["nginx", "-t", "-c", str(self._write_config()), "-p", f"{self.tmp}/", "-e", "stderr"])
+        """`haproxy -c` on the config `start()` would run; StackError with HAProxy's complaint."""
+        self._run([*self._command(), "-c"], env=self._env())
 
-    def render_template(self) -> str:
-        """The template with only our two variables replaced; nginx's own $vars stay."""
-        servers = "\n    ".join(f"server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.upstream_ports)
-        return (
-            self.template.read_text()
-            .replace("${NGINX_UPSTREAM_SERVERS}", servers)
-            .replace("${NGINX_PORT}", f"127.0.0.1:{self.port}")
-        )
+    def server_name(self, port: int) -> str:
+        """The name HAProxy's log and state use for the instance on `port`."""
+        return f"web-{self.upstream_ports.index(port) + 1}"
 
-    def _write_config(self) -> Path:
-        """A minimal nginx.conf whose http{} includes the rendered template."""
-        site = self.tmp / "lb.conf"
-        site.write_text(self.render_template())
-        t = self.tmp
-        # As root, workers would switch to `nobody` and could not use our 0700 temp dir.
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        conf = self.tmp / "nginx.conf"
-        conf.write_text(
-            f"{user}daemon off;\n"
-            f"worker_processes 1;\n"
-            f"pid {t}/nginx.pid;\n"
-            f"error_log stderr notice;\n"
-            # Each proxied websocket holds two connections (client and upstream): leave room
-            # for thousands, not nginx's default 512.
-            f"worker_rlimit_nofile 65536;\n"
-            f"events {{ worker_connections 16384; }}\n"
-            f"http {{\n"
-            f"    access_log {self.access_log_path};\n"
-            f"    client_body_temp_path {t}/client_body;\n"
-            f"    proxy_temp_path {t}/proxy;\n"
-            f"    fastcgi_temp_path {t}/fastcgi;\n"
-            f"    uwsgi_temp_path {t}/uwsgi;\n"
-            f"    scgi_temp_path {t}/scgi;\n"
-            f"    include {site};\n"
-            f"}}\n"
-        )
-        return conf
+    def render_config(self) -> str:
+        """The shared config with one `server` line per instance for each DNS template, keeping
+        the template's name prefix and its `check` and `backup` flags."""
+
+        def servers(template: re.Match[str]) -> str:
+            prefix = template.group(1)
+            flags = "".join(f" {flag}" for flag in ("check", "backup") if re.search(rf"\s{flag}\b", template.group(0)))
+            return "\n".join(
+                f"    server {prefix}-{number} 127.0.0.1:{port}{flags}"
+                for number, port in enumerate(self.upstream_ports, start=1)
+            )
+
+        text, count = re.subn(r"^\s*server-template (\S+) .*$", servers, self.config.read_text(), flags=re.MULTILINE)
+        if not count:
+            raise StackError(f"{self.config}: no server-template line to replace")
+        return text
+
+    def _command(self) -> list[str]:
+        config = self.tmp / "haproxy.cfg"
+        config.write_text(self.render_config())
+        # -db: stay in the foreground, log to our log file (the config logs to stdout).
+        return ["haproxy", "-db", "-f", str(config)]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "LB_LISTEN": f"127.0.0.1:{self.port}"}
 
 
 def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:

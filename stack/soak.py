@@ -1,4 +1,4 @@
-"""Soak: publishers and many resuming subscribers through nginx while instances and Redis fail.
+"""Soak: publishers and many resuming subscribers through the balancer while instances and Redis fail.
 
     python -m stack.soak [--subscribers 500] [--minutes 10] [--rate 4] [--instances 3]
 

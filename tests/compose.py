@@ -208,8 +208,8 @@ class Compose:
 
 
 def no_keepalive_client(base_url: str) -> httpx.AsyncClient:
-    """A fresh TCP connection per request: an nginx reload closes idle keep-alive connections, and a
-    request racing that close would be the client's problem, not the stack's."""
+    """A fresh TCP connection per request: the lb closes idle keep-alive connections after a while,
+    and a request racing that close would be the client's problem, not the stack's."""
     return httpx.AsyncClient(base_url=base_url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 

@@ -84,7 +84,7 @@ async def readyz(client: httpx.AsyncClient, url: str) -> tuple[int, dict[str, An
         return 0, {"error": repr(error)}
     try:
         return response.status_code, response.json()
-    except ValueError:  # not from Django: nginx's own error page
+    except ValueError:  # not from Django: the balancer's own error page
         return response.status_code, {"body": response.text[:200]}
 
 

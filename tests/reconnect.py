@@ -8,7 +8,7 @@ import websockets
 
 from tests.wsclient import GraphQLWSClient
 
-# Connecting through nginx to an instance that is down fails in these ways: nginx answers
+# Connecting through the balancer to an instance that is down fails in these ways: it answers
 # the upgrade with 502, or the socket closes before connection_ack.
 CONNECT_FAILURES = (OSError, asyncio.TimeoutError, websockets.InvalidStatus, websockets.ConnectionClosed)
 

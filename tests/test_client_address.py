@@ -1,8 +1,8 @@
-"""The client address behind nginx cannot be forged, through the shipped server command.
+"""The client address behind the balancer cannot be forged, through the shipped server command.
 
-The stack runs `python -m project.server` behind the real nginx and its config. The test talks
-to nginx from other loopback addresses (127.0.0.2, ...) so that it is a client like any other,
-not the trusted proxy itself (nginx is 127.0.0.1).
+The stack runs `python -m project.server` behind the real HAProxy and its config. The test talks
+to HAProxy from other loopback addresses (127.0.0.2, ...) so that it is a client like any other,
+not the trusted proxy itself (HAProxy is 127.0.0.1).
 """
 
 import subprocess
@@ -18,7 +18,7 @@ from tests.live import SIGN_UP, LiveApi, error_codes, unique_name
 from tests.wsclient import GraphQLWSClient
 
 CLIENT = "127.0.0.2"  # an ordinary client
-CDN = "127.0.0.4"  # a proxy in front of nginx that the deployment trusts
+CDN = "127.0.0.4"  # a proxy in front of HAProxy that the deployment trusts
 SIGN_UPS = 3
 WS_PER_ADDRESS = 3
 

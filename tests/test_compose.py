@@ -42,7 +42,7 @@ import websockets
 from playwright.async_api import expect
 
 from scripts.fetch_static_assets import TARBALLS
-from stack.services import NGINX_TEMPLATE, free_port
+from stack.services import HAPROXY_CONFIG, free_port
 from tests.compose import (
     OUT,
     Compose,
@@ -76,18 +76,13 @@ services:
       RATE_LIMIT_SIGN_UPS: "3/3600"
       # The test writes several blogs a second as one author; that limit is tested elsewhere.
       RATE_LIMIT_MUTATIONS: "off"
-  lb:
-    environment:
-      # The lb notices a vanished replica within 12 s instead of 2 s: the failover measurement
-      # then also covers nginx's own bound on a dead replica it still lists (fail_timeout is 5 s).
-      NGINX_FOLLOW_SECONDS: "12"
 """
 SIGN_UPS_PER_ADDRESS = 3
 
-# The bound on a request while replicas are dead: each dead replica nginx still lists costs at
-# most one failed connect (proxy_connect_timeout; nginx never tries one peer twice for a request),
-# plus the request's own time, which on this shared 2-core machine stays far below OWN_TIME
-# (figures.json has the measured maximum before any kill).
+# The bound on a request while replicas are dead: each dead replica the lb still lists costs at
+# most one failed connect (`timeout connect`; the retry goes to another replica: `option
+# redispatch`), plus the request's own time, which on this shared 2-core machine stays far below
+# OWN_TIME (figures.json has the measured maximum before any kill).
 OWN_TIME = 1.0
 QUERY_RATE = 20  # GET requests per second during the failover scenario
 WRITE_INTERVAL = 0.2  # seconds between two createBlog mutations of the writer
@@ -95,15 +90,32 @@ WRITE_INTERVAL = 0.2  # seconds between two createBlog mutations of the writer
 SUBSCRIPTION = "subscription { blogPublished { cursor blog { id title } } }"
 
 
-def connect_timeout() -> float:
-    """proxy_connect_timeout from the nginx template, in seconds."""
-    match = re.search(r"^\s*proxy_connect_timeout\s+(\d+)(ms|s);", NGINX_TEMPLATE.read_text(), re.MULTILINE)
-    assert match, "proxy_connect_timeout not found in the nginx template"
+def config_seconds(name: str) -> float:
+    """A timeout or check setting of deploy/haproxy.cfg (`timeout connect 500ms`, `inter 1s`), in seconds."""
+    text = HAPROXY_CONFIG.read_text()
+    match = re.search(rf"^\s*(?:default-server .*?\b)?{re.escape(name)} (\d+)(ms|s)\b", text, re.MULTILINE)
+    assert match, f"{name} not found in {HAPROXY_CONFIG}"
     return int(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
 
 
+def config_count(name: str) -> int:
+    match = re.search(rf"^\s*default-server .*\b{name} (\d+)\b", HAPROXY_CONFIG.read_text(), re.MULTILINE)
+    assert match, f"{name} not found in {HAPROXY_CONFIG}"
+    return int(match.group(1))
+
+
 def failover_bound(dead: int) -> float:
-    return dead * connect_timeout() + OWN_TIME
+    return dead * config_seconds("timeout connect") + OWN_TIME
+
+
+# A replica that stops answering (paused) or is not ready leaves rotation within OUT_BOUND (the
+# lb's readiness checks, deploy/haproxy.cfg); a request it already had waits at most
+# REQUEST_BOUND (`timeout server`), a GET then being answered by another replica.
+CHECK = config_seconds("timeout check")
+OUT_BOUND = config_seconds("inter") + CHECK + (config_count("fall") - 1) * (config_seconds("fastinter") + CHECK)
+REQUEST_BOUND = config_seconds("timeout server")
+SLACK = 1.0  # the checks' own answer time and scheduling on a loaded machine
+LB_SLACK = 0.2  # the lb's own work on a request, beyond connect timeouts
 
 
 # --- one compose project -----------------------------------------------------------------------
@@ -208,7 +220,7 @@ def stack(docker_engine: Engine, compose_image: Image, tmp_path_factory: pytest.
 
 
 class Traffic:
-    """Steady GraphQL queries over GET (idempotent: nginx may retry them on another replica)."""
+    """Steady GraphQL queries over GET (idempotent: the lb may retry them on another replica)."""
 
     def __init__(self, base_url: str, rate: float) -> None:
         self.client = no_keepalive_client(base_url)
@@ -285,21 +297,51 @@ def container_address(compose: Compose, container: str) -> str:
     return str(network["IPAddress"])
 
 
-def lb_log(compose: Compose) -> list[tuple[float, str, str]]:
-    """(wall clock, kind, text) of the lb's log lines: "reload" (text: the addresses nginx loaded),
-    "connect" (a failed connect to a replica), or "other"."""
+@dataclass
+class LbLine:
+    when: float  # wall clock, from Docker's timestamp (a request's line is written when it ends)
+    kind: str  # "request" (proxied to `address`), "down", "up" (a state change of `server`), "other"
+    server: str  # HAProxy's name for the server slot (web/web2)
+    address: str  # a request's replica address
+    text: str
+    started: float = 0.0  # a request's: when the lb accepted it
+    # A request's: what the lb added before a replica took it (Tw + Tc, failed connects included).
+    lb_seconds: float = 0.0
+    # A request's (not a websocket's): its time less the answering replica's (Ta - Tr - TR), i.e.
+    # what it spent on replicas that never answered it, and in the lb.
+    waited: float = 0.0
+
+
+def lb_log(compose: Compose) -> list[LbLine]:
+    """The lb's log lines (deploy/haproxy.cfg's log-format names each request's replica address)."""
     lines = []
     for line in compose.run("logs", "--no-color", "--no-log-prefix", "--timestamps", "lb").splitlines():
         stamp, _, text = line.partition(" ")
         when = datetime.fromisoformat(stamp[:26] + "+00:00").timestamp()
-        reloaded = re.search(r"is now (.*?) ?\(was .*nginx reloaded", text)
-        if reloaded:
-            lines.append((when, "reload", reloaded.group(1)))
-        elif "while connecting to upstream" in text:
-            lines.append((when, "connect", text))
+        request = re.search(r"\] http (web/\S+) ([\d.]+):\d+ (-?\d+)/(-?\d+)/(-?\d+)/(-?\d+)/(\d+) (\d+) ", text)
+        state = re.search(r"Server (web/\S+) (is DOWN|is going DOWN|is UP)", text)
+        if request:
+            received, queued, connected, answered, total = (
+                max(0, int(request.group(n))) / 1000 for n in (3, 4, 5, 6, 7)
+            )
+            waited = 0.0 if request.group(8) == "101" else total - answered - received
+            lines.append(
+                LbLine(
+                    when, "request", request.group(1), request.group(2), text, when - total, queued + connected, waited
+                )
+            )
+        elif state:
+            lines.append(LbLine(when, "up" if state.group(2) == "is UP" else "down", state.group(1), "", text))
         else:
-            lines.append((when, "other", text))
+            lines.append(LbLine(when, "other", "", "", text))
     return lines
+
+
+def server_slot(log: list[LbLine], address: str, before: float) -> str:
+    """The lb's server slot (web/webN) that held `address` before `before`."""
+    slots = [line.server for line in log if line.kind == "request" and line.address == address and line.when < before]
+    assert slots, f"the lb never sent a request to {address}"
+    return slots[-1]
 
 
 def sri(data: bytes, algorithm: str = "sha256") -> str:
@@ -402,8 +444,8 @@ async def test_graphiql_and_introspection_are_on_with_the_pinned_files_through_t
 def test_forged_x_forwarded_for_does_not_change_the_client_address(stack: Stack):
     """Sign-ups are limited per client address. The fixture signed one author up from this host;
     every further attempt forges another X-Forwarded-For, and the limit still bites. A client
-    inside the lb container (another real address) still signs up: the app keys on the address
-    nginx saw, not on the lb's own."""
+    inside a web container (another real address) still signs up through the lb: the app keys on
+    the address the lb saw, not on the lb's own."""
     forged = ["203.0.113.7", "198.51.100.1, 203.0.113.8", stack.compose.lb_address, "127.0.0.1", "10.1.2.3"]
     outcomes = []
     with httpx.Client(base_url=stack.compose.url, timeout=30) as client:
@@ -417,10 +459,14 @@ def test_forged_x_forwarded_for_does_not_change_the_client_address(stack: Stack)
     assert outcomes == ["ok"] * (SIGN_UPS_PER_ADDRESS - 1) + ["RATE_LIMITED"] * (len(forged) - SIGN_UPS_PER_ADDRESS + 1)
 
     body = json.dumps({"query": SIGN_UP, "variables": {"username": unique_name(), "password": "correct horse"}})
-    inside = stack.compose.run(
-        "exec", "-T", "lb", "curl", "-sS", "-H", "Content-Type: application/json", "-H", "X-Forwarded-For: 203.0.113.7",
-        "--data-binary", "@-", "http://127.0.0.1/graphql/", stdin=body,
-    )  # fmt: skip
+    # The lb image has no HTTP client; the web image has Python. Through the lb by its service name.
+    post = (
+        "import sys, urllib.request as u; "
+        "r = u.Request('http://lb/graphql/', data=sys.stdin.buffer.read(), headers={'Content-Type': "
+        "'application/json', 'Accept': 'application/json', 'Host': 'localhost', 'X-Forwarded-For': '203.0.113.7'}); "
+        "print(u.build_opener(u.ProxyHandler({})).open(r, timeout=20).read().decode())"
+    )
+    inside = stack.compose.run("exec", "-T", "web", "python", "-c", post, stdin=body)
     assert "errors" not in json.loads(inside), inside
 
 
@@ -458,6 +504,82 @@ async def test_a_blog_created_through_the_lb_reaches_subscribers_on_every_replic
             await client.close()
 
 
+async def new_sockets(url: str, number: int) -> list[str | None]:
+    """`number` new websockets through the lb, one after the other: the replica that acknowledged
+    each, or None when none did within the request bound."""
+    replicas = []
+    for _ in range(number):
+        client = GraphQLWSClient(url)
+        try:
+            await asyncio.wait_for(client.connect(), REQUEST_BOUND + OWN_TIME)
+            replicas.append(client.instance)
+        except (OSError, TimeoutError, websockets.InvalidStatus, websockets.ConnectionClosed):
+            replicas.append(None)
+        finally:
+            await client.close()
+    return replicas
+
+
+async def test_a_paused_replica_leaves_rotation_and_comes_back(stack: Stack):
+    """`docker pause` one of three replicas (its kernel still accepts connections, nothing answers)
+    under steady queries: it leaves rotation within the lb's bound, no query waits past its bound,
+    new websockets are all acknowledged by the others, and after `docker unpause` it is back."""
+    compose = stack.compose
+    by_replica = compose.hostnames("web")
+    victim = sorted(by_replica)[0]
+    address = container_address(compose, by_replica[victim])
+    traffic = Traffic(compose.url, QUERY_RATE)
+    stop = asyncio.Event()
+    running = asyncio.create_task(traffic.run(stop))
+    try:
+        await asyncio.sleep(1)
+        paused_at, paused_wall = time.monotonic(), time.time()
+        await asyncio.to_thread(sh, "docker", "pause", by_replica[victim], check=True)
+        try:
+            await asyncio.sleep(OUT_BOUND + SLACK)
+            landed = await new_sockets(compose.ws_url, 6)
+            # Until every request sent before it left rotation has had its bound.
+            await asyncio.sleep(max(0.0, paused_at + REQUEST_BOUND + OWN_TIME - time.monotonic()))
+        finally:
+            await asyncio.to_thread(sh, "docker", "unpause", by_replica[victim], check=True)
+        unpaused_wall = time.time()
+        back = await instances_seen_through_lb(stack, {victim}, timeout=20)
+    finally:
+        stop.set()
+        await running
+
+    assert None not in landed and victim not in landed, landed
+    assert [r for r in traffic.done if r.status != 200] == [], "a query failed"
+    slowest = max(r.seconds for r in traffic.done)
+    log = lb_log(compose)
+    # No request waited on the paused replica past `timeout server` (then it was asked elsewhere);
+    # the replica that then answered took its own time, which on a loaded machine varies.
+    waited = max(line.waited for line in log if line.kind == "request" and line.started >= paused_wall - 1)
+    assert waited <= REQUEST_BOUND + LB_SLACK, waited
+    slot = server_slot(log, address, paused_wall)
+    down = next(line.when for line in log if line.kind == "down" and line.server == slot and line.when > paused_wall)
+    up = next(line.when for line in log if line.kind == "up" and line.server == slot and line.when > down)
+    assert down - paused_wall <= OUT_BOUND + SLACK
+    assert [
+        line.text
+        for line in log
+        # A request's start is its log line's time less its duration: give that 0.5 s of slack.
+        if line.kind == "request" and line.address == address and down + 0.5 < line.started < unpaused_wall
+    ] == []
+    FIGURES["paused_replica"] = {
+        "out_of_rotation_after_s": round(down - paused_wall, 2),
+        "out_bound_s": OUT_BOUND,
+        "back_after_unpause_s": round(up - unpaused_wall, 2),
+        "a_new_websocket_on_it_after_unpause_s": round(back, 2),
+        "requests": len(traffic.done),
+        "slowest_request_s": round(slowest, 2),
+        "longest_wait_on_a_replica_that_did_not_answer_s": round(waited, 2),
+        "request_bound_s": REQUEST_BOUND,
+        "requests_over_1s": len([r for r in traffic.done if r.seconds > 1]),
+        "new_websockets_while_paused": len(landed),
+    }
+
+
 async def test_killed_replicas_cost_a_bounded_delay_and_their_subscribers_resume(stack: Stack):
     """`docker kill` of one replica, 2 s later of a second, under steady queries and writes."""
     compose = stack.compose
@@ -478,8 +600,8 @@ async def test_killed_replicas_cost_a_bounded_delay_and_their_subscribers_resume
                 await asyncio.to_thread(sh, "docker", "kill", by_replica[victim], check=True)
                 kills.append((before, time.monotonic(), wall))
                 await asyncio.sleep(2)
-            # Longer than the lb's check interval in this test (OVERRIDE): it drops the dead ones.
-            await asyncio.sleep(14)
+            # Past the lb's bound for marking a dead replica down, so that traffic after it is seen.
+            await asyncio.sleep(OUT_BOUND + SLACK + 2)
         finally:
             stop.set()
             await asyncio.gather(*running)
@@ -501,35 +623,37 @@ async def test_killed_replicas_cost_a_bounded_delay_and_their_subscribers_resume
         return max((r.seconds for r in requests if dead_during(r) == dead), default=0.0)
 
     assert [r for r in traffic.done if r.status != 200] == [], "a query failed"
-    for request in traffic.done + writer.done:
-        assert request.seconds <= failover_bound(dead_during(request) or 1), request
-    # A POST already sent to the replica being killed is answered 502 and not retried elsewhere:
-    # nginx never resends a non-idempotent request. Any other failure is a bug.
+    # What the lb added to each request (its log: total less the replica's own answer time) stays
+    # within the bound; the replicas' own time is the machine's, reported in figures.json.
+    log = lb_log(compose)
+    scenario = [line for line in log if line.kind == "request" and line.started >= kills[0][2] - 2]
+    for line in scenario:
+        dead = sum(wall <= line.when for _, _, wall in kills)
+        assert line.lb_seconds <= failover_bound(dead or 1) - OWN_TIME + LB_SLACK, line.text
+    # A POST already sent to the replica being killed is answered 502 (or 504) and not retried
+    # elsewhere: the lb never resends a non-idempotent request. Any other failure is a bug.
     for request in writer.failed:
         in_flight = any(
             request.started <= after and before <= request.started + request.seconds for before, after, _ in kills
         )
-        assert in_flight and request.status == 502, request
+        assert in_flight and request.status in (502, 504), request
 
-    # nginx kept a dead replica in its list until the lb's check saw it gone from Docker's DNS and
-    # reloaded; after that reload nginx never tried to connect to it again.
-    log = lb_log(compose)
+    # The lb marked each dead replica down within its check bound, and sent it nothing afterwards.
     listed_dead = {}
     for victim, (_, _, killed) in zip(victims, kills, strict=True):
-        dropped = next(
-            (
-                when
-                for when, kind, found in log
-                if kind == "reload" and when > killed and addresses[victim] not in found
-            ),
-            None,
+        slot = server_slot(log, addresses[victim], killed)
+        down = next(
+            (line.when for line in log if line.kind == "down" and line.server == slot and line.when > killed), None
         )
-        assert dropped is not None, f"the lb never dropped {victim} ({addresses[victim]}) from nginx's list"
-        listed_dead[victim] = round(dropped - killed, 1)
+        assert down is not None, f"the lb never marked {victim} ({slot}, {addresses[victim]}) down"
+        listed_dead[victim] = round(down - killed, 1)
         late = [
-            line for when, kind, line in log if kind == "connect" and when > dropped + 1 and addresses[victim] in line
+            line.text
+            for line in log
+            if line.kind == "request" and line.started > down + 0.5 and line.address == addresses[victim]
         ]
         assert late == [], late
+        assert down - killed <= OUT_BOUND + SLACK, (victim, down - killed)
 
     # Subscribers of the victims reconnected through the lb to a live replica and missed nothing.
     moved = [s for s in subscribers if s.sessions[0][1] in victims]
@@ -545,7 +669,9 @@ async def test_killed_replicas_cost_a_bounded_delay_and_their_subscribers_resume
             "two dead": round(worst(requests, 2), 3),
         },
         "requests_over_250ms": len([r for r in requests if r.seconds > 0.25]),
-        "dead_but_still_listed_by_nginx_s": list(listed_dead.values()),
+        "lb_added_max_s": round(max(line.lb_seconds for line in scenario), 3),
+        "marked_down_after_kill_s": list(listed_dead.values()),
+        "marked_down_bound_s": OUT_BOUND,
         "posts_502_in_flight_at_a_kill": len(writer.failed),
         "blogs_written": len(writer.acked),
         "subscribers": len(subscribers),
@@ -558,8 +684,9 @@ async def test_killed_replicas_cost_a_bounded_delay_and_their_subscribers_resume
 
 
 async def test_scaling_to_five_needs_nothing_more_and_a_crashed_replica_comes_back(stack: Stack):
-    """`up -d --scale web=5` and nothing else: the lb reloads itself when `web` resolves differently."""
+    """`up -d --scale web=5` and nothing else: the lb follows Docker's DNS for `web`, no restart."""
     compose = stack.compose
+    (lb_before,) = compose.inspect(compose.ids("lb"))
     began = time.monotonic()
     await compose.arun("up", "--detach", "--scale", "web=5")
     scaled = time.monotonic()
@@ -567,7 +694,8 @@ async def test_scaling_to_five_needs_nothing_more_and_a_crashed_replica_comes_ba
     assert len(replicas) == 5
     took = await instances_seen_through_lb(stack, set(replicas), timeout=60)
     FIGURES["scale_to_5"] = {"up_s": round(scaled - began, 1), "then_all_five_take_traffic_s": round(took, 1)}
-    assert "nginx reloaded" in compose.run("logs", "lb")
+    (lb_after,) = compose.inspect(compose.ids("lb"))
+    assert (lb_after["State"]["StartedAt"], lb_after["RestartCount"]) == (lb_before["State"]["StartedAt"], 0)
 
     # A crash (the process dies on its own) is what `restart: unless-stopped` restarts.
     if os.geteuid() != 0:
@@ -634,9 +762,10 @@ async def test_stopping_web_drains_with_1001_and_loses_no_publication(stack: Sta
     assert [info["RestartCount"] for info in infos] == [0] * len(replicas)
     assert_delivered_exactly_once_in_order(subscribers, writer.acked)
     # In-flight mutations were answered before the replicas exited: nothing was written that the
-    # writer was not told about (the others found no replica and got 502 before any write).
+    # writer was not told about (the others found no replica: the lb answered 503, or 502 for one
+    # it had just sent to a replica that closed, before any write).
     assert {blog for s in subscribers for blog in s.received} <= set(writer.acked)
-    assert all(r.status == 502 for r in writer.failed), writer.failed
+    assert all(r.status in (502, 503) for r in writer.failed), writer.failed
     FIGURES["stop_web"] = {
         "replicas": len(replicas),
         "stop_s": round(stopped - stopping, 1),

@@ -1,10 +1,10 @@
 """A live instance that is busy is not taken for a dead one during a reconnect storm.
 
-nginx gives an instance 500 ms to accept a connection before failing over (deploy/
-nginx.conf.template), which is only right if a live instance always accepts at once. The kernel
+The balancer gives an instance 500 ms to accept a connection before failing over (deploy/
+haproxy.cfg: timeout connect), which is only right if a live instance always accepts at once. The kernel
 accepts on the server's behalf while the listen queue has room, so the queue must hold a storm:
 here the instance is frozen (SIGSTOP, as busy as it can be) while hundreds of clients connect
-through the real nginx, and every one of them must be served once it wakes, none answered 502.
+through the real HAProxy, and every one of them must be served once it wakes, none answered 502.
 """
 
 import http.client
@@ -18,7 +18,7 @@ import pytest
 from stack.deployment import Stack
 
 STORM = 400  # far more than Twisted's default listen backlog of 50
-FROZEN_SECONDS = 2.0  # longer than nginx's proxy_connect_timeout and a SYN retransmit
+FROZEN_SECONDS = 2.0  # longer than the balancer's timeout connect and a SYN retransmit
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +27,14 @@ def stack() -> Iterator[Stack]:
         yield running
 
 
-def test_a_frozen_instance_still_accepts_a_storm_of_connections_through_nginx(stack: Stack):
-    nginx_port = urlsplit(stack.url).port
+def test_a_frozen_instance_still_accepts_a_storm_of_connections_through_the_balancer(stack: Stack):
+    lb_port = urlsplit(stack.url).port
     instance = stack.instances[0]
     statuses: list[int | str] = []
     lock = threading.Lock()
 
     def request() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", nginx_port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", lb_port, timeout=30)
         try:
             connection.request("GET", "/healthz")
             status: int | str = connection.getresponse().status

@@ -5,8 +5,7 @@ had; these tests run everywhere, but for `docker compose config`, which asks for
 that the engine fixture (tests/fixtures_docker.py) sets up. They pin the promises the files make
 (services, replicas, healthchecks, start order, one image, the lb on 127.0.0.1 as the only trusted
 proxy, no baked secrets) and replay what can run natively: the image's static-files step on its
-build context, nginx's check of the config as the nginx image renders it, and the lb's replica
-follower.
+build context, HAProxy's check of the config with the environment the lb container gives it.
 """
 
 import ipaddress
@@ -15,10 +14,8 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -29,14 +26,12 @@ from django.conf import settings
 
 from scripts.fetch_static_assets import DEST as STATIC_VENDOR
 from scripts.fetch_static_assets import damaged
-from stack.services import NGINX_TEMPLATE, REPO_ROOT, Nginx, free_port
+from stack.services import HAPROXY_CONFIG, REPO_ROOT, free_port
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
-NGINX_IMAGE_TEMPLATE = "/etc/nginx/templates/default.conf.template"
-FOLLOWER = REPO_ROOT / "deploy" / "nginx-follow-replicas.sh"
-FOLLOWER_IN_IMAGE = "/docker-entrypoint.d/40-nginx-follow-replicas.sh"
+HAPROXY_IMAGE_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +73,6 @@ def major_version(image: str) -> int:
     match = re.match(r"[^:]+:(\d+)", image)
     assert match is not None, f"no major version in {image!r}"
     return int(match.group(1))
-
-
-def render_like_the_nginx_image(template: str, env: dict[str, str]) -> str:
-    """What the nginx image's 20-envsubst-on-templates.sh writes: defined variables whose names
-    start with NGINX_ENVSUBST_FILTER replaced, `$name` or `${name}`, everything else kept."""
-    prefix = re.escape(env.get("NGINX_ENVSUBST_FILTER", ""))
-    pattern = re.compile(r"\$(\{)?(" + prefix + r"\w*)(?(1)\})")
-    return pattern.sub(lambda match: env.get(match.group(2), match.group(0)), template)
 
 
 def build_context_files() -> list[Path]:
@@ -202,7 +189,7 @@ def test_every_long_running_service_has_a_healthcheck(services):
     db_check = services["db"]["healthcheck"]["test"]
     assert db_check[:4] == ["CMD", "pg_isready", "-h", "127.0.0.1"]
     assert services["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
-    assert "/healthz" in services["lb"]["healthcheck"]["test"][-1]
+    assert "/lb-healthz" in services["lb"]["healthcheck"]["test"][-1]
     assert services["migrate"]["healthcheck"] == {"disable": True}
 
 
@@ -236,18 +223,46 @@ def test_web_gets_time_to_drain_before_docker_kills_it(services):
 
 def test_load_balancer_runs_the_config_file_the_native_stack_runs(services):
     lb = services["lb"]
+    assert lb["image"].startswith("haproxy:")
     mounts = {target: (REPO_ROOT / source).resolve() for source, target, *_ in (v.split(":") for v in lb["volumes"])}
-    assert mounts[NGINX_IMAGE_TEMPLATE] == NGINX_TEMPLATE.resolve()
-    assert lb["environment"]["NGINX_PORT"] == "80"
-    assert re.fullmatch(r"server web:8000\b[^;]*;", lb["environment"]["NGINX_UPSTREAM_SERVERS"])
+    assert mounts[HAPROXY_IMAGE_CONFIG] == HAPROXY_CONFIG.resolve()
+    assert lb["environment"] == {"LB_LISTEN": ":80", "LB_REPLICAS": "web:8000"}
 
 
-def test_load_balancer_follows_the_replicas(services):
-    lb = services["lb"]
-    mounts = {target: (REPO_ROOT / source).resolve() for source, target, *_ in (v.split(":") for v in lb["volumes"])}
-    assert mounts[FOLLOWER_IN_IMAGE] == FOLLOWER.resolve()
-    assert os.access(FOLLOWER, os.X_OK), "the nginx image runs only executable entrypoint scripts"
-    assert lb["environment"]["NGINX_FOLLOW_HOST"] == "web"
+def config_lines(section: str) -> list[str]:
+    """The lines of one section of deploy/haproxy.cfg (e.g. "backend web"), comments dropped."""
+    lines, inside = [], False
+    for raw in HAPROXY_CONFIG.read_text().splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if line and not line[0].isspace():
+            inside = line == section
+        elif inside and line:
+            lines.append(line.strip())
+    return lines
+
+
+def test_load_balancer_routes_by_readiness_and_follows_the_replicas():
+    """Every replica Docker's DNS names is asked for /readyz; the lb's own health is its own."""
+    web = config_lines("backend web")
+    assert "option httpchk" in web
+    assert any(re.match(r"http-check send meth GET uri /readyz\b", line) for line in web)
+    assert "http-check expect status 200" in web
+    templates = [line for line in web if line.startswith("server-template ")]
+    assert templates == [
+        'server-template web 1-10 "${LB_REPLICAS-web:8000}" check resolvers docker init-addr none',
+        # The same replicas unchecked, used only while none is ready (a shared dependency is down).
+        'server-template live 1-10 "${LB_REPLICAS-web:8000}" backup resolvers docker init-addr none',
+    ]
+    assert "option allbackups" in web
+    assert "nameserver docker 127.0.0.11:53" in config_lines("resolvers docker")
+    frontend = config_lines("frontend http")
+    assert "monitor-uri /lb-healthz" in frontend and "option forwardfor" in frontend
+
+
+def test_the_lbs_healthcheck_is_answered_by_the_lb_itself(services):
+    """Not through the replicas: a hung replica must not make the lb look sick."""
+    test = services["lb"]["healthcheck"]["test"]
+    assert "/lb-healthz" in test[-1] and "/healthz" not in test[-1].replace("/lb-healthz", "")
 
 
 def test_app_settings_are_production_ones_from_the_environment(services):
@@ -285,65 +300,11 @@ def test_docker_compose_accepts_the_file_and_its_variables_agree(docker_engine):
 # --- the load balancer's config --------------------------------------------------------------
 
 
-def test_the_config_the_nginx_image_renders_passes_nginx_t(services, tmp_path):
-    rendered = render_like_the_nginx_image(NGINX_TEMPLATE.read_text(), services["lb"]["environment"])
-    assert "${" not in rendered
-    assert "listen 80;" in rendered and "server web:8000" in rendered
-    assert "$http_upgrade" in rendered and "$connection_upgrade" in rendered  # nginx's own, kept
-    # `web` resolves only on the compose network; here it must stand for a local address.
-    local = rendered.replace("server web:8000", "server 127.0.0.1:8000")
-
-    class ComposeRendered(Nginx):
-        def render_template(self) -> str:
-            return local
-
-    nginx = ComposeRendered([])
-    try:
-        nginx.check_config()
-    finally:
-        nginx.stop()
-
-
-def test_the_follower_reloads_nginx_only_when_the_replicas_change(tmp_path):
-    """deploy/nginx-follow-replicas.sh with `getent` and `nginx` replaced: Docker's DNS answers
-    from a file the test rewrites, and `nginx` writes down what it was asked to do."""
-    answers, calls = tmp_path / "answers", tmp_path / "calls"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "getent").write_text(f'#!/bin/sh\n[ "$1 $2" = "ahosts web" ] && cat {answers}\n')
-    (bin_dir / "nginx").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
-    for stub in bin_dir.iterdir():
-        stub.chmod(0o755)
-
-    def dns(*addresses: str) -> None:  # getent's format: one line per address and socket type
-        answers.write_text("".join(f"{a} STREAM web\n{a} DGRAM\n" for a in addresses))
-
-    def reloads() -> int:
-        return calls.read_text().count("-s reload") if calls.exists() else 0
-
-    def after_a_few_checks() -> int:
-        time.sleep(0.6)
-        return reloads()
-
-    dns("172.16.80.131", "172.16.80.132")
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "NGINX_FOLLOW_HOST": "web", "NGINX_FOLLOW_SECONDS": "0.1"}
-    with (tmp_path / "follower.log").open("w") as log:
-        # A session of its own: the loop it leaves behind is then stopped by its process group id.
-        script = subprocess.Popen(["sh", str(FOLLOWER)], env=env, stdout=log, start_new_session=True)
-    assert script.wait(timeout=10) == 0  # it returns at once: the loop runs in the background
-    try:
-        assert after_a_few_checks() == 0  # what nginx loaded at start
-        dns("172.16.80.132", "172.16.80.131")  # the same set in another order
-        assert after_a_few_checks() == 0
-        dns("172.16.80.131", "172.16.80.132", "172.16.80.133")  # scaled up
-        assert after_a_few_checks() == 1
-        dns()  # every replica stopped: nothing nginx could load
-        assert after_a_few_checks() == 1
-        dns("172.16.80.131", "172.16.80.132", "172.16.80.133")  # back, at the same addresses
-        assert after_a_few_checks() == 2  # a reload, which forgets the failures noted meanwhile
-        assert calls.read_text().splitlines()[:2] == ["-t -q", "-s reload"]  # checked before reloading
-    finally:
-        os.killpg(script.pid, signal.SIGTERM)
+def test_the_config_the_lb_container_runs_passes_haproxy_c(services):
+    env = {"PATH": os.environ["PATH"], **services["lb"]["environment"]}
+    check = subprocess.run(["haproxy", "-c", "-f", str(HAPROXY_CONFIG)], env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "WARNING" not in check.stdout + check.stderr
 
 
 # --- Dockerfile ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Faults the server survives, on a real PostgreSQL + Redis + three Daphne instances behind nginx."""
+"""Faults the server survives, on a real PostgreSQL + Redis + three Daphne instances behind HAProxy."""
 
 import asyncio
 import json
@@ -310,7 +310,7 @@ async def test_sigterm_finishes_the_mutation_in_flight_and_closes_sockets_with_1
 
 
 async def test_killed_instance_mid_stream_its_subscribers_resume_and_miss_nothing(stack: Stack, writer):
-    """Three instances behind nginx, 200 publications, one instance SIGKILLed a third of the way in."""
+    """Three instances behind HAProxy, 200 publications, one instance SIGKILLed a third of the way in."""
     from blogclient import BlogListener
 
     _, username, token = writer

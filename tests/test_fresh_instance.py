@@ -12,11 +12,11 @@ import httpx
 import pytest
 import websockets
 
-from stack.services import DaphneInstance, Nginx, RedisServer, free_port, running
+from stack.services import DaphneInstance, HAProxy, RedisServer, free_port, running
 from tests.live import BLOG_PUBLISHED, LiveApi
 from tests.wsclient import GraphQLWSClient
 
-STORM = 400  # subscribers connecting at once, split by nginx over two fresh instances
+STORM = 400  # subscribers connecting at once, split by the balancer over two fresh instances
 
 
 @pytest.fixture
@@ -85,15 +85,15 @@ def test_a_real_outage_still_closes_subscribers_with_1013(live_env: dict[str, st
 
 
 @pytest.mark.timeout(240)
-def test_a_connect_storm_on_fresh_instances_through_nginx_is_refused_nothing(
+def test_a_connect_storm_on_fresh_instances_through_the_balancer_is_refused_nothing(
     live_env: dict[str, str], own_redis: RedisServer
 ):
     env = fresh_env(live_env, own_redis.url)
     with (
         running([DaphneInstance(f"storm-{i}", env) for i in (1, 2)]) as instances,
-        Nginx([instance.port for instance in instances]) as nginx,
+        HAProxy([instance.port for instance in instances]) as lb,
     ):
-        url = f"ws://127.0.0.1:{nginx.port}/graphql/"
+        url = lb.ws_url
 
         async def storm() -> tuple[list[str], list[GraphQLWSClient]]:
             async def one() -> GraphQLWSClient | str:

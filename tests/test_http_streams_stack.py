@@ -1,8 +1,8 @@
-"""The reference clients of both HTTP transports, through the real nginx of the native stack.
+"""The reference clients of both HTTP transports, through the real HAProxy of the native stack.
 
 graphql-sse's own client (tests/js/sse-subscribe.mjs) and Apollo Client's HttpLink
 (tests/js/apollo-subscribe.mjs), in Node as pinned in tests/js/package-lock.json, subscribe
-through nginx (deploy/nginx.conf.template) to instances other than the one every mutation is
+through HAProxy (deploy/haproxy.cfg) to instances other than the one every mutation is
 sent to, and must print every blog exactly once, in publish order, while the instance holding
 one of them is killed (SIGKILL: the stream is cut) or drained (SIGTERM: the server ends it).
 """
@@ -107,7 +107,7 @@ def streams_on(instances: list[DaphneInstance], protocol: str) -> dict[str, floa
 async def subscribers_spread(
     stack: Stack, script: str, protocol: str, author: str, after: str, writer: DaphneInstance
 ) -> list[tuple[NodeSubscriber, str]]:
-    """Three subscribers through nginx, each on the instance the metrics say it landed on; at least
+    """Three subscribers through the balancer, each on the instance the metrics say it landed on; at least
     two of them on instances the writer is not."""
     placed: list[tuple[NodeSubscriber, str]] = []
     try:
@@ -126,7 +126,7 @@ async def subscribers_spread(
             elsewhere = [name for _, name in placed if name != writer.name]
             if len(placed) >= 3 and len(elsewhere) >= 2:
                 return placed
-        raise AssertionError(f"nginx never spread the subscribers beyond the writer: {[n for _, n in placed]}")
+        raise AssertionError(f"the balancer never spread the subscribers beyond the writer: {[n for _, n in placed]}")
     except BaseException:
         await asyncio.gather(*(subscriber.stop() for subscriber, _ in placed))
         raise
@@ -151,11 +151,11 @@ async def publish_while(api: LiveApi, token: str, titles: list[str], at: int, fa
         ("apollo-subscribe.mjs", spec.MULTIPART, "kill"),
     ],
 )
-async def test_reference_clients_through_nginx_get_every_blog_once_in_order_across_a_lost_instance(
+async def test_reference_clients_through_the_balancer_get_every_blog_once_in_order_across_a_lost_instance(
     stack: Stack, script: str, protocol: str, fault: str
 ):
     writer = stack.instances[0]
-    api = LiveApi(writer.url)  # every mutation goes to this one instance, never through nginx
+    api = LiveApi(writer.url)  # every mutation goes to this one instance, never through the balancer
     username, token = await asyncio.to_thread(api.sign_up)
     after = assert_no_errors(await asyncio.to_thread(api.post, LATEST_CURSOR))["latestCursor"]
     placed = await subscribers_spread(stack, script, protocol, username, after, writer)
@@ -186,8 +186,8 @@ async def test_reference_clients_through_nginx_get_every_blog_once_in_order_acro
 
 
 @pytest.mark.parametrize("transport", ["sse", "multipart"])
-async def test_nginx_passes_heartbeats_and_events_on_at_once(stack: Stack, transport: str):
-    """Through deploy/nginx.conf.template (proxy_buffering off; streams also send X-Accel-Buffering: no)
+async def test_the_balancer_passes_heartbeats_and_events_on_at_once(stack: Stack, transport: str):
+    """Through deploy/haproxy.cfg (HAProxy forwards as it receives; streams also send X-Accel-Buffering: no)
     every heartbeat reaches the client on time, and an event within moments of its mutation."""
     api = LiveApi(stack.instances[0].url)
     username, token = await asyncio.to_thread(api.sign_up)
@@ -199,16 +199,16 @@ async def test_nginx_passes_heartbeats_and_events_on_at_once(stack: Stack, trans
         assert all(beat.kind in ("comment", "part") for beat in beats), beats
         assert loop.time() - began < 7
         sent = loop.time()
-        await asyncio.to_thread(api.create_blog, token, "through nginx")
+        await asyncio.to_thread(api.create_blog, token, "through the balancer")
         [result] = await client.results(1, timeout=5)
-        assert result["data"]["blogPublished"]["blog"]["title"] == "through nginx"
+        assert result["data"]["blogPublished"]["blog"]["title"] == "through the balancer"
         took = (loop.time() - sent) * 1000
-        print(f"\n{transport} through nginx: the event arrived {took:.0f} ms after the mutation was sent")
+        print(f"\n{transport} through the balancer: the event arrived {took:.0f} ms after the mutation was sent")
 
 
-async def test_nginx_passes_preflights_and_cors_headers_untouched_and_keeps_the_one_list(stack: Stack):
+async def test_the_balancer_passes_preflights_and_cors_headers_untouched_and_keeps_the_one_list(stack: Stack):
     """Through the load balancer, a listed front end's preflight, queries and streams get their
-    headers, its websocket opens, the site's own pages (nginx's origin) too, and any other page is refused."""
+    headers, its websocket opens, the site's own pages (the balancer's origin) too, and any other page is refused."""
     preflight = httpx.options(
         f"{stack.url}/graphql/",
         headers={

@@ -74,7 +74,7 @@ async def test_gauges_fall_back_when_sockets_close(web_server):
 
 
 def test_proxied_strangers_are_refused_and_the_token_lets_them_in(web_server, web_env):
-    spoofed = {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"}  # nginx appends the address it saw last
+    spoofed = {"X-Forwarded-For": "127.0.0.1, 203.0.113.9"}  # the balancer appends the address it saw last
     assert httpx.get(f"{web_server.url}/metrics", headers=spoofed).status_code == 403
     assert scrape(web_server, Authorization=f"Bearer {web_env['METRICS_TOKEN']}", **spoofed)
     wrong = httpx.get(f"{web_server.url}/metrics", headers={**spoofed, "Authorization": "Bearer nope"})

@@ -1,5 +1,5 @@
 """Redis with Sentinel: the settings (REDIS_SENTINELS, REDIS_SENTINEL_MASTER, the passwords), and a
-failover drill on real processes: three Daphne instances behind nginx, PostgreSQL, a Redis master
+failover drill on real processes: three Daphne instances behind HAProxy, PostgreSQL, a Redis master
 with one replica and three sentinels (passwords on both), driven by stack/failover.py.
 
 The drill SIGKILLs the master mid-stream, waits for the promotion, restarts the old master as a

@@ -1,8 +1,8 @@
-"""The deployment topology, natively: nginx (deploy/nginx.conf.template) in front of three Daphne
+"""The deployment topology, natively: HAProxy (deploy/haproxy.cfg) in front of three Daphne
 instances on PostgreSQL and Redis, started by the code behind `make stack` (the stack these modules
 share: tests/fixtures_stack.py).
 
-Everything goes through nginx the way a client's traffic does, except where a test needs to
+Everything goes through the balancer the way a client's traffic does, except where a test needs to
 reach one particular instance.
 """
 
@@ -76,7 +76,7 @@ async def subscribers(url: str, count: int, author: str) -> list[GraphQLWSClient
 
 
 async def connect_to_instance(url: str, instance: str, timeout: float = 30) -> GraphQLWSClient:
-    """Open sockets through nginx until one lands on `instance` (round robin gets there)."""
+    """Open sockets through the balancer until one lands on `instance` (round robin gets there)."""
     deadline = time.monotonic() + timeout
     while True:
         client = await connect_with_retry(url, PROTOCOLS[0])
@@ -84,7 +84,7 @@ async def connect_to_instance(url: str, instance: str, timeout: float = 30) -> G
             return client
         await client.close()
         if time.monotonic() > deadline:
-            raise AssertionError(f"no connection through nginx reached {instance} within {timeout:g}s")
+            raise AssertionError(f"no connection through the balancer reached {instance} within {timeout:g}s")
         await asyncio.sleep(0.1)
 
 
@@ -138,7 +138,7 @@ async def test_a_blog_created_on_any_instance_reaches_subscribers_on_every_other
         await close_all(clients)
 
 
-def test_graphiql_loads_with_its_static_script_through_nginx(stack: Stack):
+def test_graphiql_loads_with_its_static_script_through_the_balancer(stack: Stack):
     """DEBUG is off, as in the image: whitenoise serves only collected static files."""
     with httpx.Client(base_url=stack.url, trust_env=False, timeout=10) as browser:
         page = browser.get("/graphql/", headers={"Accept": "text/html"})

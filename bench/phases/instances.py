@@ -1,4 +1,4 @@
-"""Phases: subscribers over two instances behind nginx (with a reconnect storm), and scale-out to four."""
+"""Phases: subscribers over two instances behind HAProxy (with a reconnect storm), and scale-out to four."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from bench.harness import (
 
 
 def two_instances(bench: Bench) -> None:
-    """10,000 subscribers over two instances through nginx; then one instance dies (reconnect storm)."""
+    """10,000 subscribers over two instances through the balancer; then one instance dies (reconnect storm)."""
     assert bench.pool is not None
     web1, web2 = bench.instances[0], bench.instances[1]
     with bench.phase("two_instances", needs=90 + RESERVE) as record:
         if record is None:
             return
-        lb = bench.nginx([web1, web2])
+        lb = bench.lb([web1, web2])
         try:
             n = bench.config.two_instance_subscribers
             record["connect"] = bench.connect(n, [lb.ws_url], combos(1), reconnect=True)
@@ -44,14 +44,14 @@ def two_instances(bench: Bench) -> None:
 
 
 def scale_out(bench: Bench) -> None:
-    """Deliveries/s with a fixed number of subscribers per instance, 1, 2, 4 instances behind nginx."""
+    """Deliveries/s with a fixed number of subscribers per instance, 1, 2, 4 instances behind HAProxy."""
     assert bench.pool is not None
     for count in bench.config.scale_instances:
         with bench.phase(f"scale_{count}", needs=30 + RESERVE) as record:
             if record is None:
                 break
             group = bench.instances[:count]
-            lb = bench.nginx(group)
+            lb = bench.lb(group)
             try:
                 n = bench.config.scale_per_instance * count
                 record["connect"] = bench.connect(n, [lb.ws_url], combos(1))

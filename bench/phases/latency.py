@@ -13,7 +13,7 @@ from bench.harness import (
 
 
 def latency(bench: Bench) -> None:
-    """One subscriber; mutation → push on the same instance, and on the other one through nginx."""
+    """One subscriber; mutation → push on the same instance, and on the other one through the balancer."""
     assert bench.pool is not None
     web1, web2 = bench.instances[0], bench.instances[1]
     cases = [("latency_1_instance", [web1.ws_url], None), ("latency_2_instances", None, web2)]
@@ -23,16 +23,16 @@ def latency(bench: Bench) -> None:
                 continue
             with ExitStack() as cleanup:
                 if other is not None:
-                    lb = bench.nginx([web1, web2])
+                    lb = bench.lb([web1, web2])
                     cleanup.callback(lb.stop)
-                    # Through nginx (round robin) until the subscriber sits on the other instance.
+                    # Through the balancer (round robin) until the subscriber sits on the other instance.
                     for _ in range(10):
                         got = bench.connect(1, [lb.ws_url], combos(1))
                         if got["instances"].get(other.name):
                             break
                         bench.pool.close_clients()
                     record["subscriber_instance"] = other.name
-                    record["via"] = "nginx"
+                    record["via"] = "haproxy"
                 else:
                     bench.connect(1, urls or [], combos(1))
                     record["subscriber_instance"] = web1.name

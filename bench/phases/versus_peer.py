@@ -10,7 +10,7 @@ both meet the same machine load. On SQLite (both on their defaults) and on Postg
 The project runs with its production rate limits counted (in Redis) on every mutation, as a
 user's request is; the peer has none.
 
-fresh_storm: two instances started for the phase, and at once many subscribers through nginx, as
+fresh_storm: two instances started for the phase, and at once many subscribers through HAProxy, as
 after a deploy. Reported: how many were refused (closed, or never subscribed) and the time.
 """
 
@@ -219,7 +219,7 @@ def versus_peer(bench: Bench) -> None:
 
 
 def fresh_storm(bench: Bench) -> None:
-    """Subscribers connect through nginx to two instances started a moment ago."""
+    """Subscribers connect through HAProxy to two instances started a moment ago."""
     assert bench.pool is not None
     n = bench.config.fresh_storm_subscribers
     with bench.phase("fresh_storm", needs=60) as record:
@@ -230,7 +230,7 @@ def fresh_storm(bench: Bench) -> None:
             bench.stack.callback(service.stop)
         try:
             start_all(fresh)  # each answers /healthz: serving, and its hub starting or started
-            lb = bench.nginx(fresh)
+            lb = bench.lb(fresh)
             try:
                 got = bench.connect(n, [lb.ws_url], combos(1), concurrency=max(64, n // 10), reconnect=False)
                 publisher = Publisher(fresh[0].url)

@@ -22,7 +22,7 @@ _STARTED_AT = "telemetry.connected_at"
 
 
 def _client(scope: dict[str, Any]) -> str:
-    return scope_ip(scope)  # the address every per-client rule uses, behind nginx too
+    return scope_ip(scope)  # the address every per-client rule uses, behind the balancer too
 
 
 def websocket_connected(consumer: Any) -> None:
