@@ -2,9 +2,14 @@
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from api.errors import NotAuthenticated
+from api.errors import (
+    DATABASE_RETRY_AFTER_SECONDS,
+    NotAuthenticated,
+    database_unavailable,
+    database_unavailable_error,
+)
 from api.selectors import UNKNOWN, Credential, credential_by_token
 from api.signals import EXPIRED
 
@@ -77,6 +82,14 @@ class BearerTokenMiddleware:
             credential = sign_in(request.headers.get("Authorization"))
         except TokenRefused as refused:
             request.token_invalid = refused.reason  # type: ignore[attr-defined]
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            # Before any GraphQL runs, so answered here, as GraphQL errors are: the client can
+            # tell a passing outage (retry) from a fault.
+            response = JsonResponse({"errors": [database_unavailable_error(error)]}, status=503)
+            response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+            return response
         else:
             if credential is not None:
                 request.user = credential.author

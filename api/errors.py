@@ -10,7 +10,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.db import InterfaceError, InternalError, OperationalError
 from graphql import GraphQLError
+from psycopg_pool import PoolTimeout
 
 from api.ratelimit import RateLimited
 from core.request_id import current_request_id
@@ -37,6 +39,45 @@ def _validation_message(error: ValidationError) -> tuple[str, dict[str, list[str
         )
         return message, fields
     return " ".join(str(m) for m in error.messages), {}
+
+
+# How long a client should wait before retrying after DATABASE_UNAVAILABLE: a failover's promotion
+# takes about a second (docs/scaling.md has the measured bound).
+DATABASE_RETRY_AFTER_SECONDS = 1
+# "cannot execute ... in a read-only transaction": connected to a standby (a primary just demoted).
+_READ_ONLY_SQLSTATE = "25006"
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """The database could not be reached or cannot write right now (down, failing over, restarting):
+    a passing condition the client should retry, not a fault in this server."""
+    if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    cause = error.__cause__
+    return isinstance(error, InternalError) and getattr(cause, "sqlstate", None) == _READ_ONLY_SQLSTATE
+
+
+def database_unavailable_error(error: BaseException) -> dict[str, Any]:
+    """The GraphQL error a client gets while the database is unavailable (logged here, once)."""
+    request_id = current_request_id()
+    logger.warning(
+        "Database unavailable (request %s): %s: %s; the client was told to retry",
+        request_id,
+        type(error).__name__,
+        error,
+    )
+    return {
+        "message": (
+            f"The database is unavailable for a moment (a failover or a restart): retry in "
+            f"{DATABASE_RETRY_AFTER_SECONDS} s. A mutation answered this way may or may not have been "
+            "applied: check before repeating one that must not happen twice."
+        ),
+        "extensions": {
+            "code": "DATABASE_UNAVAILABLE",
+            "retryAfter": DATABASE_RETRY_AFTER_SECONDS,
+            "requestId": request_id,
+        },
+    }
 
 
 def format_error(error: Exception) -> dict[str, Any]:
@@ -77,6 +118,10 @@ def format_error(error: Exception) -> dict[str, Any]:
         extensions["code"] = "BAD_USER_INPUT"
     elif isinstance(original, RateLimited):
         extensions.update(code="RATE_LIMITED", limit=original.scope, retryAfter=original.retry_after)
+    elif database_unavailable(original):
+        unavailable = database_unavailable_error(original)
+        formatted["message"] = unavailable["message"]
+        extensions = unavailable["extensions"]
     else:
         request_id = current_request_id()
         logger.error("Unexpected error in GraphQL resolver (request %s)", request_id, exc_info=original)

@@ -4,11 +4,11 @@ import os
 import socket
 from pathlib import Path
 
-import dj_database_url
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from core import redis_config
+from core.database_url import database_settings
 from core.logs import logging_config
 from core.networks import parse_networks
 from core.origins import as_origin
@@ -137,12 +137,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=0,
-    )
-}
+# One host, or a primary and its standbys in libpq's multi-host form (core/database_url.py).
+DATABASES = {"default": database_settings(os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock at BEGIN, so concurrent writers queue instead of failing.
     # WAL: a commit is one append to the log (one fsync, still durable) instead of a rollback
@@ -157,12 +153,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif os.environ.get("DATABASE_POOL", "1") != "0":
     # A PostgreSQL connection opened per request costs more than the mutation it serves;
     # Django's psycopg pool (not CONN_MAX_AGE, which ASGI cannot use safely) keeps them open.
-    # Health checks replace connections a database restart broke, before a request sees them.
+    # Health checks replace connections a database restart or failover broke, before a request
+    # sees them (with the pool, Django checks each connection it takes: ConnectionPool.check_connection).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": int(os.environ.get("DATABASE_POOL_MIN_SIZE", "2")),
         "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10")),
-        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "5")),
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "3")),
+        # The pool retries a lost connection with a doubling backoff (1, 2, 4 s, ...): after a long
+        # outage its next try could come as late as the outage was long. Giving an attempt up
+        # after 2 s lets the next request start a fresh one at once, so a promoted standby is
+        # used within about a second.
+        "reconnect_timeout": float(os.environ.get("DATABASE_POOL_RECONNECT_SECONDS", "2")),
     }
 
 AUTH_USER_MODEL = "api.Author"
@@ -213,7 +215,7 @@ if REDIS.configured:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# TLS ends at nginx: trust its X-Forwarded-Proto, and redirect to HTTPS unless told not to.
+# TLS ends at the balancer: trust its X-Forwarded-Proto, and redirect to HTTPS unless told not to.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = False
 if not DEBUG:
@@ -321,7 +323,7 @@ GRAPHQL_DOCUMENT_CACHE_BYTES = env_int("GRAPHQL_DOCUMENT_CACHE_BYTES", 32 * 1024
 GRAPHQL_WS_MAX_MESSAGE_BYTES = env_int("GRAPHQL_WS_MAX_MESSAGE_BYTES", 512 * 1024)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 20)
 GRAPHQL_WS_MAX_CONNECTIONS_PER_IP = env_int("GRAPHQL_WS_MAX_CONNECTIONS_PER_IP", 100)
-# Peers whose X-Forwarded-For is believed (nginx); everyone else is identified by their own
+# Peers whose X-Forwarded-For is believed (the balancer); everyone else is identified by their own
 # address. IPs or CIDR networks, comma-separated.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
 for _name, _entries in (("TRUSTED_PROXIES", TRUSTED_PROXIES), ("METRICS_ALLOWED_IPS", METRICS_ALLOWED_IPS)):

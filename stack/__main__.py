@@ -40,6 +40,16 @@ def _print_sentinel(stack: Stack) -> None:
         print(f"  {node.name} pid {node.pid}")
 
 
+def _print_pg_pair(stack: Stack) -> None:
+    assert stack.pg_pair is not None
+    pair = stack.pg_pair
+    print(f"  DATABASE_URL={pair.url}")
+    print(
+        f"  failover drill: kill -9 {pair.primary.pid} (the primary), then "
+        f"pg_ctl promote -D {pair.standby.data_dir} (as the user owning it)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("--instances", type=int, default=3, help="Daphne instances (default 3)")
@@ -49,11 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Redis as a master, a replica and three sentinels (REDIS_SENTINELS) instead of one server",
     )
+    parser.add_argument(
+        "--pg-standby",
+        action="store_true",
+        help="PostgreSQL as a primary with a synchronous streaming standby (DATABASE_URL names both)",
+    )
     args = parser.parse_args(argv)
+    if args.pg_standby and args.sqlite:
+        parser.error("--pg-standby needs PostgreSQL, not --sqlite")
 
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    stack = Stack(instances=args.instances, postgres=not args.sqlite, sentinel=args.sentinel)
+    stack = Stack(
+        instances=args.instances, postgres=not args.sqlite, sentinel=args.sentinel, pg_standby=args.pg_standby
+    )
     try:
         began = time.monotonic()
         stack.start()
@@ -63,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {instance.name}: {instance.url}/")
         if stack.sentinel is not None:
             _print_sentinel(stack)
+        if stack.pg_pair is not None:
+            _print_pg_pair(stack)
         print("logs:")
         for service in stack.services:
             print(f"  {service.name:<8} {service.log_path}")

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
+from stack.pg_standby import PostgresPair
 from stack.sentinel import SentinelRedis
 from stack.services import (
     DaphneInstance,
@@ -43,9 +44,12 @@ class Stack:
         postgres: bool = True,
         env: Mapping[str, str] | None = None,
         sentinel: bool | SentinelRedis = False,
+        pg_standby: bool = False,
     ) -> None:
         """`sentinel`: Redis as a master, a replica and three sentinels (stack/sentinel.py), or
-        that group itself when the caller wants other settings (passwords, timings)."""
+        that group itself when the caller wants other settings (passwords, timings).
+        `pg_standby`: PostgreSQL as a primary with a synchronous streaming standby
+        (stack/pg_standby.py), DATABASE_URL naming both."""
         self.instance_count = instances
         self.use_postgres = postgres
         self.extra_env = dict(env or {})
@@ -54,6 +58,7 @@ class Stack:
         if sentinel:
             self.sentinel = sentinel if isinstance(sentinel, SentinelRedis) else SentinelRedis()
         self.postgres: PostgresCluster | None = None
+        self.pg_pair = PostgresPair() if pg_standby else None
         self.instances: list[DaphneInstance] = []
         self.lb: HAProxy | None = None
         self.env: dict[str, str] = {}
@@ -82,7 +87,8 @@ class Stack:
     def services(self) -> list[Service]:
         """Every service created so far, in start order."""
         redis_services = self.sentinel.services if self.sentinel is not None else [self.redis]
-        candidates = (*redis_services, self.postgres, *self.instances, self.lb)
+        standby = [self.pg_pair.standby] if self.pg_pair is not None else []
+        candidates = (*redis_services, self.postgres, *standby, *self.instances, self.lb)
         return [service for service in candidates if service is not None]
 
     def start(self) -> Stack:
@@ -97,7 +103,12 @@ class Stack:
                 self.redis.start()
                 redis_env = {"REDIS_URL": self.redis.url}
 
-            if self.use_postgres:
+            if self.pg_pair is not None:
+                cleanup.callback(self.pg_pair.stop)
+                self.pg_pair.start()
+                self.postgres = self.pg_pair.primary
+                database_url = self.pg_pair.url
+            elif self.use_postgres:
                 self.postgres = PostgresCluster()
                 cleanup.callback(self.postgres.stop)
                 self.postgres.start()

@@ -319,9 +319,9 @@ class PostgresCluster(Service):
     # SIGINT is PostgreSQL's "fast" shutdown, what `pg_ctl stop -m fast` sends.
     stop_signal = signal.SIGINT
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, name: str = "postgres") -> None:
         self.bindir = pg_bindir()  # before the temp dir exists, so a failure leaks nothing
-        super().__init__("postgres")
+        super().__init__(name)
         self.port = port or free_port()
         self.data_dir = self.tmp / "data"
         self.socket_dir = self.tmp / "run"
@@ -362,8 +362,11 @@ class PostgresCluster(Service):
             ],
             **self._as_owner,
         )
-        # Trust only the private socket dir and 127.0.0.1; durability off for speed.
-        (self.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        # Trust only the private socket dir and 127.0.0.1 (streaming to a standby too); durability
+        # off for speed (a standby's synchronous commit is switched on where one is attached).
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n"
+        )
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"\n# stack.PostgresCluster\n"

@@ -1,4 +1,4 @@
-"""The PostgreSQL stack the end-to-end modules share: Redis, PostgreSQL, three Daphne instances, nginx.
+"""The PostgreSQL stack the end-to-end modules share: Redis, PostgreSQL, three Daphne instances, HAProxy.
 
 tests/test_stack.py, tests/test_faults.py and tests/test_http_streams_stack.py each take it through
 their own `stack` fixture. It starts once per run (tests/conftest.py keeps its users on one xdist
@@ -25,7 +25,7 @@ SHARED_STACK_ENV = {
     "RATE_LIMIT_MUTATIONS": "off",
     # GraphiQL is off in production settings unless enabled, as operators would for a staging stack.
     "GRAPHQL_GRAPHIQL": "1",
-    # Short, so a test sees heartbeats pass through nginx.
+    # Short, so a test sees heartbeats pass through the balancer.
     "SSE_HEARTBEAT_SECONDS": "2",
     "MULTIPART_HEARTBEAT_SECONDS": "2",
     "CORS_ALLOWED_ORIGINS": FRONT_END,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # work unit. A module that uses one of these fixtures and is missing here is refused at collection.
 SHARED_FIXTURE_GROUPS = {
     "tests/test_compose.py": "docker_engine",
+    "tests/test_compose_failover.py": "docker_engine",
     "tests/test_compose_sentinel.py": "docker_engine",
     "tests/test_deploy_files.py": "docker_engine",
     "tests/test_faults.py": "shared_stack",
