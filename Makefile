@@ -64,14 +64,14 @@ test: install-dev lint js-deps
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-## compose-test: docker-compose.yml (and its Sentinel file) on a real Docker engine (tests/test_compose*.py, part of `make test`);
+## compose-test: docker-compose.yml (and its Sentinel and failover files) on a real Docker engine (tests/test_compose*.py, part of `make test`);
 ## runs BLOGPUSH_DOCKER_SETUP or ../shared/docker/setup.sh (as root) when no engine answers
 compose-test: install-dev
 	./scripts/ensure-system-packages.sh
-	$(BIN)/python -m pytest tests/test_deploy_files.py tests/test_compose.py tests/test_compose_sentinel.py
+	$(BIN)/python -m pytest tests/test_deploy_files.py tests/test_compose.py tests/test_compose_sentinel.py tests/test_compose_failover.py
 
-## stack: PostgreSQL + Redis + 3 Daphne instances behind nginx, from real processes (Ctrl-C stops it)
-## (STACK_ARGS=--sentinel: Redis as a master, a replica and three sentinels; --help for the rest)
+## stack: PostgreSQL + Redis + 3 Daphne instances behind HAProxy, from real processes (Ctrl-C stops it)
+## (STACK_ARGS=--sentinel: Redis as a master, a replica and three sentinels; --pg-standby: PostgreSQL with a synchronous standby; --help for the rest)
 stack: install
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m stack $(STACK_ARGS)
