@@ -185,7 +185,7 @@ async def test_a_frozen_instance_leaves_rotation_and_comes_back(stack: Stack):
     print(
         f"\nfrozen: out of rotation after {out:.2f}s (bound {OUT_BOUND:g}s), back {back:.2f}s after SIGCONT "
         f"(bound {BACK_BOUND:g}s), a new websocket on it {again:.2f}s after that; {len(requests)} requests, "
-        f"slowest {slowest:.2f}s (5 s on it, then its retry elsewhere), {sum(r.seconds > 1 for r in requests)} over 1 s; "
+        f"slowest {slowest:.2f}s (5 s on it, then a retry), {sum(r.seconds > 1 for r in requests)} over 1 s; "
         f"frozen for {thawed - frozen_at:.1f}s"
     )
 
