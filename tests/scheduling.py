@@ -3,7 +3,8 @@
 A work unit is a whole module, so its module-scoped fixtures start once; the modules that share a
 session fixture slow to start (the Docker engine and the run's image, the PostgreSQL stack) form
 one unit, so that fixture starts once per run, on one worker. The units that take longest are
-handed out first, so that no worker is left running one alone at the end.
+handed out first, so that no worker is left running one alone at the end; those with a
+transactional database test go last, as Django orders them.
 
 xdist's own `--dist loadgroup` cannot do this with this pytest: it marks a group by rewriting
 node ids, which pytest no longer lets a plugin do. Grouping is decided here instead, by module
@@ -69,11 +70,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     "so that fixture starts once per run"
                 )
     if hasattr(config, "workerinput"):
+        # A transactional test empties the tables when it ends, rows the migrations wrote included:
+        # as Django runs them after every other test, the units holding one go out last, so on each
+        # worker they follow every unit that needs those rows.
+        flushing = {work_unit(item.nodeid) for item in items if transactional(item)}
 
-        def weight(item: pytest.Item) -> int:
+        def weight(item: pytest.Item) -> tuple[bool, int]:
             unit = work_unit(item.nodeid)
             if unit in SHARED_FIXTURES:
-                return SHARED_FIXTURES.index(unit)
-            return len(SHARED_FIXTURES) + (0 if item.get_closest_marker("slow") else 1)
+                return unit in flushing, SHARED_FIXTURES.index(unit)
+            return unit in flushing, len(SHARED_FIXTURES) + (0 if item.get_closest_marker("slow") else 1)
 
         items.sort(key=weight)
+
+
+def transactional(item: pytest.Item) -> bool:
+    """A test pytest-django runs in a transaction it flushes afterwards (as Django's TransactionTestCase)."""
+    marker = item.get_closest_marker("django_db")
+    if marker is not None and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")):
+        return True
+    return bool({"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ())))
