@@ -167,7 +167,7 @@ async def test_concurrent_creations_edits_and_deletions_reach_subscribers_once_i
         )
         last = seq_from_cursor(start) + 6 * (10 + 10 + 5)  # every writer's last change is a deletion
         for client in clients:
-            changes = []
+            changes: list[dict] = []
             while not changes or seq_from_cursor(changes[-1]["cursor"]) < last:
                 changes.append((await client.next_data(20))["payload"]["data"]["blogChanged"])
             seqs = [seq_from_cursor(c["cursor"]) for c in changes]
