@@ -1,6 +1,9 @@
+import asyncio
+
 import pytest
 from graphql_relay import to_global_id
 
+from notifications.hub.hub import get_hub
 from tests.factories import AuthorFactory, BlogFactory
 from tests.graphql_http import post_graphql
 from tests.live import assert_no_errors, error_codes
@@ -99,6 +102,16 @@ def test_graphiql_is_served_to_browsers(client):
     assert b"graphiql" in response.content.lower()
 
 
-def test_health_endpoints(client):
-    assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ok"}
+@pytest.mark.django_db(transaction=True)
+async def test_health_endpoints(async_client):
+    """/readyz on one event loop, as under Daphne: 503 'starting' until this process's hub delivers, then ok."""
+    assert (await async_client.get("/healthz")).json() == {"status": "ok"}
+    first = await async_client.get("/readyz")
+    assert first.status_code == 503 and first.json()["problems"] == {"subscriptions": "starting"}
+    for _ in range(100):
+        ready = await async_client.get("/readyz")
+        if ready.status_code == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert ready.json() == {"status": "ok"}
+    await get_hub().close()
