@@ -103,6 +103,7 @@ def test_graphiql_is_served_to_browsers(client):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio(loop_scope="function")  # a loop of its own: a hub that no other test started
 async def test_health_endpoints(async_client):
     """/readyz on one event loop, as under Daphne: 503 'starting' until this process's hub delivers, then ok."""
     assert (await async_client.get("/healthz")).json() == {"status": "ok"}
