@@ -226,7 +226,11 @@ def test_load_balancer_runs_the_config_file_the_native_stack_runs(services):
     assert lb["image"].startswith("haproxy:")
     mounts = {target: (REPO_ROOT / source).resolve() for source, target, *_ in (v.split(":") for v in lb["volumes"])}
     assert mounts[HAPROXY_IMAGE_CONFIG] == HAPROXY_CONFIG.resolve()
-    assert lb["environment"] == {"LB_LISTEN": ":80", "LB_REPLICAS": "web:8000"}
+    assert lb["environment"] == {
+        "LB_LISTEN": ":80",
+        "LB_REPLICAS": "web:8000",
+        "LB_BACKUP_REPLICAS": "web-backup:8000",
+    }
 
 
 def config_lines(section: str) -> list[str]:
@@ -250,13 +254,18 @@ def test_load_balancer_routes_by_readiness_and_follows_the_replicas():
     templates = [line for line in web if line.startswith("server-template ")]
     assert templates == [
         'server-template web 1-10 "${LB_REPLICAS-web:8000}" check resolvers docker init-addr none',
-        # The same replicas unchecked, used only while none is ready (a shared dependency is down).
-        'server-template live 1-10 "${LB_REPLICAS-web:8000}" backup resolvers docker init-addr none',
+        # The same replicas unchecked, used only while none is ready (a shared dependency is down),
+        # under a name of their own: HAProxy gives each address of one name to one server per backend.
+        'server-template live 1-10 "${LB_BACKUP_REPLICAS-web-backup:8000}" backup resolvers docker init-addr none',
     ]
     assert "option allbackups" in web
     assert "nameserver docker 127.0.0.11:53" in config_lines("resolvers docker")
     frontend = config_lines("frontend http")
     assert "monitor-uri /lb-healthz" in frontend and "option forwardfor" in frontend
+
+
+def test_the_replicas_answer_to_the_backup_servers_name_too(services):
+    assert services["web"]["networks"]["default"]["aliases"] == ["web-backup"]
 
 
 def test_the_lbs_healthcheck_is_answered_by_the_lb_itself(services):
