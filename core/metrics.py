@@ -112,7 +112,8 @@ def revocation_broadcast(*, failed: bool) -> None:
 
 
 def events_delivered(count: int) -> None:
-    EVENTS_DELIVERED.labels(instance_name()).inc(count)
+    if count:
+        EVENTS_DELIVERED.labels(instance_name()).inc(count)
 
 
 def delivery_latency(announced_at: float | None) -> None:
@@ -132,7 +133,8 @@ PUBLICATIONS_FROM_LOG = Counter(
 
 
 def publications_read_from_log(count: int) -> None:
-    PUBLICATIONS_FROM_LOG.labels(instance_name()).inc(count)
+    if count:
+        PUBLICATIONS_FROM_LOG.labels(instance_name()).inc(count)
 
 
 ProcessCollector(registry=REGISTRY)  # memory, CPU, open files of this process

@@ -14,9 +14,8 @@ from channels.layers import InMemoryChannelLayer
 from api import validation
 from notifications.hub import hub as hub_module
 from notifications.hub.cohorts import Cohort, cohort_key
-from notifications.hub.frames import EventFrames
 from notifications.hub.hub import Hub, HubUnavailable
-from notifications.hub.subscription import LiveSubscription
+from notifications.hub.subscription import EventFrames, LiveSubscription
 from notifications.publishing.broadcast import HUB_GROUP, MESSAGE_TYPE, message_for, publication_from
 from notifications.publishing.publication import cursor_for
 from tests.factories import publication

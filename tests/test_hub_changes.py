@@ -12,9 +12,8 @@ from channels.layers import InMemoryChannelLayer
 
 from api import validation
 from notifications.hub.cohorts import Cohort, cohort_key
-from notifications.hub.frames import EventFrames
 from notifications.hub.hub import Hub
-from notifications.hub.subscription import LiveSubscription
+from notifications.hub.subscription import EventFrames, LiveSubscription
 from notifications.publishing.broadcast import HUB_GROUP, message_for
 from notifications.publishing.publication import ChangeKind, Publication, cursor_for
 from tests.factories import publication

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from notifications.hub.frames import EventFrames
 from notifications.hub.replay import PAGE, RenderCache, ReplayWindow, ResumePoints
+from notifications.hub.subscription import EventFrames
 from notifications.publishing.publication import Publication
 from tests.factories import publication
 

@@ -5,8 +5,7 @@ import asyncio
 import pytest
 
 from notifications.hub import feed as feed_module
-from notifications.hub.feed import OrderedFeed
-from notifications.hub.sequencer import Sequencer
+from notifications.hub.feed import OrderedFeed, Sequencer
 from notifications.publishing.publication import Publication
 from tests.factories import publication
 

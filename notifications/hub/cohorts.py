@@ -21,8 +21,7 @@ from api.documents import Prepared
 from api.errors import format_error
 from core.schema import graphql_schema
 from notifications.hub.execution import run_orm_resolvers_in_thread
-from notifications.hub.frames import EventFrames
-from notifications.hub.subscription import LiveSubscription
+from notifications.hub.subscription import EventFrames, LiveSubscription
 from notifications.publishing.publication import ChangeKind, Publication
 from notifications.schema import FIELD_KINDS
 

@@ -12,16 +12,31 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+from core import metrics
 from core.process import requests_in_flight
-from notifications.hub import telemetry
-from notifications.hub.cohorts import Cohort
+from notifications.hub.cohorts import Cohort, CohortRegistry
+from notifications.hub.replay import ReplayWindow
 from notifications.hub.subscription import LiveSubscription
-from notifications.publishing.publication import Publication
+from notifications.publishing.publication import ChangeKind, Publication
 
 logger = logging.getLogger(__name__)
 
 SLICE_SECONDS = 0.005
 GIVE_REQUESTS_SECONDS = 0.01
+
+
+class Delivery:
+    """Where the ordered feed delivers: each publication to the cohorts it concerns."""
+
+    def __init__(self, registry: CohortRegistry, replays: ReplayWindow) -> None:
+        self.registry = registry
+        self.replays = replays
+
+    async def deliver(self, publication: Publication) -> None:
+        if publication.kind == ChangeKind.DELETED:
+            # Before anyone else is served: no replay shows this blog's text from here on.
+            self.replays.forget(publication.blog_id, publication.seq)
+        await fan_out(publication, self.registry.for_change(publication.author, publication.kind))
 
 
 async def fan_out(publication: Publication, cohorts: Iterable[Cohort]) -> None:
@@ -57,8 +72,8 @@ async def fan_out(publication: Publication, cohorts: Iterable[Cohort]) -> None:
                 slice_ends = loop.time() + SLICE_SECONDS
         # Once per cohort, not per subscriber: each metrics call has a fixed cost, and a fan-out
         # would pay it thousands of times.
-        telemetry.events_sent(sent)
-        telemetry.delivery_latency(publication.announced_at)
+        metrics.events_delivered(sent)
+        metrics.delivery_latency(publication.announced_at)
 
 
 def _failed(subscription: LiveSubscription, error: Exception) -> None:

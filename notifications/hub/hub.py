@@ -3,13 +3,15 @@
 One hub per process (per event loop) joins a single channel-layer group, so an event crosses
 Redis once per process, not once per subscriber. It is made of parts with one job each:
 
-- receiver.LayerReceiver: the group membership, and every broadcast handed on;
-- feed.OrderedFeed (with sequencer.Sequencer): strict sequence order, gaps filled from the log;
+- feed.LayerReceiver: the group membership, and every broadcast handed to the feed;
+- feed.OrderedFeed (with feed.Sequencer): strict sequence order, gaps filled from the log,
+  each publication handed to the delivery;
 - cohorts.CohortRegistry: who is subscribed, grouped so each event is rendered once per cohort;
-- fanout.fan_out: the same bytes written to every member, one failing connection isolated;
+- fanout.Delivery: the same bytes written to every member, one failing connection isolated;
 - replay.ReplayWindow and RenderCache: resuming subscribers' replays, read and rendered once for all.
 
-The hub wires them together, starts them (retrying with backoff while Redis or the database is
+A publication goes one way, receiver -> feed -> delivery, never back through the hub. The hub
+wires them together, starts them (retrying with backoff while Redis or the database is
 down: never silently), checks the log now and then for a publication whose broadcast never
 happened, and joins resuming subscribers to the live stream with no gap and no duplicate.
 """
@@ -29,16 +31,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from core import metrics
-from notifications.hub import telemetry
 from notifications.hub.cohorts import CohortRegistry
-from notifications.hub.fanout import fan_out
-from notifications.hub.feed import OrderedFeed
-from notifications.hub.receiver import LayerReceiver
+from notifications.hub.fanout import Delivery
+from notifications.hub.feed import LayerReceiver, OrderedFeed
 from notifications.hub.replay import ReadDeletions, RenderCache, ReplayWindow, ResumePoints
 from notifications.hub.subscription import LiveSubscription
 from notifications.publishing import log as publications
 from notifications.publishing.broadcast import HUB_GROUP
-from notifications.publishing.publication import ChangeKind, Publication
+from notifications.publishing.publication import Publication
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class Hub:
         self.replays = ReplayWindow(read_log, read_deletions or database_sync_to_async(publications.deletions_after))
         self.replay_renders = RenderCache()
         self.resume_points = ResumePoints(check_resume_point or database_sync_to_async(publications.resume_point))
-        self.receiver = LayerReceiver(layer, HUB_GROUP, on_publication=self._offer, on_resync=self._resync)
+        self.receiver = LayerReceiver(layer, HUB_GROUP)
+        self.delivery = Delivery(self.registry, self.replays)
         self.feed: OrderedFeed | None = None
         self._started = asyncio.Event()
         # Replaced by a fresh one each time the start succeeds or fails: what waiting subscribers wake on.
@@ -98,14 +99,6 @@ class Hub:
             return self._start_problem or ("starting" if self._runner is not None else None)
         return self._start_problem or self.receiver.problem or self.feed.problem
 
-    def _offer(self, publication: Publication) -> None:
-        if self.feed is not None:
-            self.feed.offer(publication)
-
-    def _resync(self) -> None:
-        if self.feed is not None:
-            self.feed.resync()
-
     # ------------------------------------------------------------------ running
 
     def ensure_running(self) -> None:
@@ -123,8 +116,8 @@ class Hub:
             position = await self._join_and_locate()
             self.feed = OrderedFeed(
                 position,
-                read_log=self._read_missed,
-                deliver=self._deliver,
+                read_log=lambda after, upto, limit: self.read_log(after, upto, limit, None),
+                deliver=self.delivery.deliver,
                 reorder_window=settings.HUB_REORDER_WINDOW_SECONDS,
             )
             if self._started.is_set():
@@ -134,7 +127,7 @@ class Hub:
             logger.info("Hub %s delivering from seq %s", self.receiver.channel, position)
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self.receiver.run())
+                    tasks.create_task(self.receiver.run(self.feed))
                     tasks.create_task(self.feed.run())
                     tasks.create_task(self.receiver.renew(self.receiver.renew_interval()))
                     tasks.create_task(self._check_log(settings.HUB_LOG_CHECK_SECONDS))
@@ -143,11 +136,6 @@ class Hub:
                 logger.exception("Hub stopped unexpectedly; restarting it")
                 self._set_start_problem("restarting after an internal error (see the log)")
                 await asyncio.sleep(START_RETRY_MAX_SECONDS * random.uniform(0.5, 1.0))
-
-    async def _read_missed(self, after: int, upto: int | None, limit: int) -> list[Publication]:
-        found = await self.read_log(after, upto, limit, None)
-        telemetry.publications_read_from_log(len(found))
-        return found
 
     async def _join_and_locate(self) -> int:
         """Join the group, then read where the log stands: nothing committed after that is missed."""
@@ -198,12 +186,6 @@ class Hub:
             if behind:
                 feed.resync()
 
-    async def _deliver(self, publication: Publication) -> None:
-        if publication.kind == ChangeKind.DELETED:
-            # Before anyone else is served: no replay shows this blog's text from here on.
-            self.replays.forget(publication.blog_id, publication.seq)
-        await fan_out(publication, self.registry.for_change(publication.author, publication.kind))
-
     # ------------------------------------------------------------------ subscribers
 
     async def subscribe(self, subscription: LiveSubscription) -> None:
@@ -238,7 +220,7 @@ class Hub:
             raise
         finally:
             held, subscription.held = subscription.held or [], None
-            telemetry.events_sent(sent)
+            metrics.events_delivered(sent)
         for seq, frames in held:
             subscription.deliver(seq, frames)  # skips what the replay covered
 

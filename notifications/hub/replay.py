@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 from core.lru import CostBoundedLRU
-from notifications.hub.frames import EventFrames
+from notifications.hub.subscription import EventFrames
 from notifications.publishing.publication import Publication
 
 FRESH_SECONDS = 1.0

@@ -18,8 +18,8 @@ import graphql
 
 from api.validation import Verdict
 from notifications.hub.cohorts import cohort_key
+from notifications.hub.execution import subscription_arguments
 from notifications.hub.hub import get_hub
-from notifications.hub.operations import subscription_arguments
 from notifications.hub.subscription import Connection, LiveSubscription
 
 

@@ -1,7 +1,10 @@
 """The after-commit broadcast: one channel-layer message per publication, to every process's hub.
 
+publishing/signals.py hands `pending_broadcast(publication)` to events.call_event, which runs it
+once the transaction commits.
+
 The message is the project's own (`type` MESSAGE_TYPE, the publication in its wire form), sent
-with the channel layer's documented `group_send`; hub/receiver.py reads it back with
+with the channel layer's documented `group_send`; hub/feed.py reads it back with
 `publication_from`. Each process's hub joins the one group and filters by author locally, so an
 event crosses Redis once per process and subscribers of other authors are never woken.
 
@@ -19,7 +22,10 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
+import weakref
+from collections import defaultdict
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -28,7 +34,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from core import metrics
-from notifications.publishing.publication import Publication
+from notifications.publishing.publication import ChangeKind, Publication
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,62 @@ def send_from(loop: asyncio.AbstractEventLoop) -> None:
     """Broadcasts go out on `loop` (the server's, where the channel layer's connections live)."""
     global _server_loop
     _server_loop = loop
+
+
+def pending_broadcast(publication: Publication) -> PendingBroadcast:
+    """The broadcast of `publication`, to be called once its transaction has committed.
+
+    A blog deleted in the same transaction that created or edited it: those changes' broadcasts
+    are cancelled, so its text is never sent; their numbers are gone from the log with the blog,
+    and the hubs pass over them as over any deleted number.
+    """
+    unsent = _unsent()
+    if publication.kind == ChangeKind.DELETED:
+        for earlier in unsent.pop(publication.blog_id, ()):
+            earlier.cancelled = True
+    send = PendingBroadcast(publication)
+    if publication.kind != ChangeKind.DELETED:
+        unsent[publication.blog_id].add(send)
+    return send
+
+
+class PendingBroadcast:
+    """One after-commit broadcast, which a deletion later in the same transaction may cancel."""
+
+    __slots__ = ("__weakref__", "cancelled", "publication")
+
+    def __init__(self, publication: Publication) -> None:
+        self.publication = publication
+        self.cancelled = False
+
+    def __call__(self) -> None:
+        unsent = _unsent()
+        pending = unsent.get(self.publication.blog_id)
+        if pending is not None:
+            pending.discard(self)
+            if not pending:
+                del unsent[self.publication.blog_id]
+        if not self.cancelled:
+            broadcast(self.publication)
+
+
+_local = threading.local()
+_SWEEP_FROM = 1024
+
+
+def _unsent() -> defaultdict[int, weakref.WeakSet[PendingBroadcast]]:
+    """This thread's broadcasts waiting for their commit, by blog id. Weak: those of a transaction
+    that rolled back go when Django drops its commit hooks. Per thread, as transactions are."""
+    unsent = getattr(_local, "unsent", None)
+    if unsent is None:
+        unsent = _local.unsent = defaultdict(weakref.WeakSet)
+    if len(unsent) > _local.__dict__.setdefault("swept_at", _SWEEP_FROM):
+        # Keys left by rolled-back transactions (sent broadcasts remove their own): swept now and
+        # then, so a bulk write of many blogs in one transaction stays linear.
+        for blog_id in [blog_id for blog_id, pending in unsent.items() if not pending]:
+            del unsent[blog_id]
+        _local.swept_at = max(_SWEEP_FROM, 2 * len(unsent))
+    return unsent
 
 
 def broadcast(publication: Publication) -> None:

@@ -10,9 +10,6 @@ Fixtures (`loaddata`) are refused for blogs instead: they save rows raw, possibl
 author exists, and a restore of a dump would announce old blogs as new.
 """
 
-import threading
-import weakref
-from collections import defaultdict
 from typing import Any
 
 from django.db.models.signals import post_delete, post_save
@@ -20,10 +17,10 @@ from django.dispatch import receiver
 
 from api.models import Blog
 from api.signals import blogs_created, blogs_updated
-from notifications.publishing.broadcast import broadcast
+from notifications.publishing.broadcast import pending_broadcast
 from notifications.publishing.events import call_event
 from notifications.publishing.log import publication_of, publication_record
-from notifications.publishing.publication import ChangeKind, Publication
+from notifications.publishing.publication import ChangeKind
 
 
 class BlogFixtureRefused(Exception):
@@ -59,57 +56,5 @@ def announce_deleted_blog(sender: type[Blog], instance: Blog, **kwargs: Any) -> 
 
 
 def announce(blog: Blog, kind: ChangeKind) -> None:
-    """Number the change now (inside its transaction); broadcast it after the commit.
-
-    A blog deleted in the same transaction that created or edited it: those changes' broadcasts
-    are cancelled, so its text is never sent; their numbers are gone from the log with the blog,
-    and the hubs pass over them as over any deleted number.
-    """
-    publication = publication_of(publication_record(blog, kind))
-    unsent = _unsent()
-    if kind == ChangeKind.DELETED:
-        for earlier in unsent.pop(publication.blog_id, ()):
-            earlier.cancelled = True
-    send = _Broadcast(publication)
-    if kind != ChangeKind.DELETED:
-        unsent[publication.blog_id].add(send)
-    call_event(send)
-
-
-class _Broadcast:
-    """One after-commit broadcast, which a deletion later in the same transaction may cancel."""
-
-    __slots__ = ("__weakref__", "cancelled", "publication")
-
-    def __init__(self, publication: Publication) -> None:
-        self.publication = publication
-        self.cancelled = False
-
-    def __call__(self) -> None:
-        unsent = _unsent()
-        pending = unsent.get(self.publication.blog_id)
-        if pending is not None:
-            pending.discard(self)
-            if not pending:
-                del unsent[self.publication.blog_id]
-        if not self.cancelled:
-            broadcast(self.publication)
-
-
-_local = threading.local()
-_SWEEP_FROM = 1024
-
-
-def _unsent() -> defaultdict[int, weakref.WeakSet[_Broadcast]]:
-    """This thread's broadcasts waiting for their commit, by blog id. Weak: those of a transaction
-    that rolled back go when Django drops its commit hooks. Per thread, as transactions are."""
-    unsent = getattr(_local, "unsent", None)
-    if unsent is None:
-        unsent = _local.unsent = defaultdict(weakref.WeakSet)
-    if len(unsent) > _local.__dict__.setdefault("swept_at", _SWEEP_FROM):
-        # Keys left by rolled-back transactions (sent broadcasts remove their own): swept now and
-        # then, so a bulk write of many blogs in one transaction stays linear.
-        for blog_id in [blog_id for blog_id, pending in unsent.items() if not pending]:
-            del unsent[blog_id]
-        _local.swept_at = max(_SWEEP_FROM, 2 * len(unsent))
-    return unsent
+    """Number the change now (inside its transaction); broadcast it after the commit."""
+    call_event(pending_broadcast(publication_of(publication_record(blog, kind))))

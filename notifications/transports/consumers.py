@@ -32,12 +32,11 @@ from api.validation import Verdict
 from core import metrics, process
 from core.request_id import bind_request_id, new_request_id
 from core.schema import root_schema
-from notifications.hub import subscribe, telemetry
+from notifications.hub import subscribe
 from notifications.hub.execution import run_orm_resolvers_in_thread
-from notifications.hub.frames import EventFrames
 from notifications.hub.hub import HubUnavailable
-from notifications.hub.subscription import LiveSubscription
-from notifications.transports import connections, keepalive, revocation
+from notifications.hub.subscription import EventFrames, LiveSubscription
+from notifications.transports import connections, keepalive, revocation, telemetry
 from notifications.transports.direct import DirectSocket
 from notifications.transports.limits import ConnectionLimits
 from notifications.transports.protocols import PROTOCOLS, SUBPROTOCOLS, WsProtocol

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 
-from notifications.hub.frames import EventFrames
+from notifications.hub.subscription import EventFrames
 
 logger = logging.getLogger(__name__)
 

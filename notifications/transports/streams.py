@@ -33,8 +33,7 @@ from django.conf import settings
 from api.signals import REASONS
 from core import graphql_over_http as spec
 from notifications.hub import subscribe
-from notifications.hub.frames import EventFrames
-from notifications.hub.subscription import LiveSubscription
+from notifications.hub.subscription import EventFrames, LiveSubscription
 from notifications.transports import keepalive
 from notifications.transports.direct import DirectStream
 

@@ -1,6 +1,5 @@
 """What the websocket side reports: one log line per connect, disconnect and operation start, and
-the metrics behind them. The consumer calls one function per event, so the delivery path can
-change without touching this.
+the metrics behind them. The consumer calls one function per event.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ import re
 import time
 from typing import Any
 
-from core import metrics
 from core.client_ip import scope_ip
 from core.logs import connection_id_var
 from core.request_id import new_request_id
@@ -85,20 +83,3 @@ def message_received(consumer: Any, message: dict[str, Any]) -> None:
             "operation_type": kind.group(1) if kind else None,
         },
     )
-
-
-def events_sent(count: int) -> None:
-    """Events were written to subscribers' sockets (live or replayed), `count` in all."""
-    if count:
-        metrics.events_delivered(count)
-
-
-def delivery_latency(announced_at: float | None) -> None:
-    """A publication reached the last subscriber of one cohort; `announced_at` is None when read from the log."""
-    metrics.delivery_latency(announced_at)
-
-
-def publications_read_from_log(count: int) -> None:
-    """The hub read publications from the log that had not arrived live."""
-    if count:
-        metrics.publications_read_from_log(count)
