@@ -27,7 +27,9 @@ def modules() -> dict[str, Path]:
     for path in REPO.rglob("*.py"):
         relative = path.relative_to(REPO)
         top = relative.parts[0] in PACKAGES or (relative.stem in PACKAGES and len(relative.parts) == 1)
-        if top and "migrations" not in relative.parts:
+        # Not ours: migrations, and virtualenvs (the bench's peer has one) or anything hidden.
+        ours = "migrations" not in relative.parts and not any(part.startswith(".") for part in relative.parts)
+        if top and ours:
             found[module_name(path)] = path
     return found
 

@@ -14,7 +14,7 @@ from stack.services import REPO_ROOT
 
 @pytest.mark.slow
 # The quick run also builds the peer's virtualenv (bench/peer/, from PyPI) when it has none yet.
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(720)
 def test_bench_quick_produces_results(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
@@ -22,7 +22,7 @@ def test_bench_quick_produces_results(tmp_path):
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=460,
+        timeout=700,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [json_path] = tmp_path.glob("*.json")

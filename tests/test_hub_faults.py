@@ -108,9 +108,9 @@ async def test_a_subscriber_arriving_during_a_short_outage_is_held_until_the_hub
 KILLED_WRITER = """
 import os
 from api.models import Author, Blog
-from notifications.publishing import signals
+from notifications.publishing import broadcast
 # The process dies after the commit and before the broadcast, as a killed worker would.
-signals.broadcast = lambda publication: os._exit(9)
+broadcast.broadcast = lambda publication: os._exit(9)
 Blog.objects.create(author=Author.objects.get(username={username!r}), title={title!r}, content="c")
 """
 

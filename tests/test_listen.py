@@ -45,7 +45,7 @@ class Listener:
 
 
 @asynccontextmanager
-async def listening(env: dict[str, str], *args: str):
+async def listening(env: dict[str, str], *args: str, sigint_ignored: bool = False):
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "manage.py",
@@ -56,6 +56,8 @@ async def listening(env: dict[str, str], *args: str):
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # As a parent that ignores Ctrl-C (nohup-like launchers, some process managers) starts it.
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
     try:
         yield Listener(process)
@@ -114,6 +116,14 @@ async def test_an_unreachable_server_is_retried_until_ctrl_c(live_env):
         code, stderr = await listener.interrupt()
     assert code == 0, stderr
     assert "Traceback" not in stderr
+
+
+async def test_ctrl_c_stops_it_even_when_started_with_sigint_ignored(live_env):
+    url = f"ws://127.0.0.1:{free_port()}/graphql/"
+    async with listening(live_env, "--url", url, sigint_ignored=True) as listener:
+        await listener.status("reconnecting in")
+        code, stderr = await listener.interrupt()
+    assert code == 0 and "listen: stopped" in stderr, stderr
 
 
 def test_format_event_keeps_one_line_and_shortens_content():

@@ -67,10 +67,13 @@ class Command(BaseCommand):
             sys.stderr.close()  # the reader went away (e.g. `| head`): nothing left to say
 
     async def _print_events(self, listener: BlogListener, *, as_json: bool) -> None:
-        # SIGTERM (docker stop, systemd) stops it as cleanly as Ctrl-C.
+        # Ctrl-C and SIGTERM (docker stop, systemd) stop it alike; SIGINT is handled here, not left
+        # to Python's default, which a process started with SIGINT ignored (a parent's choice,
+        # inherited) would never get.
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(stop, task.cancel)
         try:
             async for event in listener.events():
                 if as_json:
