@@ -12,9 +12,11 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,9 @@ import httpx
 import yaml
 
 from blogclient import BlogListener
-from stack.services import REPO_ROOT
+from stack.services import REPO_ROOT, free_port
 from tests.fixtures_web import ARTIFACTS
-from tests.live import CREATE_BLOG
+from tests.live import CREATE_BLOG, SIGN_UP, assert_no_errors, unique_name
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -205,6 +207,45 @@ class Compose:
 
 
 # --- clients through the lb ---------------------------------------------------------------------
+
+
+# Tests that write several blogs a second as one author; that limit is tested elsewhere.
+WRITER_OVERRIDE = """
+services:
+  web:
+    environment:
+      RATE_LIMIT_MUTATIONS: "off"
+"""
+
+
+@contextlib.contextmanager
+def stack_with_author(kind: str, image: str, workdir: Path, extra_file: Path) -> Iterator[tuple[Compose, str]]:
+    """docker-compose.yml with `extra_file` on top, up and healthy, and the token of one author.
+
+    Its logs go to test-artifacts/compose/<kind>-stack.log; it is taken down, and nothing may be
+    left behind.
+    """
+    override = workdir / "docker-compose.test.yml"
+    override.write_text(WRITER_OVERRIDE)
+    name = f"blogpush-{kind}-{os.getpid()}-{secrets.token_hex(3)}"
+    compose = Compose(name, free_port(), free_subnet_prefix(), image, override, extra_files=(extra_file,))
+    try:
+        compose.run("up", "--detach", "--wait", "--no-build", timeout=300)
+        with httpx.Client(base_url=compose.url, timeout=30) as client:
+            answer = client.post(
+                "/graphql/",
+                json={"query": SIGN_UP, "variables": {"username": unique_name(), "password": "correct horse"}},
+            )
+            token = assert_no_errors(answer.json())["createAuthor"]["token"]
+        yield compose, token
+    finally:
+        logs = compose.run("logs", "--no-color", "--timestamps", check=False, timeout=60)
+        if logs:
+            OUT.mkdir(parents=True, exist_ok=True)
+            (OUT / f"{kind}-stack.log").write_text(logs)
+        compose.run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=300)
+        left = compose.leftovers()
+        assert not left, f"the test left Docker objects behind: {left}"
 
 
 def no_keepalive_client(base_url: str) -> httpx.AsyncClient:

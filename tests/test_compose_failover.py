@@ -12,38 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from stack.services import REPO_ROOT, free_port
+from stack.services import REPO_ROOT
 from tests.compose import (
     OUT,
     Compose,
     Subscriber,
     Writer,
     assert_delivered_exactly_once_in_order,
-    free_subnet_prefix,
     sh,
+    stack_with_author,
     wait_until,
 )
 from tests.fixtures_docker import Image
-from tests.live import SIGN_UP, assert_no_errors, unique_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FAILOVER_FILE = REPO_ROOT / "docker-compose.failover.yml"
-OVERRIDE = """
-services:
-  web:
-    environment:
-      # The test writes several blogs a second as one author; that limit is tested elsewhere.
-      RATE_LIMIT_MUTATIONS: "off"
-"""
 SUBSCRIBERS = 6
 WRITE_INTERVAL = 0.1
 STANDBY_DATA = "/var/lib/postgresql/data/standby"
@@ -53,29 +42,10 @@ RECOVERY_BOUND = 3.0
 
 @pytest.fixture(scope="module")
 def failover_compose(compose_image: Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Compose, str]]:
-    name = f"blogpush-pgfailover-{os.getpid()}-{secrets.token_hex(3)}"
-    override = tmp_path_factory.mktemp("compose-failover") / "docker-compose.test.yml"
-    override.write_text(OVERRIDE)
-    compose = Compose(
-        name, free_port(), free_subnet_prefix(), compose_image.name, override, extra_files=(FAILOVER_FILE,)
-    )
-    try:
-        compose.run("up", "--detach", "--wait", "--no-build", timeout=300)
-        with httpx.Client(base_url=compose.url, timeout=30) as client:
-            answer = client.post(
-                "/graphql/",
-                json={"query": SIGN_UP, "variables": {"username": unique_name(), "password": "correct horse"}},
-            )
-            token = assert_no_errors(answer.json())["createAuthor"]["token"]
-        yield compose, token
-    finally:
-        logs = compose.run("logs", "--no-color", "--timestamps", check=False, timeout=60)
-        if logs:
-            OUT.mkdir(parents=True, exist_ok=True)
-            (OUT / "failover-stack.log").write_text(logs)
-        compose.run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False, timeout=300)
-        left = compose.leftovers()
-        assert not left, f"the test left Docker objects behind: {left}"
+    with stack_with_author(
+        "pgfailover", compose_image.name, tmp_path_factory.mktemp("compose-pgfailover"), FAILOVER_FILE
+    ) as up:
+        yield up
 
 
 def sql(compose: Compose, service: str, statement: str) -> str:
