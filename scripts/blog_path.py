@@ -14,6 +14,7 @@ thread only what runs under the resolver counts: the middleware around it is not
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,7 +159,11 @@ async def measure() -> None:
     finally:
         child.terminate()
         child.wait(10)
-    report(json.loads(out.read_text()))
+        calls = json.loads(out.read_text()) if out.exists() else None
+        shutil.rmtree(workdir, ignore_errors=True)
+    if calls is None:
+        raise SystemExit("the instance wrote no trace: see its output above")
+    report(calls)
 
 
 def report(calls: list[list]) -> None:
