@@ -1,5 +1,6 @@
-"""What the websocket side reports: one log line per connect, disconnect and operation start, and
-the metrics behind them. The consumer calls one function per event.
+"""What the websocket side logs: one line per connect, disconnect and operation start, each
+carrying the connection's id. The consumer calls one function per event; what the hub counts
+goes to core.metrics directly.
 """
 
 from __future__ import annotations
