@@ -8,17 +8,23 @@ counts the replica had received (asynchronous replication: at most the last mome
 Fixed windows (an INCR per hit on a key that expires with its window): exact retry-after hints,
 one round trip, at most twice the rate across a window boundary.
 
-On Redis a hit is one round trip: the window's key is created with its expiry and incremented in
-one MULTI/EXEC, on the client of Django's own RedisCache (`_cache`, its one private part used
-here; tests/test_internals.py checks it). Through Django's cache API it took three (ADD; INCR,
-which RedisCache does as EXISTS then INCR).
+On Redis a hit is one round trip: one script increments the window's key and, when that created
+it, sets its expiry. It runs on a client built once per connection pool (the process's one
+pool, core/redis_pools.py) from the pool of Django's own RedisCache (`_cache` and its
+`_get_connection_pool`, the private parts used here; tests/test_internals.py checks them):
+Django builds a redis-py client for every call, and building one costs as much as a round trip.
+Django's cache API would take three round trips (ADD; INCR, which RedisCache does as EXISTS
+then INCR).
 """
 
 import hashlib
 import logging
 import math
+import threading
 import time
+from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
@@ -74,21 +80,38 @@ def hit(scope: str, identity: str) -> None:
         raise _limited(scope, retry_after)
 
 
+# The window's counter: created by the first hit with its window's expiry, incremented by each.
+_COUNT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+_scripts: dict[int, tuple[object, Any]] = {}  # id(pool) -> (pool, the script on a client of it)
+_scripts_lock = threading.Lock()
+
+
 def _count(key: str, *, timeout: int) -> int:
-    """Add one to the window's counter, created at 0 with `timeout` if it does not exist yet."""
+    """Add one to the window's counter, created with `timeout` if it does not exist yet."""
     backend = caches[DEFAULT_CACHE_ALIAS]  # what `cache` stands for in this context
     if isinstance(backend, RedisCache):
-        full_key = backend.make_and_validate_key(key)
-        with backend._cache.get_client(full_key, write=True).pipeline(transaction=True) as pipe:
-            pipe.set(full_key, 0, ex=timeout, nx=True)
-            pipe.incr(full_key)
-            return int(pipe.execute()[1])
+        return int(_count_script(backend)(keys=[backend.make_and_validate_key(key)], args=[timeout]))
     cache.add(key, 0, timeout=timeout)
     try:
         return cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=timeout)
         return 1
+
+
+def _count_script(backend: RedisCache) -> Any:
+    pool = backend._cache._get_connection_pool(write=True)  # type: ignore[attr-defined]
+    found = _scripts.get(id(pool))
+    if found is not None and found[0] is pool:
+        return found[1]
+    with _scripts_lock:
+        script = redis.Redis(connection_pool=pool).register_script(_COUNT_SCRIPT)
+        _scripts[id(pool)] = (pool, script)
+    return script
 
 
 def check(scope: str, identity: str) -> None:

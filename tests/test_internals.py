@@ -7,9 +7,9 @@ Each is used in one place only and pinned in the requirements:
   the write buffer) and project/server.py (the sweeps);
 - Channels: notifications/transports/consumers.py's __call__ (channels' consumer loop, replaced);
 - django-channels-graphql-ws: notifications/transports/consumers.py (hooks and private state);
-- channels-redis: notifications/runtime/layers.py (create_pool, and connection() for /readyz);
+- channels-redis: notifications/runtime/layers.py (create_pool, group_send's parts, and connection() for /readyz);
 - Django: project/handlers.py (ASGIHandler's middleware loading and response hop, and its own
-  ThreadSensitiveContext deferring to the handler's), api/ratelimit.py (RedisCache's client);
+  ThreadSensitiveContext deferring to the handler's), api/ratelimit.py (RedisCache's pool);
 - graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py;
 - django-cors-headers: notifications/transports/origins.py (whether an origin is listed);
 - pytest-xdist (the test runner, not the product): tests/scheduling.py (the scheduler's scope).
@@ -340,23 +340,27 @@ def test_django_asgi_handler_still_takes_the_hops_the_one_hop_handler_removes():
         signals.request_started.connect(close_old_connections)
 
 
-def test_django_redis_cache_hands_out_the_client_the_rate_limit_counts_with(redis_server):
-    """api/ratelimit.py counts with RedisCache's own client in one MULTI/EXEC; what it writes is
-    what the cache API reads back (integers are stored as such, under the cache's full key)."""
+def test_django_redis_cache_hands_out_the_pool_the_rate_limit_counts_with(redis_server):
+    """api/ratelimit.py counts with a client of RedisCache's own pool (`_cache._get_connection_pool`),
+    one per pool; what it writes is what the cache API reads back (integers are stored as such,
+    under the cache's full key), and the window's key expires."""
+    import redis
     from django.core.cache.backends.redis import RedisCache
 
     from api import ratelimit
 
     backend = RedisCache(redis_server.url, {"KEY_PREFIX": "internals"})
+    pool = backend._cache._get_connection_pool(write=True)
+    assert isinstance(pool, redis.ConnectionPool)
+    assert backend._cache._get_connection_pool(write=True) is pool
     full_key = backend.make_and_validate_key("k")
-    client = backend._cache.get_client(full_key, write=True)
-    client.delete(full_key)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.set(full_key, 0, ex=60, nx=True)
-        pipe.incr(full_key)
-        assert pipe.execute()[1] == 1
-    assert backend.get("k") == 1 and 0 < client.ttl(full_key) <= 60
-    assert "_cache.get_client" in inspect.getsource(ratelimit)
+    backend.delete("k")
+    script = ratelimit._count_script(backend)
+    assert script is ratelimit._count_script(backend)
+    assert int(script(keys=[full_key], args=[60])) == 1
+    assert int(script(keys=[full_key], args=[60])) == 2
+    assert backend.get("k") == 2 and 0 < redis.Redis(connection_pool=pool).ttl(full_key) <= 60
+    assert "_cache._get_connection_pool" in inspect.getsource(ratelimit)
 
 
 async def test_django_defers_to_an_outer_thread_sensitive_context_with_an_executor():
@@ -388,13 +392,16 @@ def test_django_cors_headers_decides_whether_an_origin_is_listed_as_origins_py_a
 
 
 def test_channels_redis_group_send_is_what_the_layer_pipelines(redis_server):
-    """notifications/runtime/layers.py sends to a group in two round trips with channels-redis's
-    own script, keys and serialisation: the library's group_send must still be made of them."""
+    """notifications/runtime/layers.py sends to a group with channels-redis's own script, keys,
+    serialisation and host count (`ring_size`): the library's group_send must still be made of them."""
     source = inspect.getsource(ChannelsRedisLayer.group_send)
     library_script = source.split('"""')[3] if source.count('"""') >= 4 else ""
     assert " ".join(library_script.split()) == " ".join(layers.GROUP_SEND_LUA.split())
     for part in ("self._group_key(group)", "self._map_channel_keys_to_connection(", "self.consistent_hash(group)"):
         assert part in source, part
+
+    assert layers.RedisChannelLayer(hosts=[redis_server.url]).ring_size == 1  # one host: one-round-trip sends
+    assert layers.RedisChannelLayer(hosts=[redis_server.url] * 2).ring_size == 2
 
     async def roundtrip() -> list[dict[str, Any]]:
         layer = layers.RedisChannelLayer(hosts=[redis_server.url], capacity=2)
