@@ -63,6 +63,49 @@ async def test_the_first_group_send_after_a_redis_restart_is_delivered():
         await other.close_pools()
 
 
+async def test_a_group_send_reaches_exactly_the_members_of_the_moment_in_one_round_trip(host):
+    """The layer sends on the members it remembers from its last send, checked by Redis in the same
+    script: a member that joined since gets the message, one that left does not, and another
+    sender's memory is its own. Once the members are known, a send is one command."""
+    sender, hubs = RedisChannelLayer(hosts=[host()]), RedisChannelLayer(hosts=[host()])
+    other_sender = RedisChannelLayer(hosts=[host()])
+    group = f"moment-{secrets.token_hex(4)}"
+    try:
+        first = await hubs.new_channel()
+        await hubs.group_add(group, first)
+        await sender.group_send(group, {"type": "one"})
+        assert (await asyncio.wait_for(hubs.receive(first), 5))["type"] == "one"
+
+        second = await hubs.new_channel()
+        await hubs.group_add(group, second)  # joined since the sender's last send
+        await sender.group_send(group, {"type": "two"})
+        got = [(await asyncio.wait_for(hubs.receive(channel), 5))["type"] for channel in (first, second)]
+        assert got == ["two", "two"]
+
+        await hubs.group_discard(group, first)  # left since
+        await sender.group_send(group, {"type": "three"})
+        await other_sender.group_send(group, {"type": "four"})  # never sent to this group before
+        assert [(await asyncio.wait_for(hubs.receive(second), 5))["type"] for _ in range(2)] == ["three", "four"]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(hubs.receive(first), 0.5)
+
+        sent: list[str] = []  # what clients sent Redis (not what scripts ran there), past connecting
+        async with sender.connection(0).monitor() as monitor:
+            for n in range(5):
+                await sender.group_send(group, {"type": "steady", "n": n})
+            await sender.connection(0).echo("sent")
+            while not sent or sent[-1] != "ECHO":
+                command = await asyncio.wait_for(monitor.next_command(), 5)
+                name = command["command"].split()[0].upper()
+                if command["client_type"] != "lua" and name not in {"HELLO", "AUTH", "CLIENT", "SELECT", "PING"}:
+                    sent.append(name)
+        assert sent == ["EVAL"] * 5 + ["ECHO"]
+        assert [(await asyncio.wait_for(hubs.receive(second), 5))["n"] for _ in range(5)] == list(range(5))
+    finally:
+        for layer in (sender, hubs, other_sender):
+            await layer.close_pools()
+
+
 async def test_the_sentinel_form_uses_a_blocking_pool_on_the_master(sentinel_redis: SentinelRedis):
     layer = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
     try:

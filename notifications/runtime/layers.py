@@ -10,11 +10,15 @@
   server"). For group_send that was a publication lost for live delivery: every hub had already
   rejoined and read the log, and nothing told them to read it again. It is sent once more.
 
-`group_send` is channels-redis's own, in two round trips instead of four (every publication
-goes through it): the group's expired members are dropped and the rest read in one pipeline,
-then, per Redis connection, every member channel's stale messages dropped and the message added
-in another (the same Lua script channels-redis runs, the same keys and serialisation, built by
-its `_group_key` and `_map_channel_keys_to_connection`).
+`group_send` is channels-redis's own (the same keys, serialisation and per-channel Lua, built
+by its `_group_key` and `_map_channel_keys_to_connection`), in one round trip where the library
+takes four: every publication goes through it. The layer remembers each group's members from
+its last send and sends with one script that drops the group's expired members, checks that
+the rest are the remembered ones, and only then adds the message to each member's channel;
+when they are not (a process joined or left), the script answers with the members as they are
+and the send is made again for them. Nothing is ever sent on a stale member list. With several
+Redis hosts (a sharded layer) it is two round trips: the members read in one, the message added
+per host in another.
 
 `ping` asks Redis itself whether the layer can be reached (for /readyz); channels-redis offers no
 public way to, so it uses the layer's `connection(index)`. That, the `create_pool` override and
@@ -55,6 +59,37 @@ end
 return over_capacity
 """
 
+# One round trip for a group whose members the sender remembers. KEYS: the group, then each
+# member channel's key. ARGV: the expired-member cutoff, the number of remembered members and
+# their names, then per channel key its message and capacity, then the stale-message cutoff,
+# the time and the channel expiry. Answers the count over capacity, or the group's actual members
+# (a list) when they are not the remembered ones, without sending anything.
+GROUP_SEND_CHECKED_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local remembered = tonumber(ARGV[2])
+if #members ~= remembered then return members end
+local expected = {}
+for i = 1, remembered do expected[ARGV[2 + i]] = true end
+for _, member in ipairs(members) do
+    if not expected[member] then return members end
+end
+local channels = #KEYS - 1
+local over_capacity = 0
+for i = 1, channels do
+    local key = KEYS[i + 1]
+    redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[#ARGV - 2])
+    if redis.call('ZCOUNT', key, '-inf', '+inf') < tonumber(ARGV[2 + remembered + channels + i]) then
+        redis.call('ZADD', key, ARGV[#ARGV - 1], ARGV[2 + remembered + i])
+        redis.call('EXPIRE', key, ARGV[#ARGV])
+    else
+        over_capacity = over_capacity + 1
+    end
+end
+return over_capacity
+"""
+REMEMBERED_MEMBERS_AT_MOST = 256  # larger groups (not this project's) read their members first
+
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """channels-redis's Sentinel pool that waits for a free connection, as the URL form's does.
@@ -78,6 +113,11 @@ async def ping(layer: Any) -> None:
 class RedisChannelLayer(BaseRedisChannelLayer):
     max_connections = 200
     pool_timeout = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Each group's members at its last send: only a guess, checked by the script at every send.
+        self._members: dict[str, tuple[str, ...]] = {}
 
     def create_pool(self, index: int) -> Any:
         host = dict(self.hosts[index])
@@ -111,11 +151,23 @@ class RedisChannelLayer(BaseRedisChannelLayer):
     async def _group_send(self, group: str, message: dict[str, Any]) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
         key = self._group_key(group)
+        if self.ring_size == 1:
+            members = self._members.get(group, ())
+            for _ in range(3):  # a group whose members keep changing is read the slow way below
+                answer = await self._send_to_remembered(key, members, message)
+                if not isinstance(answer, list):
+                    self._log_over_capacity(answer, len(members), group)
+                    return
+                members = tuple(sorted(member.decode("utf8") for member in answer))
+                if len(members) > REMEMBERED_MEMBERS_AT_MOST:
+                    self._members.pop(group, None)
+                    break
+                self._members[group] = members
         async with self.connection(self.consistent_hash(group)).pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
             pipe.zrange(key, 0, -1)
-            _, members = await pipe.execute()
-        channel_names = [member.decode("utf8") for member in members]
+            _, found = await pipe.execute()
+        channel_names = [member.decode("utf8") for member in found]
         by_connection, messages, capacities = self._map_channel_keys_to_connection(channel_names, message)
         for index, channel_keys in by_connection.items():
             async with self.connection(index).pipeline(transaction=False) as pipe:
@@ -123,6 +175,28 @@ class RedisChannelLayer(BaseRedisChannelLayer):
                     pipe.zremrangebyscore(channel_key, min=0, max=int(time.time()) - int(self.expiry))
                 args = [messages[k] for k in channel_keys] + [capacities[k] for k in channel_keys]
                 pipe.eval(GROUP_SEND_LUA, len(channel_keys), *channel_keys, *args, time.time(), self.expiry)
-                over_capacity = (await pipe.execute())[-1]
-            if over_capacity:
-                logger.info("%s of %s channels over capacity in group %s", over_capacity, len(channel_names), group)
+                self._log_over_capacity((await pipe.execute())[-1], len(channel_names), group)
+
+    async def _send_to_remembered(self, key: str, members: tuple[str, ...], message: dict[str, Any]) -> Any:
+        _, messages, capacities = self._map_channel_keys_to_connection(list(members), message)
+        channel_keys = list(messages)
+        now = time.time()
+        return await self.connection(0).eval(
+            GROUP_SEND_CHECKED_LUA,
+            1 + len(channel_keys),
+            key,
+            *channel_keys,
+            int(now) - self.group_expiry,
+            len(members),
+            *members,
+            *(messages[k] for k in channel_keys),
+            *(capacities[k] for k in channel_keys),
+            int(now) - int(self.expiry),
+            now,
+            self.expiry,
+        )
+
+    @staticmethod
+    def _log_over_capacity(over_capacity: int, members: int, group: str) -> None:
+        if over_capacity:
+            logger.info("%s of %s channels over capacity in group %s", over_capacity, members, group)
