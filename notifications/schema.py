@@ -32,9 +32,11 @@ class BlogPublished(channels_graphql_ws.Subscription):
         )
 
     @staticmethod
-    async def publish(
+    def publish(
         publication: Publication, info: graphene.ResolveInfo, author: str | None = None, after: str | None = None
     ) -> "BlogPublished":
+        # Sync, as every field of an event is: the hub renders each event in one pass, without
+        # yielding the event loop halfway through a fan-out (hub/cohorts.py).
         assert publication.blog is not None  # the hub sends blogPublished creations only
         return BlogPublished(cursor=publication.cursor, blog=blog_from(publication.blog))
 
