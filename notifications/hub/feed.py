@@ -84,6 +84,9 @@ class LayerReceiver:
                 continue
             if publication is not None:
                 feed.offer(publication)
+                # The feed's task is ready to deliver it; the layer's next receive does a round of
+                # bookkeeping before it waits. Yield first, so the event goes out before that.
+                await asyncio.sleep(0)
 
     async def renew(self, interval: float) -> None:
         """Join again every `interval` seconds, so neither expiry nor a Redis restart drops us."""
