@@ -50,9 +50,14 @@ def peer_python(log: Any = print) -> Path:
         return python
     log(f"   creating the peer's virtualenv ({PEER_VENV.relative_to(REPO_ROOT)})")
     shutil.rmtree(PEER_VENV, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True, timeout=300)
+    # Without a pip of its own (installed into it by this interpreter's pip), and without
+    # compiling every module up front: the peer compiles what it imports when it first runs.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(PEER_VENV)], check=True, timeout=300)
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(PEER_REQUIREMENTS)],
+        [
+            *(sys.executable, "-m", "pip", "--python", str(python), "install", "-q"),
+            *("--no-compile", "--disable-pip-version-check", "-r", str(PEER_REQUIREMENTS)),
+        ],
         check=True,
         timeout=900,
     )
