@@ -154,8 +154,11 @@ elif os.environ.get("DATABASE_POOL", "1") != "0":
     # A PostgreSQL connection opened per request costs more than the mutation it serves;
     # Django's psycopg pool (not CONN_MAX_AGE, which ASGI cannot use safely) keeps them open.
     # Health checks replace connections a database restart or failover broke, before a request
-    # sees them (with the pool, Django checks each connection it takes: ConnectionPool.check_connection).
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # sees them: the pool checks a connection it hands out unless it was handed out a moment ago
+    # (core/db_pool.py, through the backend core/postgresql), instead of Django's check of every
+    # one (CONN_HEALTH_CHECKS: a round trip before every request's first statement).
+    DATABASES["default"]["ENGINE"] = "core.postgresql"
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": int(os.environ.get("DATABASE_POOL_MIN_SIZE", "2")),
         "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10")),

@@ -1,5 +1,5 @@
 """The private or undocumented parts of Daphne, Twisted, Autobahn, Channels, channels-redis,
-django-channels-graphql-ws, Django, graphene-django, graphql-core, django-cors-headers (and pytest-xdist)
+django-channels-graphql-ws, Django, graphene-django, graphql-core, django-cors-headers, psycopg_pool (and pytest-xdist)
 this project relies on.
 
 Each is used in one place only and pinned in the requirements:
@@ -12,6 +12,7 @@ Each is used in one place only and pinned in the requirements:
   ThreadSensitiveContext deferring to the handler's), api/ratelimit.py (RedisCache's pool);
 - graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py;
 - django-cors-headers: notifications/transports/origins.py (whether an origin is listed);
+- psycopg_pool: core/postgresql/base.py (the check of the pool Django builds);
 - pytest-xdist (the test runner, not the product): tests/scheduling.py (the scheduler's scope).
 A
 version bump that changes one of them fails here, loudly, instead of quietly turning a guard
@@ -415,3 +416,20 @@ def test_channels_redis_group_send_is_what_the_layer_pipelines(redis_server):
             await layer.close_pools()
 
     assert asyncio.run(roundtrip()) == [{"type": "t", "n": 1}] * 2
+
+
+def test_django_builds_the_psycopg_pool_with_its_own_check_which_the_backend_replaces():
+    """core/postgresql/base.py sets the pool's `_check` after Django built it (Django passes `check`
+    itself, so OPTIONS cannot): the pool must still keep the check there and call it on checkout."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+    from psycopg_pool import ConnectionPool
+
+    source = inspect.getsource(DatabaseWrapper.pool.fget)
+    assert "check=ConnectionPool.check_connection if enable_checks else None" in source
+
+    def check(connection: object) -> None:
+        raise AssertionError("only stored here")
+
+    pool = ConnectionPool("", open=False, check=check)
+    assert pool._check is check
+    assert "self._check(conn)" in inspect.getsource(ConnectionPool._check_connection)
