@@ -351,9 +351,10 @@ def test_django_redis_cache_hands_out_the_pool_the_rate_limit_counts_with(redis_
     from api import ratelimit
 
     backend = RedisCache(redis_server.url, {"KEY_PREFIX": "internals"})
-    pool = backend._cache._get_connection_pool(write=True)
+    get_pool = backend._cache._get_connection_pool  # type: ignore[attr-defined]
+    pool = get_pool(write=True)
     assert isinstance(pool, redis.ConnectionPool)
-    assert backend._cache._get_connection_pool(write=True) is pool
+    assert get_pool(write=True) is pool
     full_key = backend.make_and_validate_key("k")
     backend.delete("k")
     script = ratelimit._count_script(backend)
@@ -424,7 +425,7 @@ def test_django_builds_the_psycopg_pool_with_its_own_check_which_the_backend_rep
     from django.db.backends.postgresql.base import DatabaseWrapper
     from psycopg_pool import ConnectionPool
 
-    source = inspect.getsource(DatabaseWrapper.pool.fget)
+    source = inspect.getsource(vars(DatabaseWrapper)["pool"].fget)
     assert "check=ConnectionPool.check_connection if enable_checks else None" in source
 
     def check(connection: object) -> None:
