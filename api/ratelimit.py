@@ -22,6 +22,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -86,7 +87,7 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
-_scripts: dict[int, tuple[object, Any]] = {}  # id(pool) -> (pool, the script on a client of it)
+_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # pool -> the script on a client of it
 _scripts_lock = threading.Lock()
 
 
@@ -105,12 +106,10 @@ def _count(key: str, *, timeout: int) -> int:
 
 def _count_script(backend: RedisCache) -> Any:
     pool = backend._cache._get_connection_pool(write=True)  # type: ignore[attr-defined]
-    found = _scripts.get(id(pool))
-    if found is not None and found[0] is pool:
-        return found[1]
     with _scripts_lock:
-        script = redis.Redis(connection_pool=pool).register_script(_COUNT_SCRIPT)
-        _scripts[id(pool)] = (pool, script)
+        script = _scripts.get(pool)
+        if script is None:
+            script = _scripts[pool] = redis.Redis(connection_pool=pool).register_script(_COUNT_SCRIPT)
     return script
 
 

@@ -5,6 +5,7 @@ and its nested `blogs` connections prefetched for every parent in one statement 
 function pages each author's blogs). Without a plan they load whole rows, as a plain ORM read does.
 """
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def credential_by_token(raw_token: str) -> Credential | str:
     (`Manager.raw`, which still converts the author's fields as a queryset would).
     """
     digest = token_digest(raw_token)
-    found = next(iter(Author.objects.raw(_credential_sql(), [digest])), None)
+    found = next(iter(Author.objects.raw(_credential_sql(connection.vendor), [digest])), None)
     if found is None or not hmac.compare_digest(found.token_digest, digest):
         return UNKNOWN
     if found.token_revoked:
@@ -69,7 +70,9 @@ def credential_by_token(raw_token: str) -> Credential | str:
     return Credential(found, token_id=found.token_id, expires_at=expires_at)
 
 
-def _credential_sql() -> str:
+@functools.cache
+def _credential_sql(vendor: str) -> str:
+    """The statement, written once per database vendor (its quoting)."""
     quote = connection.ops.quote_name
     token, author = ApiToken._meta, Author._meta
 
