@@ -11,7 +11,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.redis_config import from_environ
-from notifications.runtime.layers import BlockingSentinelConnectionPool, RedisChannelLayer
+from notifications.runtime.layers import REMEMBERED_MEMBERS_AT_MOST, BlockingSentinelConnectionPool, RedisChannelLayer
 from stack.sentinel import SentinelRedis
 from stack.services import RedisServer
 
@@ -89,20 +89,56 @@ async def test_a_group_send_reaches_exactly_the_members_of_the_moment_in_one_rou
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(hubs.receive(first), 0.5)
 
-        sent: list[str] = []  # what clients sent Redis (not what scripts ran there), past connecting
-        async with sender.connection(0).monitor() as monitor:
+        async def steady() -> None:
             for n in range(5):
                 await sender.group_send(group, {"type": "steady", "n": n})
-            await sender.connection(0).echo("sent")
-            while not sent or sent[-1] != "ECHO":
-                command = await asyncio.wait_for(monitor.next_command(), 5)
-                name = command["command"].split()[0].upper()
-                if command["client_type"] != "lua" and name not in {"HELLO", "AUTH", "CLIENT", "SELECT", "PING"}:
-                    sent.append(name)
-        assert sent == ["EVAL"] * 5 + ["ECHO"]
+
+        assert await _commands_sent(sender, steady) == ["EVAL"] * 5
         assert [(await asyncio.wait_for(hubs.receive(second), 5))["n"] for _ in range(5)] == list(range(5))
     finally:
         for layer in (sender, hubs, other_sender):
+            await layer.close_pools()
+
+
+async def _commands_sent(layer: RedisChannelLayer, send) -> list[str]:
+    """The commands clients sent Redis (not what scripts ran there, nor connecting) while `send` ran."""
+    sent: list[str] = []
+    async with layer.connection(0).monitor() as monitor:
+        await send()
+        await layer.connection(0).echo("sent")
+        while not sent or sent[-1] != "ECHO":
+            command = await asyncio.wait_for(monitor.next_command(), 5)
+            name = command["command"].split()[0].upper()
+            if command["client_type"] != "lua" and name not in {"HELLO", "AUTH", "CLIENT", "SELECT", "PING"}:
+                sent.append(name)
+    return sent[:-1]
+
+
+async def test_a_large_group_has_its_members_read_first_and_once_it_shrinks_is_sent_in_one_round_trip(
+    single_redis: RedisServer,
+):
+    sender, hubs = RedisChannelLayer(hosts=[single_redis.url]), RedisChannelLayer(hosts=[single_redis.url])
+    group = f"large-{secrets.token_hex(4)}"
+    channels = [f"large.member{n}" for n in range(REMEMBERED_MEMBERS_AT_MOST + 1)]
+    try:
+        for channel in channels:
+            await hubs.group_add(group, channel)
+        await sender.group_send(group, {"type": "first"})
+        sent = await _commands_sent(sender, lambda: sender.group_send(group, {"type": "second"}))
+        assert sent.index("ZRANGE") < sent.index("EVAL") and sent.count("EVAL") == 1, sent  # no script tried first
+        for channel in channels:
+            got = [(await asyncio.wait_for(hubs.receive(channel), 5))["type"] for _ in range(2)]
+            assert got == ["first", "second"], channel
+
+        for channel in channels[2:]:
+            await hubs.group_discard(group, channel)
+        await sender.group_send(group, {"type": "third"})  # read the slow way, remembered from here
+        assert await _commands_sent(sender, lambda: sender.group_send(group, {"type": "fourth"})) == ["EVAL"]
+        for channel in channels[:2]:
+            got = [(await asyncio.wait_for(hubs.receive(channel), 5))["type"] for _ in range(2)]
+            assert got == ["third", "fourth"], channel
+    finally:
+        for layer in (sender, hubs):
             await layer.close_pools()
 
 

@@ -88,7 +88,7 @@ for i = 1, channels do
 end
 return over_capacity
 """
-REMEMBERED_MEMBERS_AT_MOST = 256  # larger groups (not this project's) read their members first
+REMEMBERED_MEMBERS_AT_MOST = 256  # larger groups (not this project's) have their members read first
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -117,7 +117,8 @@ class RedisChannelLayer(BaseRedisChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Each group's members at its last send: only a guess, checked by the script at every send.
-        self._members: dict[str, tuple[str, ...]] = {}
+        # None for a group too large to send that way: its members are read first.
+        self._members: dict[str, tuple[str, ...] | None] = {}
 
     def create_pool(self, index: int) -> Any:
         host = dict(self.hosts[index])
@@ -151,23 +152,23 @@ class RedisChannelLayer(BaseRedisChannelLayer):
     async def _group_send(self, group: str, message: dict[str, Any]) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
         key = self._group_key(group)
-        if self.ring_size == 1:
-            members = self._members.get(group, ())
+        remembered = self._members.get(group, ()) if self.ring_size == 1 else None
+        if remembered is not None:
             for _ in range(3):  # a group whose members keep changing is read the slow way below
-                answer = await self._send_to_remembered(key, members, message)
+                answer = await self._send_to_remembered(key, remembered, message)
                 if not isinstance(answer, list):
-                    self._log_over_capacity(answer, len(members), group)
+                    self._log_over_capacity(answer, len(remembered), group)
                     return
-                members = tuple(sorted(member.decode("utf8") for member in answer))
-                if len(members) > REMEMBERED_MEMBERS_AT_MOST:
-                    self._members.pop(group, None)
+                remembered = self._remember(group, [member.decode("utf8") for member in answer])
+                if remembered is None:
                     break
-                self._members[group] = members
         async with self.connection(self.consistent_hash(group)).pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
             pipe.zrange(key, 0, -1)
             _, found = await pipe.execute()
         channel_names = [member.decode("utf8") for member in found]
+        if self.ring_size == 1:
+            self._remember(group, channel_names)  # a large group that shrank is sent the short way again
         by_connection, messages, capacities = self._map_channel_keys_to_connection(channel_names, message)
         for index, channel_keys in by_connection.items():
             async with self.connection(index).pipeline(transaction=False) as pipe:
@@ -176,6 +177,12 @@ class RedisChannelLayer(BaseRedisChannelLayer):
                 args = [messages[k] for k in channel_keys] + [capacities[k] for k in channel_keys]
                 pipe.eval(GROUP_SEND_LUA, len(channel_keys), *channel_keys, *args, time.time(), self.expiry)
                 self._log_over_capacity((await pipe.execute())[-1], len(channel_names), group)
+
+    def _remember(self, group: str, members: list[str]) -> tuple[str, ...] | None:
+        """Keep `members` for the next send; None (read them first next time) for a large group."""
+        remembered = tuple(sorted(members)) if len(members) <= REMEMBERED_MEMBERS_AT_MOST else None
+        self._members[group] = remembered
+        return remembered
 
     async def _send_to_remembered(self, key: str, members: tuple[str, ...], message: dict[str, Any]) -> Any:
         _, messages, capacities = self._map_channel_keys_to_connection(list(members), message)
