@@ -50,6 +50,10 @@ class RedisTarget:
         kwargs: dict[str, Any] = {
             "socket_timeout": SENTINEL_SOCKET_TIMEOUT,
             "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT,
+            # redis-py retries a command of a client it builds itself ten times, with backoff, on
+            # the same sentinel: one that hangs would hold every master lookup for about fifteen
+            # seconds. Without retries the lookup moves on to the next sentinel after one timeout.
+            "retry": None,
         }
         if self.sentinel_password:
             kwargs["password"] = self.sentinel_password

@@ -8,10 +8,17 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
+from django.utils.module_loading import import_string
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from core.redis_config import from_environ
-from notifications.runtime.layers import REMEMBERED_MEMBERS_AT_MOST, BlockingSentinelConnectionPool, RedisChannelLayer
+from core.redis_config import SENTINEL_SOCKET_TIMEOUT, from_environ
+from notifications.runtime.layers import (
+    REMEMBERED_MEMBERS_AT_MOST,
+    BlockingSentinelConnectionPool,
+    RedisChannelLayer,
+    ping,
+)
 from stack.sentinel import SentinelRedis
 from stack.services import RedisServer
 
@@ -246,3 +253,30 @@ async def test_after_a_switchover_the_first_broadcast_leaves_the_demoted_master(
     finally:
         await publisher.close_pools()
         await receiver.close_pools()
+
+
+async def test_a_hung_sentinel_costs_one_timeout_before_the_next_is_asked(sentinel_redis: SentinelRedis):
+    """The first sentinel listed keeps its socket but answers nothing (SIGSTOP: a frozen machine).
+    Finding the master, as every new connection does, must move on to the next sentinel after one
+    socket timeout, for the channel layer and for the cache (rate limits) alike."""
+    target = from_environ(sentinel_redis.env())
+    cache = target.cache(max_connections=2, pool_timeout=1)
+    options = dict(cache["OPTIONS"])
+    pool = import_string(options.pop("pool_class")).from_url(cache["LOCATION"], **options)
+    layer = RedisChannelLayer(hosts=[sentinel_host(sentinel_redis)])
+    hung = sentinel_redis.sentinels[0]
+    assert f":{hung.port}," in sentinel_redis.env()["REDIS_SENTINELS"] + ",", "the hung one is asked first"
+    hung.freeze()
+    try:
+        began = time.monotonic()
+        await ping(layer)
+        layer_seconds = time.monotonic() - began
+        began = time.monotonic()
+        await asyncio.to_thread(redis.Redis(connection_pool=pool).ping)
+        cache_seconds = time.monotonic() - began
+    finally:
+        hung.thaw()
+        await layer.close_pools()
+        pool.disconnect()
+    bound = SENTINEL_SOCKET_TIMEOUT + 1.5  # without the fix: about fifteen seconds
+    assert layer_seconds < bound and cache_seconds < bound, (layer_seconds, cache_seconds)
