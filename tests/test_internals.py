@@ -7,7 +7,8 @@ Each is used in one place only and pinned in the requirements:
   the write buffer) and project/server.py (the sweeps);
 - Channels: notifications/transports/consumers.py's __call__ (channels' consumer loop, replaced);
 - django-channels-graphql-ws: notifications/transports/consumers.py (hooks and private state);
-- channels-redis: notifications/runtime/layers.py (create_pool, group_send's parts, and connection() for /readyz);
+- channels-redis: notifications/runtime/layers.py (create_pool, group_send's parts, the receive's pop,
+  and connection() for /readyz);
 - Django: project/handlers.py (ASGIHandler's middleware loading and response hop, and its own
   ThreadSensitiveContext deferring to the handler's), api/ratelimit.py (RedisCache's pool);
 - graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py;
@@ -391,6 +392,22 @@ def test_django_cors_headers_decides_whether_an_origin_is_listed_as_origins_py_a
     assert origins.listed("http://localhost:3000")
     for other in ("http://127.0.0.1:5174", "http://app.example.com", "https://app.example.com.evil", "null"):
         assert not origins.listed(other), other
+
+
+def test_channels_redis_receives_through_the_pop_and_cleaner_the_layer_replaces():
+    """notifications/runtime/layers.py replaces the pop and the backup's cleaner; the library's
+    receive must still call both, with these arguments, and nothing else that backs up."""
+    source = inspect.getsource(ChannelsRedisLayer.receive_single)
+    assert "self._brpop_with_clean(\n                    index, channel_key, timeout=self.brpop_timeout\n" in source
+    assert "self._clean_receive_backup(index, channel_key)" in source
+    for name, parameters in (
+        ("_brpop_with_clean", ["self", "index", "channel", "timeout"]),
+        ("_clean_receive_backup", ["self", "index", "channel"]),
+    ):
+        assert list(inspect.signature(getattr(ChannelsRedisLayer, name)).parameters) == parameters, name
+        assert getattr(layers.RedisChannelLayer, name) is not getattr(ChannelsRedisLayer, name), name
+    backups = [line for line in inspect.getsource(channels_redis.core).splitlines() if "_backup_channel_name(" in line]
+    assert len(backups) == 3, backups  # defined once, used by the pop and by the cleaner only
 
 
 def test_channels_redis_group_send_is_what_the_layer_pipelines(redis_server):

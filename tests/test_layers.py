@@ -121,6 +121,29 @@ async def _commands_sent(layer: RedisChannelLayer, send) -> list[str]:
     return sent[:-1]
 
 
+async def test_a_received_message_costs_redis_one_pop(single_redis: RedisServer):
+    """No backup queue around the pop (layers.py): each message is one BZPOPMIN, nothing more,
+    and every message still arrives once, in order."""
+    sender, receiver = RedisChannelLayer(hosts=[single_redis.url]), RedisChannelLayer(hosts=[single_redis.url])
+    try:
+        channel = await receiver.new_channel()
+        for n in range(3):
+            await sender.send(channel, {"type": "t", "n": n})
+        received: list[int] = []
+
+        async def receive_three() -> None:
+            for _ in range(3):
+                received.append((await asyncio.wait_for(receiver.receive(channel), 5))["n"])
+
+        assert await _commands_sent(receiver, receive_three) == ["BZPOPMIN"] * 3
+        assert received == [0, 1, 2]
+        await sender.send(channel, {"type": "t", "n": 3})
+        assert (await asyncio.wait_for(receiver.receive(channel), 5))["n"] == 3
+    finally:
+        for layer in (sender, receiver):
+            await layer.close_pools()
+
+
 async def test_a_large_group_has_its_members_read_first_and_once_it_shrinks_is_sent_in_one_round_trip(
     single_redis: RedisServer,
 ):
