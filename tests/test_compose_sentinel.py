@@ -137,5 +137,6 @@ async def test_killing_the_redis_master_loses_no_blog_and_live_delivery_resumes(
     assert_delivered_exactly_once_in_order(subscribers, writer.acked)
     assert first_live <= DOWN_AFTER_S + 4, figures  # the bound of docs/scaling.md
     # A mutation that reached for the dead master waits for connect timeouts only: the rate
-    # limits' cache (2 s) and the broadcast's two tries (1 s each), docs/scaling.md.
-    assert slowest <= 2 + 2 * 1 + 0.5, figures
+    # limits' cache (2 s) and the broadcast's (BROADCAST_WAIT_SECONDS, 0.5 s), docs/scaling.md;
+    # with 2 s for its own work on a loaded machine.
+    assert slowest <= 2 + 0.5 + 2, figures

@@ -50,60 +50,75 @@ def host(request, single_redis: RedisServer, sentinel_redis: SentinelRedis):
     return lambda **extra: sentinel_host(sentinel_redis, **extra)
 
 
-async def test_the_first_group_send_after_a_redis_restart_is_delivered():
+async def group_send(layer: RedisChannelLayer, sender: str, group: str, message: dict) -> None:
+    """A send from the event loop (`loop`) or from a thread on the blocking client (`thread`: what
+    a request's broadcast uses)."""
+    if sender == "thread":
+        await asyncio.to_thread(layer.group_send_blocking, group, message, timeout=1)
+    else:
+        await layer.group_send(group, message)
+
+
+@pytest.fixture(params=["loop", "thread"])
+def sender(request) -> str:
+    return request.param
+
+
+async def test_the_first_group_send_after_a_redis_restart_is_delivered(sender: str):
     """The pooled connection died with Redis: the broadcast must not fail (and be lost) on it."""
-    with RedisServer() as redis:
-        layer = RedisChannelLayer(hosts=[redis.url])
+    with RedisServer() as server:
+        layer = RedisChannelLayer(hosts=[server.url])
         channel = await layer.new_channel()
         await layer.group_add("hub", channel)
-        await layer.group_send("hub", {"type": "before"})
+        await group_send(layer, sender, "hub", {"type": "before"})
         assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "before"
 
-        redis.restart()  # empty again: membership gone, every pooled connection closed
-        other = RedisChannelLayer(hosts=[redis.url])  # a subscriber that joins afresh
+        server.restart()  # empty again: membership gone, every pooled connection closed
+        other = RedisChannelLayer(hosts=[server.url])  # a subscriber that joins afresh
         listener = await other.new_channel()
         await other.group_add("hub", listener)
 
-        await layer.group_send("hub", {"type": "after"})
+        await group_send(layer, sender, "hub", {"type": "after"})
         assert (await asyncio.wait_for(other.receive(listener), 5))["type"] == "after"
         await layer.close_pools()
         await other.close_pools()
 
 
-async def test_a_group_send_reaches_exactly_the_members_of_the_moment_in_one_round_trip(host):
+async def test_a_group_send_reaches_exactly_the_members_of_the_moment_in_one_round_trip(host, sender: str):
     """The layer sends on the members it remembers from its last send, checked by Redis in the same
     script: a member that joined since gets the message, one that left does not, and another
-    sender's memory is its own. Once the members are known, a send is one command."""
-    sender, hubs = RedisChannelLayer(hosts=[host()]), RedisChannelLayer(hosts=[host()])
+    sender's memory is its own. Once the members are known, a send is one command. The same from
+    the event loop and from a thread."""
+    sender_layer, hubs = RedisChannelLayer(hosts=[host()]), RedisChannelLayer(hosts=[host()])
     other_sender = RedisChannelLayer(hosts=[host()])
     group = f"moment-{secrets.token_hex(4)}"
     try:
         first = await hubs.new_channel()
         await hubs.group_add(group, first)
-        await sender.group_send(group, {"type": "one"})
+        await group_send(sender_layer, sender, group, {"type": "one"})
         assert (await asyncio.wait_for(hubs.receive(first), 5))["type"] == "one"
 
         second = await hubs.new_channel()
         await hubs.group_add(group, second)  # joined since the sender's last send
-        await sender.group_send(group, {"type": "two"})
+        await group_send(sender_layer, sender, group, {"type": "two"})
         got = [(await asyncio.wait_for(hubs.receive(channel), 5))["type"] for channel in (first, second)]
         assert got == ["two", "two"]
 
         await hubs.group_discard(group, first)  # left since
-        await sender.group_send(group, {"type": "three"})
-        await other_sender.group_send(group, {"type": "four"})  # never sent to this group before
+        await group_send(sender_layer, sender, group, {"type": "three"})
+        await group_send(other_sender, sender, group, {"type": "four"})  # never sent to this group before
         assert [(await asyncio.wait_for(hubs.receive(second), 5))["type"] for _ in range(2)] == ["three", "four"]
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(hubs.receive(first), 0.5)
 
         async def steady() -> None:
             for n in range(5):
-                await sender.group_send(group, {"type": "steady", "n": n})
+                await group_send(sender_layer, sender, group, {"type": "steady", "n": n})
 
-        assert await _commands_sent(sender, steady) == ["EVAL"] * 5
+        assert await _commands_sent(sender_layer, steady) == ["EVAL"] * 5
         assert [(await asyncio.wait_for(hubs.receive(second), 5))["n"] for _ in range(5)] == list(range(5))
     finally:
-        for layer in (sender, hubs, other_sender):
+        for layer in (sender_layer, hubs, other_sender):
             await layer.close_pools()
 
 

@@ -8,10 +8,12 @@ with the channel layer's documented `group_send`; hub/feed.py reads it back with
 `publication_from`. Each process's hub joins the one group and filters by author locally, so an
 event crosses Redis once per process and subscribers of other authors are never woken.
 
-The send runs on the server's event loop (bound at start by `send_from`), where the channel
-layer's connections live, as a task of its own: the request's thread only hands it over and
-waits up to BROADCAST_WAIT_SECONDS for it to leave, so that a response normally means "sent",
-and a Redis that hangs holds no response longer than that. A broadcast that fails or never
+The request's thread sends it itself, on the channel layer's blocking client
+(`group_send_blocking`), so that a response normally means "sent". A layer without one (the
+in-memory layer, a sharded Redis) has the send made on the server's event loop (bound at start by
+`send_from`), where its connections live, as a task of its own: the thread hands it over and
+waits for it to leave. Either way a Redis that hangs holds no response longer than
+BROADCAST_WAIT_SECONDS. A broadcast that fails or never
 leaves loses nothing: the publication is committed in the log, and every hub reads the log
 when it notices the gap (the next publication, or its periodic check).
 """
@@ -32,6 +34,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import metrics
 from notifications.publishing.publication import ChangeKind, Publication
@@ -134,13 +137,16 @@ def broadcast(publication: Publication) -> None:
         raise ImproperlyConfigured("CHANNEL_LAYERS needs a default layer: publications are broadcast through it.")
     stamped = dataclasses.replace(publication, announced_at=time.time())
     message = message_for(stamped)
-    loop = _server_loop
-    if loop is None or loop.is_closed():
+    loop = _server_loop if _server_loop is not None and not _server_loop.is_closed() else None
+    if loop is not None and _running_here(loop):
+        _send_in_background(loop, layer, message)  # called from the loop itself: it cannot be waited for
+        return
+    if getattr(layer, "sends_from_threads", False):
+        _send_from_this_thread(layer, message, loop, publication.seq)
+        return
+    if loop is None:
         # No server loop (a management command, the test client): a loop of asgiref's for the call.
         async_to_sync(layer.group_send)(HUB_GROUP, message)
-        return
-    if _running_here(loop):
-        _send_in_background(loop, layer, message)  # called from the loop itself: it cannot be waited for
         return
     sent = asyncio.run_coroutine_threadsafe(layer.group_send(HUB_GROUP, message), loop)
     try:
@@ -152,6 +158,27 @@ def broadcast(publication: Publication) -> None:
             settings.BROADCAST_WAIT_SECONDS,
         )
         sent.add_done_callback(_late_outcome)
+
+
+def _send_from_this_thread(
+    layer: Any, message: dict[str, Any], loop: asyncio.AbstractEventLoop | None, seq: int
+) -> None:
+    """Sent by the request's own thread on a blocking client: the publication leaves without
+    waiting for the event loop to wake up and take it. A Redis that does not answer within
+    BROADCAST_WAIT_SECONDS holds the response no longer: the send is made again from the event
+    loop, where it may finish later (hubs drop a second copy by sequence number, and read the log
+    if it never arrives)."""
+    try:
+        layer.group_send_blocking(HUB_GROUP, message, timeout=settings.BROADCAST_WAIT_SECONDS)
+    except RedisTimeoutError:
+        if loop is None:
+            raise
+        logger.warning(
+            "Broadcast of seq %s unanswered after %.1fs; the response goes out, the event loop sends it again",
+            seq,
+            settings.BROADCAST_WAIT_SECONDS,
+        )
+        _send_in_background(loop, layer, message)
 
 
 def _running_here(loop: asyncio.AbstractEventLoop) -> bool:

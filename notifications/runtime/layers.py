@@ -35,9 +35,14 @@ failover the next command reaches the new master.
 """
 
 import logging
+import threading
 import time
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
+import redis
+import redis.sentinel
 from channels_redis.core import RedisChannelLayer as BaseRedisChannelLayer
 from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -103,6 +108,18 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingCo
     """
 
 
+class BlockingSentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
+    """The same for redis-py's blocking client: the pool a thread sends a group message through."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTrip:
+    """One round trip of a group send: these commands pipelined to host `index`."""
+
+    index: int
+    commands: tuple[tuple[str, tuple[Any, ...]], ...]
+
+
 async def ping(layer: Any) -> None:
     """Raise unless the channel layer's Redis answers (a layer without Redis always answers).
 
@@ -122,22 +139,74 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         # Each group's members at its last send: only a guess, checked by the script at every send.
         # None for a group too large to send that way: its members are read first.
         self._members: dict[str, tuple[str, ...] | None] = {}
+        self._blocking_client: redis.Redis | None = None
+        self._blocking_lock = threading.Lock()
 
     def create_pool(self, index: int) -> Any:
-        host = dict(self.hosts[index])
-        host.setdefault("socket_timeout", self.brpop_timeout + 10)
+        return self._pool(self.hosts[index], self.brpop_timeout + 10, blocking_client=False)
+
+    def _pool(self, entry: dict[str, Any], read_timeout: float, *, blocking_client: bool) -> Any:
+        host = dict(entry)
+        host.setdefault("socket_timeout", read_timeout)
         # A dead host does not refuse a connection, it stays silent (a killed container, a lost
         # machine). Redis on the same network accepts within milliseconds, so a second means
         # dead; a broadcast after a commit waits at most this long per try, not five seconds.
-        host.setdefault("socket_connect_timeout", 1)
+        host.setdefault("socket_connect_timeout", min(1, read_timeout))
         host.setdefault("socket_keepalive", True)
         host.setdefault("health_check_interval", 15)
         host.setdefault("max_connections", self.max_connections)
         host.setdefault("timeout", self.pool_timeout)
         if "master_name" in host:  # as channels_redis.utils.create_pool reads the Sentinel form
-            sentinels = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+            addresses, sentinel_kwargs = host.pop("sentinels"), host.pop("sentinel_kwargs", None)
+            if blocking_client:
+                manager = redis.sentinel.Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
+                return BlockingSentinelPool(host.pop("master_name"), manager, **host)
+            sentinels = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
             return BlockingSentinelConnectionPool(host.pop("master_name"), sentinels, **host)
+        if blocking_client:
+            return redis.BlockingConnectionPool.from_url(host.pop("address"), **host)
         return aioredis.BlockingConnectionPool.from_url(host.pop("address"), **host)
+
+    @property
+    def sends_from_threads(self) -> bool:
+        """Whether `group_send_blocking` can be used: one Redis host (not a sharded layer)."""
+        return self.ring_size == 1
+
+    def group_send_blocking(self, group: str, message: dict[str, Any], *, timeout: float) -> None:
+        """`group_send` from a thread, on redis-py's blocking client, with no hop to an event loop.
+
+        Raises redis's TimeoutError when Redis did not answer within `timeout` (the message may
+        have been sent all the same), and what a second try raised after a dead connection.
+        """
+        client = self._blocking_client
+        if client is None:
+            with self._blocking_lock:
+                if self._blocking_client is None:  # built once: a client costs about as much as the send
+                    pool = self._pool(self.hosts[0], timeout, blocking_client=True)
+                    self._blocking_client = redis.Redis(connection_pool=pool)
+                client = self._blocking_client
+        try:
+            self._drive_blocking(client, group, message)
+        except RedisConnectionError:
+            self._drive_blocking(client, group, message)
+
+    async def close_pools(self) -> None:
+        await super().close_pools()
+        if self._blocking_client is not None:
+            self._blocking_client.connection_pool.disconnect()
+
+    def _drive_blocking(self, client: redis.Redis, group: str, message: dict[str, Any]) -> None:
+        steps = self._group_send_steps(group, message)
+        answer: list[Any] | None = None
+        while True:
+            try:
+                trip = steps.send(answer)  # type: ignore[arg-type]
+            except StopIteration:
+                return
+            with client.pipeline(transaction=False) as pipe:
+                for name, args in trip.commands:
+                    getattr(pipe, name)(*args)
+                answer = pipe.execute()
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Once more on a fresh connection if the pooled one died with Redis.
@@ -153,33 +222,49 @@ class RedisChannelLayer(BaseRedisChannelLayer):
             await self._group_send(group, message)
 
     async def _group_send(self, group: str, message: dict[str, Any]) -> None:
+        steps = self._group_send_steps(group, message)
+        answer: list[Any] | None = None
+        while True:
+            try:
+                trip = steps.send(answer)  # type: ignore[arg-type]
+            except StopIteration:
+                return
+            async with self.connection(trip.index).pipeline(transaction=False) as pipe:
+                for name, args in trip.commands:
+                    getattr(pipe, name)(*args)
+                answer = await pipe.execute()
+
+    def _group_send_steps(self, group: str, message: dict[str, Any]) -> Generator[RoundTrip, list[Any], None]:
+        """A group send as its round trips, each answered with its commands' replies: the one
+        procedure that the event loop's client and a thread's blocking client both carry out."""
         assert self.require_valid_group_name(group), "Group name not valid"
         key = self._group_key(group)
         remembered = self._members.get(group, ()) if self.ring_size == 1 else None
         if remembered is not None:
             for _ in range(3):  # a group whose members keep changing is read the slow way below
-                answer = await self._send_to_remembered(key, remembered, message)
+                (answer,) = yield RoundTrip(0, (("eval", self._remembered_send_args(key, remembered, message)),))
                 if not isinstance(answer, list):
                     self._log_over_capacity(answer, len(remembered), group)
                     return
                 remembered = self._remember(group, [member.decode("utf8") for member in answer])
                 if remembered is None:
                     break
-        async with self.connection(self.consistent_hash(group)).pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
-            pipe.zrange(key, 0, -1)
-            _, found = await pipe.execute()
+        _, found = yield RoundTrip(
+            self.consistent_hash(group),
+            (("zremrangebyscore", (key, 0, int(time.time()) - self.group_expiry)), ("zrange", (key, 0, -1))),
+        )
         channel_names = [member.decode("utf8") for member in found]
         if self.ring_size == 1:
             self._remember(group, channel_names)  # a large group that shrank is sent the short way again
         by_connection, messages, capacities = self._map_channel_keys_to_connection(channel_names, message)
         for index, channel_keys in by_connection.items():
-            async with self.connection(index).pipeline(transaction=False) as pipe:
-                for channel_key in channel_keys:
-                    pipe.zremrangebyscore(channel_key, min=0, max=int(time.time()) - int(self.expiry))
-                args = [messages[k] for k in channel_keys] + [capacities[k] for k in channel_keys]
-                pipe.eval(GROUP_SEND_LUA, len(channel_keys), *channel_keys, *args, time.time(), self.expiry)
-                self._log_over_capacity((await pipe.execute())[-1], len(channel_names), group)
+            stale = int(time.time()) - int(self.expiry)
+            args = [messages[k] for k in channel_keys] + [capacities[k] for k in channel_keys]
+            script = (GROUP_SEND_LUA, len(channel_keys), *channel_keys, *args, time.time(), self.expiry)
+            replies = yield RoundTrip(
+                index, (*(("zremrangebyscore", (k, 0, stale)) for k in channel_keys), ("eval", script))
+            )
+            self._log_over_capacity(replies[-1], len(channel_names), group)
 
     def _remember(self, group: str, members: list[str]) -> tuple[str, ...] | None:
         """Keep `members` for the next send; None (read them first next time) for a large group."""
@@ -187,11 +272,11 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         self._members[group] = remembered
         return remembered
 
-    async def _send_to_remembered(self, key: str, members: tuple[str, ...], message: dict[str, Any]) -> Any:
+    def _remembered_send_args(self, key: str, members: tuple[str, ...], message: dict[str, Any]) -> tuple[Any, ...]:
         _, messages, capacities = self._map_channel_keys_to_connection(list(members), message)
         channel_keys = list(messages)
         now = time.time()
-        return await self.connection(0).eval(
+        return (
             GROUP_SEND_CHECKED_LUA,
             1 + len(channel_keys),
             key,
