@@ -120,6 +120,20 @@ class RoundTrip:
     commands: tuple[tuple[str, tuple[Any, ...]], ...]
 
 
+def _next_trip(steps: Generator[RoundTrip, list[Any], None], answer: list[Any] | None) -> RoundTrip | None:
+    """The send's next round trip, given the last one's replies (None to start); None once done."""
+    try:
+        return steps.send(answer)  # type: ignore[arg-type]
+    except StopIteration:
+        return None
+
+
+def _queued(pipe: Any, trip: RoundTrip) -> Any:
+    for name, args in trip.commands:
+        getattr(pipe, name)(*args)
+    return pipe
+
+
 async def ping(layer: Any) -> None:
     """Raise unless the channel layer's Redis answers (a layer without Redis always answers).
 
@@ -196,17 +210,10 @@ class RedisChannelLayer(BaseRedisChannelLayer):
             self._blocking_client.connection_pool.disconnect()
 
     def _drive_blocking(self, client: redis.Redis, group: str, message: dict[str, Any]) -> None:
-        steps = self._group_send_steps(group, message)
-        answer: list[Any] | None = None
-        while True:
-            try:
-                trip = steps.send(answer)  # type: ignore[arg-type]
-            except StopIteration:
-                return
+        steps, answer = self._group_send_steps(group, message), None
+        while (trip := _next_trip(steps, answer)) is not None:
             with client.pipeline(transaction=False) as pipe:
-                for name, args in trip.commands:
-                    getattr(pipe, name)(*args)
-                answer = pipe.execute()
+                answer = _queued(pipe, trip).execute()
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Once more on a fresh connection if the pooled one died with Redis.
@@ -222,17 +229,10 @@ class RedisChannelLayer(BaseRedisChannelLayer):
             await self._group_send(group, message)
 
     async def _group_send(self, group: str, message: dict[str, Any]) -> None:
-        steps = self._group_send_steps(group, message)
-        answer: list[Any] | None = None
-        while True:
-            try:
-                trip = steps.send(answer)  # type: ignore[arg-type]
-            except StopIteration:
-                return
+        steps, answer = self._group_send_steps(group, message), None
+        while (trip := _next_trip(steps, answer)) is not None:
             async with self.connection(trip.index).pipeline(transaction=False) as pipe:
-                for name, args in trip.commands:
-                    getattr(pipe, name)(*args)
-                answer = await pipe.execute()
+                answer = await _queued(pipe, trip).execute()
 
     def _group_send_steps(self, group: str, message: dict[str, Any]) -> Generator[RoundTrip, list[Any], None]:
         """A group send as its round trips, each answered with its commands' replies: the one
