@@ -44,12 +44,16 @@ class SharedBlockingPool(redis.BlockingConnectionPool):
         return _shared(cls, url, options, lambda: super(SharedBlockingPool, cls).from_url(url, **options))
 
 
-class SharedSentinelMasterPool(SentinelMasterPool, redis.BlockingConnectionPool):
-    """The Sentinel pool (core/redis_config.py), blocking when full, one per process.
+class BlockingSentinelMasterPool(SentinelMasterPool, redis.BlockingConnectionPool):
+    """The Sentinel pool (core/redis_config.py), blocking when full.
 
     SentinelConnectionPool chooses where a connection goes (the master the sentinels name);
     BlockingConnectionPool decides what happens when all are in use: they compose by inheritance.
     """
+
+
+class SharedSentinelMasterPool(BlockingSentinelMasterPool):
+    """The blocking Sentinel pool, one per process for given options."""
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SharedSentinelMasterPool:

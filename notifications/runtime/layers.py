@@ -48,6 +48,8 @@ from redis import asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from core.redis_pools import BlockingSentinelMasterPool
+
 logger = logging.getLogger(__name__)
 
 # channels-redis's group_send script: each member channel gets the message unless it is full.
@@ -106,10 +108,6 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingCo
     BlockingConnectionPool only decides what happens when all are in use. Neither overrides what
     the other does, so the two compose by inheritance alone.
     """
-
-
-class BlockingSentinelPool(redis.sentinel.SentinelConnectionPool, redis.BlockingConnectionPool):
-    """The same for redis-py's blocking client: the pool a thread sends a group message through."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +172,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
             addresses, sentinel_kwargs = host.pop("sentinels"), host.pop("sentinel_kwargs", None)
             if blocking_client:
                 manager = redis.sentinel.Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
-                return BlockingSentinelPool(host.pop("master_name"), manager, **host)
+                return BlockingSentinelMasterPool(host.pop("master_name"), manager, **host)
             sentinels = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs)
             return BlockingSentinelConnectionPool(host.pop("master_name"), sentinels, **host)
         if blocking_client:
