@@ -7,7 +7,7 @@ PORT ?= 8000
 
 JS := tests/js
 
-.PHONY: install install-dev static-assets js-deps run migrate test compose-test stack soak bench bench-quick schema lint format clean
+.PHONY: install install-dev static-assets js-deps bench-peer run migrate test compose-test stack soak bench bench-quick schema lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -44,6 +44,11 @@ $(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
 
 js-deps: $(JS)/node_modules/.installed
 
+# The side-by-side benchmark's peer (strawberry-django) in a virtualenv of its own, from the pins in
+# bench/peer/requirements.txt; rebuilt only when they change.
+bench-peer: install
+	@$(BIN)/python -c "from bench.phases.versus_peer import peer_python; peer_python()"
+
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
@@ -60,7 +65,7 @@ PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist lo
 
 ## test: lint (below), then install everything the tests need (system packages and Node too, when root) and run them
 ## (TEST_WORKERS=N: how many in parallel, 0 for one process; docs/development.md)
-test: install-dev lint js-deps
+test: install-dev lint js-deps bench-peer
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
@@ -82,12 +87,12 @@ soak: install-dev
 	$(BIN)/python -m stack.soak $(SOAK_ARGS)
 
 ## bench: the benchmark on real processes (~17 min): bench/results/<date>.json + .md, tables in docs/benchmarks.md
-bench: install-dev
+bench: install-dev bench-peer
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## bench-quick: the same harness with tiny sizes (under a minute); results in test-artifacts/bench-quick
-bench-quick: install-dev
+bench-quick: install-dev bench-peer
 	./scripts/ensure-system-packages.sh
 	$(BIN)/python -m bench --quick --out test-artifacts/bench-quick $(BENCH_ARGS)
 

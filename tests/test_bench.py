@@ -13,7 +13,7 @@ from stack.services import REPO_ROOT
 
 
 @pytest.mark.slow
-# The quick run also builds the peer's virtualenv (bench/peer/, from PyPI) when it has none yet.
+# `make test` builds the peer's virtualenv first (make bench-peer); run alone, the quick bench builds it.
 @pytest.mark.timeout(720)
 def test_bench_quick_produces_results(tmp_path):
     done = subprocess.run(
