@@ -24,7 +24,7 @@ from pathlib import Path
 
 import redis
 
-from stack.services import RedisServer, Service, StackError, free_port, redis_client, wait_for
+from stack.services import RedisServer, Service, StackError, free_port, log_tail, redis_client, wait_for
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,8 @@ class SentinelRedis:
         except (redis.RedisError, OSError):
             return False
 
-    def _healthy(self) -> bool:
+    def _unhealthy(self) -> str | None:
+        """What is not healthy yet (the first thing found), or None."""
         try:
             master = self.master()
             for node in self.nodes:
@@ -230,27 +231,38 @@ class SentinelRedis:
                     role = client.info("replication")
                 if node is master:
                     if role["role"] != "master" or role.get("connected_slaves", 0) < len(self.nodes) - 1:
-                        return False
+                        return f"{node.name}: role {role['role']}, {role.get('connected_slaves', 0)} replicas"
                 elif role["role"] != "slave" or role.get("master_link_status") != "up":
-                    return False
+                    return f"{node.name}: role {role['role']}, link {role.get('master_link_status')}"
             others = len(self.sentinels) - 1
             for sentinel in self.sentinels:
                 state = sentinel.state()
                 if state["flags"] != "master" or int(state["num-other-sentinels"]) < others:
-                    return False
+                    return f"{sentinel.name}: flags {state['flags']}, {state['num-other-sentinels']} other sentinels"
                 replicas = sentinel.replicas()
-                if len(replicas) < len(self.nodes) - 1:
-                    return False
-                if any(r["flags"] != "slave" or r.get("master-link-status") != "ok" for r in replicas):
-                    return False
-            return self._all_sentinels_name(master.port)
-        except (redis.RedisError, OSError, StackError, KeyError):
-            return False
+                if len(replicas) < len(self.nodes) - 1 or any(
+                    r["flags"] != "slave" or r.get("master-link-status") != "ok" for r in replicas
+                ):
+                    return f"{sentinel.name}: replicas {[(r['name'], r['flags']) for r in replicas]}"
+            if not self._all_sentinels_name(master.port):
+                return "the sentinels do not all name the master"
+            return None
+        except (redis.RedisError, OSError, StackError, KeyError) as error:
+            return f"{type(error).__name__}: {error}"
 
     def wait_healthy(self, timeout: float = 30) -> None:
         """Until the master has its replica in sync and every sentinel sees both, and each other."""
-        log = self.sentinels[0].log_path
-        wait_for(self._healthy, timeout, "Sentinel: master, replica and sentinels healthy", log_path=log)
+        last: list[str | None] = [None]
+
+        def healthy() -> bool:
+            last[0] = self._unhealthy()
+            return last[0] is None
+
+        try:
+            wait_for(healthy, timeout, "Sentinel: master, replica and sentinels healthy")
+        except StackError as error:
+            logs = "\n".join(f"--- {s.name}:\n{log_tail(s.log_path, 15)}" for s in self.services)
+            raise StackError(f"{str(error).splitlines()[0]}\nstill: {last[0]}\n{logs}") from None
 
     def wait_for_failover(self, old: RedisServer, timeout: float = 30) -> tuple[RedisServer, float]:
         """Until every sentinel names another node as master and it says so itself.

@@ -282,7 +282,8 @@ class RedisServer(Service):
     def start(self) -> None:
         # --save '' and --appendonly no: a restart loses all data, like a crash.
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        cmd += ["--dir", str(self.tmp)]
+        # A replica is synced as soon as it asks, not after 5 s spent waiting for others to ask too.
+        cmd += ["--repl-diskless-sync-delay", "0", "--dir", str(self.tmp)]
         if self.password:
             # masterauth too: any node may be a replica of another after a failover.
             cmd += ["--requirepass", self.password, "--masterauth", self.password]
