@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate, production_env, running
-from tests.live import LiveApi
+from tests.live import DjangoShell, LiveApi
 
 # Pages, browser and observability fixtures (web_server, restartable_server, browser); the PostgreSQL
 # stack the end-to-end modules share (pg_stack); the Docker engine and the run's image (compose tests);
@@ -101,6 +101,16 @@ def run_manage(live_env: dict[str, str]):
     return lambda *args, stdin=None: manage(live_env, *args, stdin=stdin)
 
 
+@pytest.fixture(scope="session")
+def django_shell(live_env: dict[str, str]) -> Iterator[DjangoShell]:
+    """`manage.py shell -c` on the live database, one process for the whole session."""
+    shell = DjangoShell(live_env)
+    try:
+        yield shell
+    finally:
+        shell.close()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     Path(REPO_ROOT / "test-artifacts").mkdir(exist_ok=True)
 
@@ -157,7 +167,7 @@ print(session.session_key)
 
 
 @pytest.fixture(scope="session")
-def browser_session(api: LiveApi, run_manage) -> tuple[str, str]:
+def browser_session(api: LiveApi, django_shell: DjangoShell) -> tuple[str, str]:
     """(username, session key) of an author signed in the way a browser is: with a session cookie."""
     username, _ = api.sign_up()
-    return username, run_manage("shell", "-c", OPEN_SESSION.format(username=username)).stdout.split()[-1]
+    return username, django_shell.run(OPEN_SESSION.format(username=username)).split()[-1]

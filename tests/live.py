@@ -1,7 +1,12 @@
 """Helpers for talking to a running server the way a client does: HTTP, Redis, GraphQL documents."""
 
 import asyncio
+import json
+import os
 import secrets
+import subprocess
+import sys
+import threading
 import time
 from typing import Any
 
@@ -125,3 +130,42 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
     wanted = set(labels.items())
     return sum(v for (n, sample_labels), v in samples.items() if n == name and wanted <= sample_labels)
+
+
+class DjangoShell:
+    """`manage.py shell -c` against a live database, in one Django process kept between calls
+    (tests/scripts/django_shell.py): a change made from outside any server, as an operator's script
+    makes it. `run(code)` returns what the code printed; an exception in it fails the caller."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from stack.services import REPO_ROOT
+
+        self._process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "tests" / "scripts" / "django_shell.py")],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._lock = threading.Lock()  # tests call it from threads (asyncio.to_thread)
+
+    def run(self, code: str) -> str:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        with self._lock:
+            self._process.stdin.write(json.dumps({"code": code}) + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        assert line, f"the Django shell exited with {self._process.poll()}"
+        answer = json.loads(line)
+        assert answer["error"] is None, f"{code}\n{answer['error']}"
+        return str(answer["stdout"])
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

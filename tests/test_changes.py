@@ -74,7 +74,7 @@ def assert_in_order(events: list[dict[str, Any]]) -> None:
     assert seqs == sorted(set(seqs)), seqs
 
 
-async def test_every_write_path_is_announced_once_in_commit_order_across_instances(daphne_servers, run_manage):
+async def test_every_write_path_is_announced_once_in_commit_order_across_instances(daphne_servers, django_shell):
     first, second, third = daphne_servers
     writer = LiveApi(third.url)
     username, token = writer.sign_up()
@@ -98,10 +98,10 @@ async def test_every_write_path_is_announced_once_in_commit_order_across_instanc
             f"Blog.objects.get(pk={pk(d['id'])}).delete()\n"
             f"Blog.objects.filter(pk={pk(c['id'])}).delete()\n"
         )
-        await asyncio.to_thread(run_manage, "shell", "-c", orm)
+        await asyncio.to_thread(django_shell.run, orm)
         delete(writer, token, b["id"])
         cascade = f"from api.models import Author; Author.objects.get(username='{username}').delete()"
-        await asyncio.to_thread(run_manage, "shell", "-c", cascade)
+        await asyncio.to_thread(django_shell.run, cascade)
 
         expected: list[Seen] = [
             *(("CREATED", blog["id"], blog["title"]) for blog in (a, b, c, d, e)),
@@ -143,7 +143,7 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
-async def test_edits_and_deletions_in_the_admin_are_announced(daphne_servers, run_manage):
+async def test_edits_and_deletions_in_the_admin_are_announced(daphne_servers, django_shell):
     first, second, _ = daphne_servers
     api = LiveApi(second.url)
     username, token = api.sign_up()
@@ -154,7 +154,7 @@ async def test_edits_and_deletions_in_the_admin_are_announced(daphne_servers, ru
         f"Author.objects.create_superuser('{admin_name}', password='admin password 1'); "
         f"print(Author.objects.get(username='{username}').pk)"
     )
-    author_pk = (await asyncio.to_thread(run_manage, "shell", "-c", code)).stdout.split()[-1]
+    author_pk = (await asyncio.to_thread(django_shell.run, code)).split()[-1]
     client = await subscribed(first.ws_url, BLOG_CHANGED, {"author": username})
     try:
         with httpx.Client(base_url=second.url, follow_redirects=False, timeout=30) as browser:
@@ -203,7 +203,7 @@ async def test_edits_and_deletions_in_the_admin_are_announced(daphne_servers, ru
         await client.close()
 
 
-async def test_rolled_back_edits_and_deletions_are_never_announced(daphne_servers, run_manage):
+async def test_rolled_back_edits_and_deletions_are_never_announced(daphne_servers, django_shell):
     first, _, third = daphne_servers
     api = LiveApi(third.url)
     username, token = api.sign_up()
@@ -224,7 +224,7 @@ async def test_rolled_back_edits_and_deletions_are_never_announced(daphne_server
             "except RuntimeError:\n"
             "    pass\n"
         )
-        await asyncio.to_thread(run_manage, "shell", "-c", code)
+        await asyncio.to_thread(django_shell.run, code)
         update(api, token, blog["id"], title="Committed")
         assert [seen(event) for event in await changes(client, 1)] == [("UPDATED", blog["id"], "Committed")]
         await no_more_events(client)

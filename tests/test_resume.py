@@ -145,7 +145,7 @@ async def test_bad_cursors_are_bad_user_input(daphne_server, protocol, cursor, r
         await client.close()
 
 
-async def test_cursor_older_than_the_replay_window_is_bad_user_input(daphne_server, run_manage):
+async def test_cursor_older_than_the_replay_window_is_bad_user_input(daphne_server, django_shell):
     api = LiveApi(daphne_server.url)
     _, token = api.sign_up()
     cursor = latest_cursor(api)
@@ -156,7 +156,7 @@ async def test_cursor_older_than_the_replay_window_is_bad_user_input(daphne_serv
         f"Publication.objects.filter(blog_id=from_global_id('{blog['id']}')[1])"
         ".update(created_at=timezone.now() - timedelta(days=30))"
     )
-    await asyncio.to_thread(run_manage, "shell", "-c", code)
+    await asyncio.to_thread(django_shell.run, code)
     client = await GraphQLWSClient(daphne_server.ws_url).connect()
     try:
         await client.start(BLOG_PUBLISHED, {"after": cursor})

@@ -19,7 +19,7 @@ import pytest
 import websockets
 
 from stack.services import DaphneInstance, running
-from tests.live import BLOG_PUBLISHED, CREATE_BLOG, LiveApi, unique_name
+from tests.live import BLOG_PUBLISHED, CREATE_BLOG, DjangoShell, LiveApi, unique_name
 from tests.wsclient import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLWSClient
 
 # Within "about a second" of the commit, with room for a loaded 2-core machine.
@@ -91,10 +91,6 @@ def signed_out_count(server: DaphneInstance, reason: str, protocol: str) -> floa
     )
 
 
-def shell(run_manage, code: str) -> str:
-    return run_manage("shell", "-c", code).stdout
-
-
 class Admin:
     """A staff member using /admin/ on one instance, as a browser does (session cookie, CSRF token)."""
 
@@ -137,32 +133,29 @@ class Admin:
 
 
 @pytest.fixture(scope="module")
-def staff(daphne_servers, run_manage) -> tuple[str, str]:
+def staff(daphne_servers, django_shell: DjangoShell) -> tuple[str, str]:
     username = unique_name("staff")
-    shell(
-        run_manage,
+    django_shell.run(
         f"from api.models import Author; Author.objects.create_superuser({username!r}, password={PASSWORD!r})",
     )
     return username, PASSWORD
 
 
-def token_ids(run_manage, username: str) -> list[int]:
-    out = shell(
-        run_manage,
+def token_ids(django_shell: DjangoShell, username: str) -> list[int]:
+    out = django_shell.run(
         f"from api.models import ApiToken; print(list(ApiToken.objects.filter(author__username={username!r})"
         ".order_by('pk').values_list('pk', flat=True)))",
     )
     return [int(i) for i in re.findall(r"\d+", out.strip().splitlines()[-1])]
 
 
-def author_id(run_manage, username: str) -> int:
-    out = shell(run_manage, f"from api.models import Author; print(Author.objects.get(username={username!r}).pk)")
+def author_id(django_shell: DjangoShell, username: str) -> int:
+    out = django_shell.run(f"from api.models import Author; print(Author.objects.get(username={username!r}).pk)")
     return int(out.split()[-1])
 
 
-def blog_titles(run_manage, username: str) -> list[str]:
-    out = shell(
-        run_manage,
+def blog_titles(django_shell: DjangoShell, username: str) -> list[str]:
+    out = django_shell.run(
         f"from api.models import Blog; print(list(Blog.objects.filter(author__username={username!r})"
         ".values_list('title', flat=True)))",
     )
@@ -180,7 +173,7 @@ def instances(daphne_servers) -> tuple[DaphneInstance, DaphneInstance]:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_revoking_a_token_in_the_admin_closes_its_socket_on_another_instance(
-    instances, staff, run_manage, protocol
+    instances, staff, django_shell, protocol
 ):
     here, there = instances
     api = LiveApi(here.url)
@@ -188,7 +181,7 @@ async def test_revoking_a_token_in_the_admin_closes_its_socket_on_another_instan
     client = await signed_in(here.ws_url, token, protocol)
     await client.subscribe(BLOG_PUBLISHED)
     admin = await in_thread(Admin, there.url, *staff)
-    (token_id,) = await in_thread(token_ids, run_manage, username)
+    (token_id,) = await in_thread(token_ids, django_shell, username)
 
     page = await in_thread(admin.client.get, "/admin/api/apitoken/")
     counted = await in_thread(signed_out_count, here, "revoked", protocol)
@@ -205,7 +198,7 @@ async def test_revoking_a_token_in_the_admin_closes_its_socket_on_another_instan
 
 
 async def test_ending_an_authors_access_in_the_admin_closes_all_their_sockets(
-    instances, daphne_servers, staff, run_manage
+    instances, daphne_servers, staff, django_shell
 ):
     here, there = instances
     api = LiveApi(here.url)
@@ -213,7 +206,7 @@ async def test_ending_an_authors_access_in_the_admin_closes_all_their_sockets(
     second = api.post(LOG_IN, {"username": username, "password": PASSWORD})["data"]["createToken"]["token"]
     sockets = [await signed_in(here.ws_url, first), await signed_in(daphne_servers[2].ws_url, second, LEGACY_WS)]
     admin = await in_thread(Admin, there.url, *staff)
-    pk = await in_thread(author_id, run_manage, username)
+    pk = await in_thread(author_id, django_shell, username)
     await in_thread(admin.action, "/admin/api/author/", "end_access", [pk])
     for client in sockets:
         code, reason, _ = await closed_with(client)
@@ -237,7 +230,7 @@ def not_rechecking(live_env) -> Iterator[DaphneInstance]:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_write_on_a_socket_whose_token_was_revoked_unannounced_is_refused(
-    not_rechecking, live_env, run_manage, protocol
+    not_rechecking, live_env, django_shell, protocol
 ):
     """Raw SQL bypasses every announcement, as a lost broadcast would: the write itself is still refused."""
     api = LiveApi(not_rechecking.url)
@@ -245,7 +238,7 @@ async def test_a_write_on_a_socket_whose_token_was_revoked_unannounced_is_refuse
     client = await signed_in(not_rechecking.ws_url, token, protocol)
     assert (await client.execute(CREATE_BLOG, {"title": "before", "content": "c"}))["payload"]["data"]
     database = live_env["DATABASE_URL"].removeprefix("sqlite:///")
-    (token_id,) = await in_thread(token_ids, run_manage, username)
+    (token_id,) = await in_thread(token_ids, django_shell, username)
     with sqlite3.connect(database) as db:
         db.execute("UPDATE api_apitoken SET revoked = 1 WHERE id = ?", (token_id,))
 
@@ -256,7 +249,7 @@ async def test_a_write_on_a_socket_whose_token_was_revoked_unannounced_is_refuse
     assert "revoked" in errors[0]["message"].lower()
     code, _, _ = await closed_with(client)
     assert code == 4403
-    assert await in_thread(blog_titles, run_manage, username) == ["before"]
+    assert await in_thread(blog_titles, django_shell, username) == ["before"]
 
 
 # ---------------------------------------------------------------------------- signing out
@@ -335,12 +328,12 @@ async def test_sign_out_everywhere_closes_every_socket_of_the_author_on_every_in
     ],
     ids=["save", "queryset-update", "delete"],
 )
-async def test_deactivating_or_deleting_an_author_closes_their_sockets(daphne_servers, run_manage, how, reason):
+async def test_deactivating_or_deleting_an_author_closes_their_sockets(daphne_servers, django_shell, how, reason):
     api = LiveApi(daphne_servers[0].url)
     username, token = api.sign_up()
     clients = [await signed_in(daphne_servers[0].ws_url, token), await signed_in(daphne_servers[1].ws_url, token)]
     sent = time.monotonic()
-    await in_thread(shell, run_manage, "from api.models import Author; " + how.format(u=username))
+    await in_thread(django_shell.run, "from api.models import Author; " + how.format(u=username))
     for client in clients:
         code, text, arrived = await closed_with(client)
         assert code == 4403 and reason in text.lower(), text
@@ -401,13 +394,13 @@ def rechecking(live_env) -> Iterator[DaphneInstance]:
         yield server
 
 
-async def test_a_revocation_whose_announcement_was_lost_still_closes_the_socket(rechecking, live_env, run_manage):
+async def test_a_revocation_whose_announcement_was_lost_still_closes_the_socket(rechecking, live_env, django_shell):
     """Raw SQL announces nothing, as a failed broadcast would: the periodic recheck closes the socket anyway."""
     api = LiveApi(rechecking.url)
     username, token = api.sign_up()
     client = await signed_in(rechecking.ws_url, token)
     await client.subscribe(BLOG_PUBLISHED)
-    (token_id,) = await in_thread(token_ids, run_manage, username)
+    (token_id,) = await in_thread(token_ids, django_shell, username)
     with sqlite3.connect(live_env["DATABASE_URL"].removeprefix("sqlite:///")) as db:
         db.execute("UPDATE api_apitoken SET revoked = 1 WHERE id = ?", (token_id,))
     revoked_at = time.monotonic()
@@ -453,7 +446,7 @@ async def _next_title(events, timeout: float = 15) -> str:
 
 
 @pytest.mark.parametrize("fresh", [True, False], ids=["fresh-params", "fixed-params"])
-async def test_blog_listener_signs_in_again_after_4403_and_misses_nothing(instances, run_manage, fresh):
+async def test_blog_listener_signs_in_again_after_4403_and_misses_nothing(instances, fresh):
     """BlogListener (and so `manage.py listen`) treats 4403 as retryable: new connection params, same stream."""
     from blogclient import BlogListener
 

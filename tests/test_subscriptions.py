@@ -107,7 +107,7 @@ async def test_subscribers_on_two_processes_receive_a_mutation_sent_to_a_third(d
             await client.close()
 
 
-async def test_blog_created_with_the_orm_in_a_shell_is_pushed(daphne_server, api: LiveApi, redis_server, run_manage):
+async def test_blog_created_with_the_orm_in_a_shell_is_pushed(daphne_server, api: LiveApi, redis_server, django_shell):
     username, _ = api.sign_up()
     client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
@@ -115,14 +115,14 @@ async def test_blog_created_with_the_orm_in_a_shell_is_pushed(daphne_server, api
             "from api.models import Author, Blog; "
             f"Blog.objects.create(author=Author.objects.get(username='{username}'), title='From a shell', content='c')"
         )
-        await asyncio.to_thread(run_manage, "shell", "-c", code)
+        await asyncio.to_thread(django_shell.run, code)
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "From a shell"
         await no_more_events(client)
     finally:
         await client.close()
 
 
-async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, redis_server, run_manage):
+async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, redis_server, django_shell):
     username, token = api.sign_up()
     client = await subscribed(daphne_server.ws_url, "graphql-ws", username)
     try:
@@ -137,7 +137,7 @@ async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, 
             "except RuntimeError:\n"
             "    pass\n"
         )
-        await asyncio.to_thread(run_manage, "shell", "-c", code)
+        await asyncio.to_thread(django_shell.run, code)
         api.create_blog(token, "Committed")
         assert (await client.next_data())["payload"]["data"]["blogPublished"]["blog"]["title"] == "Committed"
         await no_more_events(client)
@@ -145,7 +145,7 @@ async def test_rolled_back_blog_is_never_announced(daphne_server, api: LiveApi, 
         await client.close()
 
 
-async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, redis_server, run_manage, live_env):
+async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, redis_server, django_shell, live_env):
     username, _ = api.sign_up()
     admin_name = unique_name("admin")
     code = (
@@ -153,7 +153,7 @@ async def test_blog_created_in_the_admin_is_pushed(daphne_server, api: LiveApi, 
         f"Author.objects.create_superuser('{admin_name}', password='admin password 1'); "
         f"print(Author.objects.get(username='{username}').pk)"
     )
-    author_pk = (await asyncio.to_thread(run_manage, "shell", "-c", code)).stdout.split()[-1]
+    author_pk = (await asyncio.to_thread(django_shell.run, code)).split()[-1]
     client = await subscribed(daphne_server.ws_url, "graphql-transport-ws", username)
     try:
         with httpx.Client(base_url=daphne_server.url, follow_redirects=False, timeout=30) as browser:
