@@ -116,14 +116,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(request: pytest.FixtureRequest) -> None:
-    """In-process tests hash many passwords; live servers keep the real hasher."""
-    if "settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
-        settings = request.getfixturevalue("settings")
-        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def fresh_rate_limits(request: pytest.FixtureRequest) -> None:
     """In-process tests share one memory cache: each starts with no rate-limit counts."""
     if "settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
