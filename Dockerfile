@@ -45,9 +45,8 @@ USER app
 EXPOSE 8000
 
 # /healthz answers 200 while the process serves HTTP. Asked with bash's /dev/tcp (slim images have
-# no curl): a Python started for every check could not start within the timeout on a busy host,
-# and the replica was called unhealthy while it served. Its Host is 127.0.0.1, so
-# DJANGO_ALLOWED_HOSTS must keep 127.0.0.1.
+# no curl): a Python started for every check can miss the timeout on a busy host and call a
+# serving replica unhealthy. Its Host is 127.0.0.1, so DJANGO_ALLOWED_HOSTS must keep 127.0.0.1.
 HEALTHCHECK --interval=2s --timeout=3s --start-period=20s --retries=8 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8000 && printf 'GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 

@@ -252,17 +252,18 @@ class SentinelRedis:
 
     def wait_healthy(self, timeout: float = 30) -> None:
         """Until the master has its replica in sync and every sentinel sees both, and each other."""
-        last: list[str | None] = [None]
+        missing: str | None = None
 
         def healthy() -> bool:
-            last[0] = self._unhealthy()
-            return last[0] is None
+            nonlocal missing
+            missing = self._unhealthy()
+            return missing is None
 
         try:
             wait_for(healthy, timeout, "Sentinel: master, replica and sentinels healthy")
         except StackError as error:
             logs = "\n".join(f"--- {s.name}:\n{log_tail(s.log_path, 15)}" for s in self.services)
-            raise StackError(f"{str(error).splitlines()[0]}\nstill: {last[0]}\n{logs}") from None
+            raise StackError(f"{str(error).splitlines()[0]}\nstill: {missing}\n{logs}") from None
 
     def wait_for_failover(self, old: RedisServer, timeout: float = 30) -> tuple[RedisServer, float]:
         """Until every sentinel names another node as master and it says so itself.

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from stack.services import REPO_ROOT
+
 SIGN_UP = """
 mutation SignUp($username: String!, $password: String!, $bio: String) {
   createAuthor(input: {username: $username, password: $password, bio: $bio}) { author { id username } token }
@@ -138,8 +140,6 @@ class DjangoShell:
     makes it. `run(code)` returns what the code printed; an exception in it fails the caller."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        from stack.services import REPO_ROOT
-
         self._process = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "tests" / "scripts" / "django_shell.py")],
             cwd=REPO_ROOT,

@@ -25,6 +25,8 @@ class Own:
         self.api = LiveApi(instance.url)
 
     def shell(self, code: str) -> subprocess.CompletedProcess[str]:
+        # A process per block, not the session's DjangoShell: this instance has a Redis of its own,
+        # and one block here kills its own process between the commit and the broadcast.
         return subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", code],
             cwd=REPO_ROOT,
