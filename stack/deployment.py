@@ -21,10 +21,10 @@ from stack.services import (
     RedisServer,
     Service,
     StackError,
-    collectstatic,
     migrate,
     production_env,
     remove_tmp,
+    shared_static_root,
     start_all,
     stop_all,
 )
@@ -118,20 +118,18 @@ class Stack:
                 cleanup.callback(remove_tmp, sqlite_dir)
                 database_url = f"sqlite:///{sqlite_dir}/db.sqlite3"
 
-            static_dir = Path(tempfile.mkdtemp(prefix="stack-static-"))
-            cleanup.callback(remove_tmp, static_dir)
             self.env = {
                 **production_env(database_url, ""),
                 **redis_env,
                 # The balancer is the instances' only peer: believe the client address it forwards.
                 "TRUSTED_PROXIES": "127.0.0.1",
-                "DJANGO_STATIC_ROOT": str(static_dir),
                 **self.extra_env,
             }
             # Both are one-shot processes that mostly import Django: overlap them.
             with ThreadPoolExecutor(max_workers=2) as pool:
-                for done in [pool.submit(migrate, self.env), pool.submit(collectstatic, self.env)]:
-                    done.result()
+                migrated, collected = pool.submit(migrate, self.env), pool.submit(shared_static_root, self.env)
+                migrated.result()
+                self.env["DJANGO_STATIC_ROOT"] = str(collected.result())
 
             self.instances = [DaphneInstance(f"web-{i}", self.env) for i in range(1, self.instance_count + 1)]
             cleanup.callback(stop_all, self.instances)

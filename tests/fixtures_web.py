@@ -7,8 +7,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright
 
-from stack.services import REPO_ROOT, DaphneInstance, free_port, running
+from stack.services import REPO_ROOT, DaphneInstance, free_port, running, shared_static_root
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; scripts/ensure-system-packages.sh installs it
@@ -59,25 +57,16 @@ def private_tempdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def web_env(live_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def web_env(live_env: dict[str, str]) -> dict[str, str]:
     """live_env plus what production adds: collected static files and a metrics token."""
-    static_root = tmp_path_factory.mktemp("static-root")
-    env = {
+    return {
         **live_env,
-        "DJANGO_STATIC_ROOT": str(static_root),
+        "DJANGO_STATIC_ROOT": str(shared_static_root(live_env)),
         "METRICS_TOKEN": secrets.token_urlsafe(24),
         # Off by default in production settings; an operator enables them for a GraphiQL users reach.
         "GRAPHQL_GRAPHIQL": "1",
         "GRAPHQL_INTROSPECTION": "1",
     }
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        check=True,
-        timeout=120,
-    )
-    return env
 
 
 @pytest.fixture(scope="session")
