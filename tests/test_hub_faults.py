@@ -1,6 +1,7 @@
 """No subscriber is silently deaf: the hub's bad days, on real Redis and Daphne processes.
 
-Each test starts an instance of its own (with a Redis of its own); its hub starts with the process.
+The tests that take Redis away start an instance of their own (with a Redis of their own); the
+tests that only write from outside share one such instance. Its hub starts with the process.
 """
 
 import asyncio
@@ -15,7 +16,7 @@ import pytest
 import websockets
 
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer
-from tests.live import BLOG_PUBLISHED, LiveApi, scrape, value, wait_readyz
+from tests.live import BLOG_PUBLISHED, DjangoShell, LiveApi, scrape, value, wait_readyz
 from tests.wsclient import GraphQLWSClient
 
 
@@ -46,6 +47,12 @@ def own_instance(live_env: dict[str, str], **settings: str) -> Iterator[Own]:
 
 @pytest.fixture
 def own(live_env: dict[str, str]) -> Iterator[Own]:
+    yield from own_instance(live_env, HUB_START_WAIT_SECONDS="1", HUB_LOG_CHECK_SECONDS="1")
+
+
+@pytest.fixture(scope="module")
+def steady(live_env: dict[str, str]) -> Iterator[Own]:
+    """The same settings, for the tests that leave the instance and its Redis as they found them."""
     yield from own_instance(live_env, HUB_START_WAIT_SECONDS="1", HUB_LOG_CHECK_SECONDS="1")
 
 
@@ -117,16 +124,17 @@ Blog.objects.create(author=Author.objects.get(username={username!r}), title={tit
 """
 
 
-async def test_a_publication_whose_writer_died_before_the_broadcast_arrives_within_the_log_check(own: Own):
-    username, _ = own.api.sign_up()
-    client = await GraphQLWSClient(own.instance.ws_url).connect()
+async def test_a_publication_whose_writer_died_before_the_broadcast_arrives_within_the_log_check(steady: Own):
+    username, _ = steady.api.sign_up()
+    client = await GraphQLWSClient(steady.instance.ws_url).connect()
     try:
         await client.subscribe(BLOG_PUBLISHED, {"author": username})
-        died = own.shell(KILLED_WRITER.format(username=username, title="committed, never broadcast"))
+        read_before = value(scrape(steady.instance), "blogpush_publications_read_from_log_total")
+        died = steady.shell(KILLED_WRITER.format(username=username, title="committed, never broadcast"))
         assert died.returncode == 9, died.stderr
         # No other publication follows: only the hub's log check (every 1 s here) can find it.
         assert await title_of_next(client, timeout=10) == "committed, never broadcast"
-        assert value(scrape(own.instance), "blogpush_publications_read_from_log_total") >= 1
+        assert value(scrape(steady.instance), "blogpush_publications_read_from_log_total") >= read_before + 1
     finally:
         await client.close()
 
@@ -138,33 +146,36 @@ Blog.objects.bulk_create([Blog(author=author, title=f"bulk {{i}}", content="c") 
 """
 
 
-async def test_bulk_created_blogs_are_announced_in_order(own: Own):
-    username, _ = own.api.sign_up()
-    client = await GraphQLWSClient(own.instance.ws_url).connect()
+async def test_bulk_created_blogs_are_announced_in_order(steady: Own):
+    username, _ = steady.api.sign_up()
+    client = await GraphQLWSClient(steady.instance.ws_url).connect()
     try:
         await client.subscribe(BLOG_PUBLISHED, {"author": username})
-        created = own.shell(BULK_CREATE.format(username=username))
+        created = steady.shell(BULK_CREATE.format(username=username))
         assert created.returncode == 0, created.stderr
         assert [await title_of_next(client) for _ in range(3)] == ["bulk 0", "bulk 1", "bulk 2"]
     finally:
         await client.close()
 
 
-def test_blogs_in_a_fixture_are_refused_with_a_clear_error(own: Own, tmp_path: Path):
-    username, _ = own.api.sign_up()
-    author_id = own.shell(f"from api.models import Author; print(Author.objects.get(username={username!r}).pk)")
+def test_blogs_in_a_fixture_are_refused_with_a_clear_error(
+    live_env: dict[str, str], django_shell: DjangoShell, tmp_path: Path
+):
+    author_id = django_shell.run(
+        "from api.models import Author; print(Author.objects.create_user(username='fixture-loader').pk)"
+    )
     fixture = tmp_path / "blogs.json"
-    fields = {"author": int(author_id.stdout.split()[-1]), "title": "from a fixture", "content": "c"}
+    fields = {"author": int(author_id.split()[-1]), "title": "from a fixture", "content": "c"}
     fixture.write_text(json.dumps([{"model": "api.blog", "pk": 900_000_001, "fields": fields}]))
     loaded = subprocess.run(
         [sys.executable, "manage.py", "loaddata", str(fixture)],
         cwd=REPO_ROOT,
-        env={**os.environ, **own.env},
+        env={**os.environ, **live_env},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert loaded.returncode != 0
     assert "Blogs are not loaded from fixtures" in loaded.stderr
-    exists = own.shell("from api.models import Blog; print(Blog.objects.filter(pk=900_000_001).exists())")
-    assert exists.stdout.split()[-1] == "False"
+    exists = django_shell.run("from api.models import Blog; print(Blog.objects.filter(pk=900_000_001).exists())")
+    assert exists.split()[-1] == "False"
