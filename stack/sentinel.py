@@ -327,6 +327,19 @@ class SentinelRedis:
         self.wait_healthy(timeout)
 
 
+FAILED_ELECTION = "-failover-abort-not-elected"
+# A sentinel whose election failed tries again 2 x failover-timeout after it started that attempt,
+# plus up to this much that Sentinel adds at random, so that the candidates stop colliding.
+ELECTION_RETRY_DESYNC_S = 1.0
+
+
+def failed_elections(sentinels: list[RedisSentinel]) -> int:
+    """Elections that failed so far (a split vote: no candidate got a majority). Each candidate of
+    a failed election logs that it was not elected; the most any one of them logged is how many
+    times the group had to wait and try again."""
+    return max((len(sentinel_log_lines([sentinel], (FAILED_ELECTION,))) for sentinel in sentinels), default=0)
+
+
 def sentinel_log_lines(sentinels: list[RedisSentinel], markers: tuple[str, ...]) -> list[str]:
     """Lines of the sentinels' logs that contain any marker (e.g. '+switch-master'), for reports."""
     found = []
