@@ -287,12 +287,22 @@ class SentinelRedis:
         return self.master(), time.monotonic() - began
 
     def switchover(self, timeout: float = 30) -> tuple[RedisServer, float]:
-        """A planned failover (`SENTINEL FAILOVER`): the master lives on, demoted to a replica."""
+        """A planned failover (`SENTINEL FAILOVER`): the master lives on, demoted to a replica.
+
+        Returns once the old master is demoted, which is when Sentinel disconnects its clients: it
+        keeps answering as a master until the sentinels see it report that role for a while after
+        the switch. The replica it becomes syncs on its own; `wait_healthy` waits for that too.
+        """
         old = self.master()
         with self.sentinels[0].client() as client:
             client.execute_command("SENTINEL", "FAILOVER", self.master_name)
         new, waited = self.wait_for_failover(old, timeout)
-        self.wait_healthy(timeout)
+
+        def demoted() -> bool:
+            with old.client() as client:
+                return client.info("replication")["role"] == "slave"
+
+        wait_for(demoted, timeout, "the old master demoted to a replica", log_path=self.sentinels[0].log_path)
         return new, waited
 
     def wait_vote_cooldown(self) -> None:
