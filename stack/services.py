@@ -33,11 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from core.database_url import database_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CONFIG = REPO_ROOT / "deploy" / "haproxy.cfg"
@@ -585,10 +586,13 @@ class _OncePerProcess:
 
 
 def _sqlite_file(database_url: str) -> Path | None:
-    """The file of a `sqlite:////absolute/path` URL; None for anything else."""
-    parts = urlsplit(database_url)
-    path = Path(parts.path[1:])
-    return path if parts.scheme == "sqlite" and not parts.netloc and path.is_absolute() else None
+    """The file of a SQLite DATABASE_URL with an absolute path, read as the servers read it; None
+    for anything else."""
+    if not database_url:
+        return None
+    database = database_settings(database_url)
+    path = Path(database["NAME"])
+    return path if database["ENGINE"] == "django.db.backends.sqlite3" and path.is_absolute() else None
 
 
 _migrated_sqlite = _OncePerProcess("stack-migrated-")
