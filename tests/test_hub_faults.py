@@ -45,15 +45,18 @@ def own_instance(live_env: dict[str, str], **settings: str) -> Iterator[Own]:
             yield Own(redis, instance, env)
 
 
+SHORT_WAITS = {"HUB_START_WAIT_SECONDS": "1", "HUB_LOG_CHECK_SECONDS": "1"}
+
+
 @pytest.fixture
 def own(live_env: dict[str, str]) -> Iterator[Own]:
-    yield from own_instance(live_env, HUB_START_WAIT_SECONDS="1", HUB_LOG_CHECK_SECONDS="1")
+    yield from own_instance(live_env, **SHORT_WAITS)
 
 
 @pytest.fixture(scope="module")
 def steady(live_env: dict[str, str]) -> Iterator[Own]:
     """The same settings, for the tests that leave the instance and its Redis as they found them."""
-    yield from own_instance(live_env, HUB_START_WAIT_SECONDS="1", HUB_LOG_CHECK_SECONDS="1")
+    yield from own_instance(live_env, **SHORT_WAITS)
 
 
 @pytest.fixture
