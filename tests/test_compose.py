@@ -124,10 +124,14 @@ LB_SLACK = 0.2  # the lb's own work on a request, beyond connect timeouts
 class EventLog:
     """`docker events` of one compose project, recorded from before `up` starts anything."""
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, since: float | None = None) -> None:
         self.events: list[dict[str, Any]] = []
+        replay = ["--since", f"{since:.3f}"] if since is not None else []  # from then, even before this starts
         self.process = subprocess.Popen(
-            ["docker", "events", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{json .}}"],
+            [
+                *("docker", "events", *replay),
+                *("--filter", f"label=com.docker.compose.project={project}", "--format", "{{json .}}"),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -788,9 +792,17 @@ def test_web_logs_are_json_lines(stack: Stack):
 def test_down_leaves_nothing_behind(stack: Stack):
     compose = stack.compose
     compose.save_logs()
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
+    stopping = EventLog(compose.name, since=began_wall)
     compose.run("down", "--volumes", "--remove-orphans")
     FIGURES["down_s"] = round(time.monotonic() - began, 1)
+    stopping.stop(until=lambda: True)
+    # Where down's time went: each container's exit, after down began (a slow one is a container
+    # that did not stop on its signal and was killed at its grace period).
+    FIGURES["down_exit_s"] = {
+        service: [round(t - began_wall, 1) for t in stopping.times(service, "die")]
+        for service in ("lb", "web", "redis", "db")
+    }
     assert compose.leftovers() == {}
     for image in base_images():  # setup.sh's stand-ins stay for the next run
         assert sh("docker", "image", "inspect", image).returncode == 0, image
