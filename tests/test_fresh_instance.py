@@ -55,33 +55,36 @@ def test_the_hub_joins_at_process_start_before_any_subscriber(live_env: dict[str
         assert groups and all(client.zcard(key) == 1 for key in groups), groups
 
 
-@pytest.mark.timeout(120)
-def test_readyz_is_503_while_the_hub_cannot_start(live_env: dict[str, str]):
-    """Redis down from the start: not ready, and the hub says why, though nobody subscribed."""
+@pytest.fixture(scope="module")
+def without_redis(live_env: dict[str, str]) -> Iterator[DaphneInstance]:
+    """An instance whose Redis is down from the start (nothing listens on its port)."""
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     with DaphneInstance("no-redis", fresh_env(live_env, nowhere)) as server:
-        status, body = asyncio.run(readyz(server.url))
-        assert status == 503
-        assert "subscriptions" in body["problems"] and "channel_layer" in body["problems"], body
+        yield server
 
 
 @pytest.mark.timeout(120)
-def test_a_real_outage_still_closes_subscribers_with_1013(live_env: dict[str, str]):
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    with DaphneInstance("outage", fresh_env(live_env, nowhere)) as server:
+def test_readyz_is_503_while_the_hub_cannot_start(without_redis: DaphneInstance):
+    """Not ready, and the hub says why, though nobody subscribed."""
+    status, body = asyncio.run(readyz(without_redis.url))
+    assert status == 503
+    assert "subscriptions" in body["problems"] and "channel_layer" in body["problems"], body
 
-        async def subscribe() -> int | None:
-            client = await GraphQLWSClient(server.ws_url).connect()
-            try:
-                await client.start(BLOG_PUBLISHED)
-                await client.receive(timeout=20)
-            except websockets.ConnectionClosed as closed:
-                return closed.rcvd.code if closed.rcvd else None
-            finally:
-                await client.close()
-            return None
 
-        assert asyncio.run(subscribe()) == 1013
+@pytest.mark.timeout(120)
+def test_a_real_outage_still_closes_subscribers_with_1013(without_redis: DaphneInstance):
+    async def subscribe() -> int | None:
+        client = await GraphQLWSClient(without_redis.ws_url).connect()
+        try:
+            await client.start(BLOG_PUBLISHED)
+            await client.receive(timeout=20)
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        finally:
+            await client.close()
+        return None
+
+    assert asyncio.run(subscribe()) == 1013
 
 
 @pytest.mark.timeout(240)
