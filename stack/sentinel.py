@@ -18,6 +18,7 @@ Timings (the numbers the failover bound in docs/scaling.md is built from):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -343,11 +344,18 @@ FAILED_ELECTION = "-failover-abort-not-elected"
 ELECTION_RETRY_DESYNC_S = 1.0
 
 
+def failed_elections_in_logs(logs: Iterable[str]) -> int:
+    """Elections that failed (a split vote: no candidate got a majority), given each sentinel's log.
+    Each candidate of a failed election logs that it was not elected; the most any one of them
+    logged is how many times the group had to wait and try again."""
+    return max((log.count(FAILED_ELECTION) for log in logs), default=0)
+
+
 def failed_elections(sentinels: list[RedisSentinel]) -> int:
-    """Elections that failed so far (a split vote: no candidate got a majority). Each candidate of
-    a failed election logs that it was not elected; the most any one of them logged is how many
-    times the group had to wait and try again."""
-    return max((len(sentinel_log_lines([sentinel], (FAILED_ELECTION,))) for sentinel in sentinels), default=0)
+    """failed_elections_in_logs over these sentinels' log files, so far."""
+    return failed_elections_in_logs(
+        sentinel.log_path.read_text(errors="replace") for sentinel in sentinels if sentinel.log_path.exists()
+    )
 
 
 def sentinel_log_lines(sentinels: list[RedisSentinel], markers: tuple[str, ...]) -> list[str]:
