@@ -47,7 +47,9 @@ class PostgresStandby(PostgresCluster):
             )
             # After the primary's settings (copied with the data): its own port and socket, the
             # primary to stream from under the name the primary waits for, and no synchronous
-            # standby of its own (promoted and alone, it must not wait for one).
+            # standby of its own (promoted and alone, it must not wait for one). Once the stream
+            # breaks, the standby waits wal_retrieve_retry_interval between tries, and a promotion
+            # asked for during that wait often takes all of it: 5 s by default.
             (self.data_dir / "standby.signal").touch()
             with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
                 conf.write(
@@ -56,6 +58,7 @@ class PostgresStandby(PostgresCluster):
                     f"primary_conninfo = 'host=127.0.0.1 port={self.primary.port} user=blog "
                     f"application_name={STANDBY_NAME}'\n"
                     "synchronous_standby_names = ''\n"
+                    "wal_retrieve_retry_interval = '100ms'\n"
                 )
         self._spawn([str(self.bindir / "postgres"), "-D", str(self.data_dir)], **self._as_owner)
         self._wait_ready(self._accepting, "pg_isready")
