@@ -300,8 +300,11 @@ class SentinelRedis:
         new, waited = self.wait_for_failover(old, timeout)
 
         def demoted() -> bool:
-            with old.client() as client:
-                return client.info("replication")["role"] == "slave"
+            try:
+                with old.client() as client:
+                    return client.info("replication")["role"] == "slave"
+            except (redis.RedisError, OSError):  # Sentinel disconnects its clients as it demotes it
+                return False
 
         wait_for(demoted, timeout, "the old master demoted to a replica", log_path=self.sentinels[0].log_path)
         return new, waited
