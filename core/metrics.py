@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry()
 INSTANCE_LABEL = "instance_name"
@@ -138,6 +138,7 @@ def publications_read_from_log(count: int) -> None:
 
 
 ProcessCollector(registry=REGISTRY)  # memory, CPU, open files of this process
+GCCollector(registry=REGISTRY)  # the cyclic collector's runs by generation: pauses of the event loop
 
 
 def _route(request: HttpRequest) -> str:

@@ -59,6 +59,16 @@ async def test_counters_and_gauges_follow_real_traffic(web_server):
     assert requests_timed == 1  # createBlog
 
 
+def test_the_cyclic_collector_runs_once_the_instance_serves(web_server):
+    """Start-up runs with the collector off (project/server.py, project/asgi.py); serving runs with it on."""
+    api = LiveApi(web_server.url)
+    collections = [value(scrape(web_server), "python_gc_collections_total", generation="0")]
+    for _ in range(30):
+        assert "errors" not in api.post("query { __typename }")
+    collections.append(value(scrape(web_server), "python_gc_collections_total", generation="0"))
+    assert collections[1] > collections[0], collections
+
+
 async def test_gauges_fall_back_when_sockets_close(web_server):
     api = LiveApi(web_server.url)
     username, _ = api.sign_up()
