@@ -151,9 +151,13 @@ def import_map(*packages: str) -> dict[str, dict[str, str]]:
 class FrontEnd:
     """A static web server on a loopback port of its own: the origin of a front end's pages.
 
-    `/` is a blank page that loads graphql-sse's client (`window.graphqlSse`) and Apollo Client
-    (`window.apollo`, then `window.apolloReady`) from tests/js/node_modules, as a bundled app would.
+    `/` is a blank page that loads graphql-sse's client (`window.graphqlSse`); `/apollo` loads
+    Apollo Client too (`window.apollo`, then `window.apolloReady`), from tests/js/node_modules, as a
+    bundled app would. Only the pages that use Apollo load it: a page evaluates its hundred-odd
+    modules every time it opens, cached or not.
     """
+
+    APOLLO_PATH = "/apollo"
 
     PACKAGES = (
         "@apollo/client", "graphql", "graphql-tag", "rxjs", "tslib", "optimism",
@@ -164,22 +168,25 @@ class FrontEnd:
         self.name = name
         self.port = port or free_port()
         self.server: ThreadingHTTPServer | None = None
-        self.page = (
+        plain = (
             '<!doctype html><meta charset="utf-8"><title>' + name + "</title>\n"
-            f'<script type="importmap">{json.dumps(import_map(*self.PACKAGES))}</script>\n'
             '<script src="/node_modules/graphql-sse/umd/graphql-sse.js"></script>\n'
+        )
+        apollo = (
+            f'<script type="importmap">{json.dumps(import_map(*self.PACKAGES))}</script>\n'
             '<script type="module">\n'
             'import { ApolloClient, HttpLink, InMemoryCache, gql } from "@apollo/client";\n'
             "window.apollo = { ApolloClient, HttpLink, InMemoryCache, gql };\nwindow.apolloReady = true;\n"
             "</script>\n"
-        ).encode()
+        )
+        self.pages = {"/": plain.encode(), self.APOLLO_PATH: (plain + apollo).encode()}
 
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        page = self.page
+        pages = self.pages
 
         class Handler(SimpleHTTPRequestHandler):
             # Keep-alive, and modules cached by the browser: a page loads Apollo's hundred-odd
@@ -192,7 +199,8 @@ class FrontEnd:
             }
 
             def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/":
+                page = pages.get(self.path.split("?")[0])
+                if page is None:
                     return super().do_GET()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")

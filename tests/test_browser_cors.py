@@ -29,7 +29,7 @@ async def page_of(browser: BrowserContext) -> AsyncIterator:
     """Open a front end's page; every page opened is closed after the test."""
     pages: list[Page] = []
 
-    async def open_page(front_end: FrontEnd) -> Page:
+    async def open_page(front_end: FrontEnd, *, apollo: bool = False) -> Page:
         page = await browser.new_page()
         pages.append(page)
         # Chromium aborts requests in flight when the machine's interfaces change (ERR_NETWORK_CHANGED:
@@ -38,9 +38,9 @@ async def page_of(browser: BrowserContext) -> AsyncIterator:
         page.on("requestfailed", lambda request: aborted.append(request.failure or ""))
         for _ in range(3):
             aborted.clear()
-            await page.goto(f"{front_end.origin}/")
+            await page.goto(f"{front_end.origin}{front_end.APOLLO_PATH if apollo else '/'}")
             try:
-                await page.wait_for_function("window.apolloReady === true")
+                await page.wait_for_function("window.apolloReady === true" if apollo else "window.graphqlSse")
                 return page
             except PlaywrightTimeoutError:
                 if not any("ERR_NETWORK_CHANGED" in failure for failure in aborted):
@@ -79,6 +79,7 @@ FETCH = """async ([url, token, query, variables]) => {
 }"""
 
 # Each subscribes through one client and records what arrives (window.received) and how it ended.
+APOLLO = "Apollo multipart"
 SUBSCRIBE = {
     "EventSource": """([url, query, variables]) => {
   window.received = []; window.failures = [];
@@ -102,7 +103,7 @@ SUBSCRIBE = {
     complete: () => {},
   });
 }""",
-    "Apollo multipart": """([url, query, variables, token]) => {
+    APOLLO: """([url, query, variables, token]) => {
   window.received = []; window.failures = [];
   const { ApolloClient, HttpLink, InMemoryCache, gql } = window.apollo;
   const client = new ApolloClient({
@@ -197,7 +198,7 @@ APOLLO_OPERATIONS = """async ([url, token, query, mutation, variables]) => {
 async def test_apollo_clients_queries_and_mutations_work_from_a_listed_page_only(page_of, front_ends, cors_api, listed):
     api = LiveApi(cors_api.url)
     username, token = api.sign_up()
-    page = await page_of(front_ends[0] if listed else front_ends[1])
+    page = await page_of(front_ends[0] if listed else front_ends[1], apollo=True)
     title = unique_name("apollo")
     result = await page.evaluate(
         APOLLO_OPERATIONS, [graphql_url(cors_api), token, VIEWER, CREATE_BLOG, {"title": title}]
@@ -213,7 +214,7 @@ async def test_apollo_clients_queries_and_mutations_work_from_a_listed_page_only
 async def test_a_listed_page_receives_a_pushed_blog(page_of, front_ends, cors_api, client):
     api = LiveApi(cors_api.url)
     username, token = api.sign_up(unique_name("cors"))
-    page = await page_of(front_ends[0])
+    page = await page_of(front_ends[0], apollo=client == APOLLO)
     await page.evaluate(SUBSCRIBE[client], [graphql_url(cors_api), FOLLOW, {"author": username}, token])
     await page.wait_for_function(OPENED_OR_FAILED, timeout=PUSH_TIMEOUT_MS)
     assert await page.evaluate("window.failures") == []
@@ -240,7 +241,7 @@ async def test_an_unlisted_page_can_neither_read_nor_write(page_of, front_ends, 
 async def test_an_unlisted_page_gets_no_subscription(page_of, front_ends, cors_api, client):
     api = LiveApi(cors_api.url)
     username, token = api.sign_up()
-    page = await page_of(front_ends[1])
+    page = await page_of(front_ends[1], apollo=client == APOLLO)
     await page.evaluate(SUBSCRIBE[client], [graphql_url(cors_api), FOLLOW, {"author": username}, token])
     await page.wait_for_function("window.failures.length > 0", timeout=PUSH_TIMEOUT_MS)
     await asyncio.to_thread(api.create_blog, token, "Not for that page")
