@@ -34,6 +34,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Self
 
+import psycopg
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -596,16 +597,22 @@ def _sqlite_file(database_url: str) -> Path | None:
 
 
 _migrated_sqlite = _OncePerProcess("stack-migrated-")
+_migrated_postgres = _OncePerProcess("stack-migrated-pg-")
 _collected_static = _OncePerProcess("stack-static-")
 
 
 def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
     """Apply Django migrations once, before any instance starts.
 
-    A new SQLite file starts as a copy of the first one this process migrated (the same code
-    migrates to the same schema and rows); anything else is migrated by `manage.py migrate`.
+    A new SQLite file starts as a copy of the first one this process migrated, and an empty
+    PostgreSQL database as a restore of the first empty one it migrated (the same code migrates
+    to the same schema and rows); anything else is migrated by `manage.py migrate`.
     """
-    target = _sqlite_file(env.get("DATABASE_URL", ""))
+    url = env.get("DATABASE_URL", "")
+    if cwd == REPO_ROOT and _postgres_url(url) and _postgres_empty(url):
+        _migrate_empty_postgres(env, url)
+        return
+    target = _sqlite_file(url)
     if target is None or target.exists() or cwd != REPO_ROOT:
         manage(env, "migrate", "--noinput", cwd=cwd)
         return
@@ -617,6 +624,44 @@ def migrate(env: Mapping[str, str], cwd: Path = REPO_ROOT) -> None:
     # SQLite's backup API, not a file copy: it reads a consistent database, write-ahead log included.
     with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(target)) as copy:
         source.backup(copy)
+
+
+def _postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def _postgres_empty(url: str) -> bool:
+    """Whether the database holds no table, view or sequence of its own yet."""
+    with psycopg.connect(url, connect_timeout=10) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'"
+        ).fetchone()
+    return row is not None and row[0] == 0
+
+
+def _migrate_empty_postgres(env: Mapping[str, str], url: str) -> None:
+    """The first empty database is migrated by `manage.py migrate` and dumped (pg_dump: schema,
+    rows and sequence positions); every later one is that dump, restored in one transaction."""
+    migrated_here = False
+
+    def make(folder: Path) -> None:
+        nonlocal migrated_here
+        manage(env, "migrate", "--noinput")
+        migrated_here = True
+        _pg_tool("pg_dump", "--no-owner", "--no-privileges", "--file", str(folder / "migrated.sql"), url)
+
+    dump = _migrated_postgres.get(make) / "migrated.sql"
+    if not migrated_here:
+        _pg_tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", str(dump), url)
+
+
+def _pg_tool(name: str, *args: str) -> None:
+    result = subprocess.run(
+        [str(pg_bindir() / name), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
+    if result.returncode:
+        raise StackError(f"{name} exited with code {result.returncode}:\n{result.stderr[-3000:]}")
 
 
 def shared_static_root(env: Mapping[str, str]) -> Path:

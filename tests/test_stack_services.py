@@ -1,13 +1,17 @@
 """stack.services: what the stacks the tests start are made of, where it is not a process."""
 
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
+import psycopg
+import pytest
 from django.apps import apps as django_apps
 from django.db.migrations.loader import MigrationLoader
 
-from stack.services import migrate, production_env
+from stack.services import PostgresCluster, manage, migrate, production_env
 
 
 def _contents(path: Path) -> tuple[set[tuple[str, str]], set[str], int]:
@@ -47,3 +51,66 @@ def test_an_existing_database_is_migrated_in_place(tmp_path: Path):
     with closing(sqlite3.connect(path)) as database:
         assert database.execute("SELECT value FROM kept").fetchall() == [("written before",)]
         assert database.execute("SELECT count(*) FROM django_migrations").fetchone()[0] > 10
+
+
+# What manage.py migrate made of a PostgreSQL database, read from the catalogs.
+POSTGRES_SHAPE = {
+    "columns": "SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity "
+    "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+    "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "sequences": "SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1",
+    "migrations": "SELECT app, name FROM django_migrations ORDER BY 1, 2",
+    "counter": "SELECT * FROM notifications_publicationcounter",
+}
+
+
+def _postgres_shape(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(url) as connection:
+        return {name: connection.execute(query).fetchall() for name, query in POSTGRES_SHAPE.items()}
+
+
+@pytest.fixture(scope="module")
+def postgres_databases() -> Iterator[list[str]]:
+    """A cluster with four empty databases."""
+    with PostgresCluster(name="postgres-migrate") as cluster:
+        base = cluster.url.rsplit("/", 1)[0]
+        names = ["second", "third", "fourth"]
+        with psycopg.connect(cluster.url, autocommit=True) as connection:
+            for name in names:
+                connection.execute(f'CREATE DATABASE "{name}"')
+        yield [cluster.url, *(f"{base}/{name}" for name in names)]
+
+
+def test_a_new_postgresql_database_is_what_manage_py_migrate_makes_and_a_database_of_its_own(postgres_databases):
+    """Empty databases after the first a process migrates are restored from it; each must be
+    what manage.py migrate makes: tables, columns, indexes, constraints, sequence positions, the
+    migrations recorded and the rows they wrote."""
+    reference, first, second, _ = postgres_databases
+    manage(production_env(reference, ""), "migrate", "--noinput")
+    for url in (first, second):
+        migrate(production_env(url, ""))
+    shape = _postgres_shape(reference)
+    assert _postgres_shape(first) == shape
+    assert _postgres_shape(second) == shape
+    assert {tuple(row) for row in shape["migrations"]} == set(
+        MigrationLoader(None, ignore_no_migrations=True).disk_migrations
+    )
+    assert len(shape["counter"]) == 1
+    with psycopg.connect(first) as connection:
+        connection.execute("DELETE FROM django_migrations")
+    assert _postgres_shape(second)["migrations"] == shape["migrations"]
+
+
+def test_a_postgresql_database_that_holds_tables_is_migrated_in_place(postgres_databases):
+    url = postgres_databases[3]
+    with psycopg.connect(url) as connection:
+        connection.execute("CREATE TABLE kept (value text)")
+        connection.execute("INSERT INTO kept VALUES ('written before')")
+    migrate(production_env(url, ""))
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT value FROM kept").fetchall() == [("written before",)]
+        assert connection.execute("SELECT count(*) FROM django_migrations").fetchone() == (
+            len(MigrationLoader(None, ignore_no_migrations=True).disk_migrations),
+        )
