@@ -631,12 +631,16 @@ def _postgres_url(url: str) -> bool:
 
 
 def _postgres_empty(url: str) -> bool:
-    """Whether the database holds no table, view or sequence of its own yet."""
-    with psycopg.connect(url, connect_timeout=10) as connection:
-        row = connection.execute(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'"
-        ).fetchone()
+    """Whether the database holds no table, view or sequence of its own yet; False when it cannot
+    be asked, so that `manage.py migrate` tries and reports the problem in Django's words."""
+    try:
+        with psycopg.connect(url, connect_timeout=10) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'"
+            ).fetchone()
+    except psycopg.Error:
+        return False
     return row is not None and row[0] == 0
 
 
