@@ -14,6 +14,10 @@ from django.db.migrations.loader import MigrationLoader
 from stack.services import PostgresCluster, manage, migrate, production_env
 
 
+def _migrations_on_disk() -> set[tuple[str, str]]:
+    return set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
+
+
 def _contents(path: Path) -> tuple[set[tuple[str, str]], set[str], int]:
     """The migrations recorded as applied, the tables, and the publication counter's rows."""
     with closing(sqlite3.connect(path)) as database:
@@ -28,7 +32,7 @@ def test_a_new_sqlite_database_gets_every_migration_and_is_a_database_of_its_own
     for path in copies:
         migrate(production_env(f"sqlite:///{path}", ""))
 
-    on_disk = set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
+    on_disk = _migrations_on_disk()
     models = {model._meta.db_table for model in django_apps.get_models()}
     for path in copies:
         applied, tables, counters = _contents(path)
@@ -94,9 +98,7 @@ def test_a_new_postgresql_database_is_what_manage_py_migrate_makes_and_a_databas
     shape = _postgres_shape(reference)
     assert _postgres_shape(first) == shape
     assert _postgres_shape(second) == shape
-    assert {tuple(row) for row in shape["migrations"]} == set(
-        MigrationLoader(None, ignore_no_migrations=True).disk_migrations
-    )
+    assert {tuple(row) for row in shape["migrations"]} == _migrations_on_disk()
     assert len(shape["counter"]) == 1
     with psycopg.connect(first) as connection:
         connection.execute("DELETE FROM django_migrations")
@@ -111,6 +113,4 @@ def test_a_postgresql_database_that_holds_tables_is_migrated_in_place(postgres_d
     migrate(production_env(url, ""))
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT value FROM kept").fetchall() == [("written before",)]
-        assert connection.execute("SELECT count(*) FROM django_migrations").fetchone() == (
-            len(MigrationLoader(None, ignore_no_migrations=True).disk_migrations),
-        )
+        assert connection.execute("SELECT count(*) FROM django_migrations").fetchone() == (len(_migrations_on_disk()),)
