@@ -17,6 +17,9 @@ from notifications.transports import connections
 
 logger = logging.getLogger(__name__)
 
+PUBLICATIONS_IN_FLIGHT_SECONDS = 0.2
+CLOSE_FRAMES_SECONDS = 0.5
+
 _shutdown_task: "asyncio.Task[None] | None" = None  # the loop keeps only a weak reference to tasks
 
 
@@ -45,10 +48,16 @@ async def shut_down() -> None:
     deadline = loop.time() + settings.GRACEFUL_SHUTDOWN_SECONDS
     while process.requests_in_flight() and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    # Publications those requests just committed come back through Redis within milliseconds:
-    # deliver them here rather than make every client replay them after reconnecting.
-    await asyncio.sleep(0.2)
+    if connections.live():
+        # Publications those requests just committed come back through Redis within milliseconds:
+        # deliver them here rather than make every client replay them after reconnecting.
+        await asyncio.sleep(PUBLICATIONS_IN_FLIGHT_SECONDS)
     for connection in connections.live():
         connection.going_away()
-    await asyncio.sleep(0.5)  # let close frames reach the clients
+    # A connection leaves the registry once its transport has closed, its last frames flushed (the
+    # close handshake answered, or the stream's last bytes written); stopping the reactor before
+    # then could cut them off. No connection, no wait.
+    closed_by = loop.time() + CLOSE_FRAMES_SECONDS
+    while connections.live() and loop.time() < closed_by:
+        await asyncio.sleep(0.02)
     reactor.stop()  # type: ignore[misc]
