@@ -724,7 +724,8 @@ async def test_scaling_to_five_needs_nothing_more_and_a_crashed_replica_comes_ba
 async def test_stopping_web_drains_with_1001_and_loses_no_publication(stack: Stack):
     """`docker compose stop web` while a writer keeps writing, then `docker compose start web`."""
     compose = stack.compose
-    replicas = set(compose.hostnames("web"))
+    running = compose.hostnames("web")  # not the replicas an earlier test killed and left dead
+    replicas = set(running)
     # Plain clients to read the close code; resuming subscribers to count what arrives.
     watchers: list[GraphQLWSClient] = []
     while {w.instance for w in watchers} != replicas:
@@ -742,7 +743,7 @@ async def test_stopping_web_drains_with_1001_and_loses_no_publication(stack: Sta
             stopping = time.monotonic()
             await compose.arun("stop", "web")
             stopped = time.monotonic()
-            exits = [info["State"]["ExitCode"] for info in compose.inspect(compose.ids("web", stopped=True))]
+            exits = [info["State"]["ExitCode"] for info in compose.inspect(list(running.values()))]
             await asyncio.gather(*reading)
             close_codes = {watcher.instance: watcher.ws.close_code if watcher.ws else None for watcher in watchers}
             await compose.arun("start", "web")  # runs migrate again first: a no-op
@@ -762,7 +763,7 @@ async def test_stopping_web_drains_with_1001_and_loses_no_publication(stack: Sta
 
     assert close_codes == dict.fromkeys(replicas, 1001)
     assert exits == [0] * len(replicas), "a replica did not drain and exit by itself (137: killed at the grace period)"
-    infos = compose.inspect(compose.ids("web"))
+    infos = compose.inspect(list(running.values()))
     assert [info["RestartCount"] for info in infos] == [0] * len(replicas)
     assert_delivered_exactly_once_in_order(subscribers, writer.acked)
     # In-flight mutations were answered before the replicas exited: nothing was written that the
