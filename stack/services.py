@@ -529,10 +529,23 @@ class HAProxy(Service):
 
 def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
     """Run a one-shot `manage.py` command with the stack's settings; StackError if it fails."""
+    _run_checked([sys.executable, "manage.py", *args], f"manage.py {args[0]}", cwd=cwd, env={**os.environ, **env})
+
+
+def _run_checked(
+    cmd: list[str],
+    what: str,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Run `cmd` to completion; StackError with the tail of its output if it fails."""
     result = subprocess.run(
-        [sys.executable, "manage.py", *args],
+        cmd,
         cwd=cwd,
-        env={**os.environ, **env},
+        env=env,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -540,7 +553,7 @@ def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
     )
     if result.returncode:
         tail = "\n".join(result.stdout.splitlines()[-40:])
-        raise StackError(f"manage.py {args[0]} exited with code {result.returncode}:\n{tail}")
+        raise StackError(f"{what} exited with code {result.returncode}:\n{tail}")
 
 
 def production_env(database_url: str, redis_url: str) -> dict[str, str]:
@@ -661,11 +674,7 @@ def _migrate_empty_postgres(env: Mapping[str, str], url: str) -> None:
 
 
 def _pg_tool(name: str, *args: str) -> None:
-    result = subprocess.run(
-        [str(pg_bindir() / name), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
-    )
-    if result.returncode:
-        raise StackError(f"{name} exited with code {result.returncode}:\n{result.stderr[-3000:]}")
+    _run_checked([str(pg_bindir() / name), *args], name, timeout=120)
 
 
 def shared_static_root(env: Mapping[str, str]) -> Path:

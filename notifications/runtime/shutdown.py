@@ -9,6 +9,7 @@ multipart) are live connections, not requests in flight: they end with the webso
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -44,10 +45,7 @@ async def shut_down() -> None:
     for reader in list(reactor.getReaders()):  # type: ignore[misc]
         if isinstance(reader, tcp.Port):
             reader.stopListening()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.GRACEFUL_SHUTDOWN_SECONDS
-    while process.requests_in_flight() and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await _while(process.requests_in_flight, settings.GRACEFUL_SHUTDOWN_SECONDS, poll=0.05)
     if connections.live():
         # Publications those requests just committed come back through Redis within milliseconds:
         # deliver them here rather than make every client replay them after reconnecting.
@@ -57,7 +55,13 @@ async def shut_down() -> None:
     # A connection leaves the registry once its transport has closed, its last frames flushed (the
     # close handshake answered, or the stream's last bytes written); stopping the reactor before
     # then could cut them off. No connection, no wait.
-    closed_by = loop.time() + CLOSE_FRAMES_SECONDS
-    while connections.live() and loop.time() < closed_by:
-        await asyncio.sleep(0.02)
+    await _while(connections.live, CLOSE_FRAMES_SECONDS, poll=0.02)
     reactor.stop()  # type: ignore[misc]
+
+
+async def _while(condition: Callable[[], object], seconds: float, *, poll: float) -> None:
+    """Until `condition()` is false, or `seconds` have passed."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while condition() and loop.time() < until:
+        await asyncio.sleep(poll)
