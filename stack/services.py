@@ -45,6 +45,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CONFIG = REPO_ROOT / "deploy" / "haproxy.cfg"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+# An instance that answers /readyz is back in HAProxy's rotation within two checks a second apart
+# (deploy/haproxy.cfg: rise 2, inter 1s); this leaves room for one that is still starting.
+ROTATION_TIMEOUT = 20.0
 
 # urllib honours http_proxy & co.; loopback checks must never go through one.
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -495,6 +498,24 @@ class HAProxy(Service):
     def check_config(self) -> None:
         """`haproxy -c` on the config `start()` would run; StackError with HAProxy's complaint."""
         self._run([*self._command(), "-c"], env=self._env())
+
+    def wait_in_rotation(self, timeout: float = ROTATION_TIMEOUT) -> None:
+        """Until every instance has served a request through the balancer: round robin hands them
+        to each server in rotation in turn, and the log names the server of each request."""
+        mark = self.log_path.stat().st_size
+        # The request log's "<frontend> <backend>/<server> " (log-format's "%ft %b/%s").
+        waiting = {f"http web/{self.server_name(port)} ".encode() for port in self.upstream_ports}
+        deadline = time.monotonic() + timeout
+        while True:
+            http_ok(f"{self.url}/healthz")
+            served = self.log_path.read_bytes()[mark:]
+            waiting = {server for server in waiting if server not in served}
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                names = sorted(server.decode().split("/")[1].strip() for server in waiting)
+                raise StackError(f"{self.name}: not in rotation within {timeout:g}s: {', '.join(names)}")
+            time.sleep(0.05)
 
     def server_name(self, port: int) -> str:
         """The name HAProxy's log and state use for the instance on `port`."""

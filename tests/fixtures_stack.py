@@ -39,10 +39,13 @@ def shared_stack() -> Iterator[Stack]:
 
 
 def heal(stack: Stack) -> None:
-    """Start again, in start order, every service a test stopped or killed."""
+    """Start again, in start order, every service a test stopped or killed, and wait until the
+    balancer routes to every instance again: the next test may count on each of them."""
     for service in stack.services:
         if not service.running:
             service.start()
+    if stack.lb is not None:
+        stack.lb.wait_in_rotation()
 
 
 @pytest.fixture

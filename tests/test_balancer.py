@@ -201,9 +201,8 @@ async def test_an_instance_whose_redis_is_gone_leaves_rotation_and_comes_back(st
     try:
         own.start()
         victim.env["REDIS_URL"] = own.url
-        mark = log_size(lb)
         victim.restart()
-        await wait_for_log(lb, f"Server web/{name} is UP", 30, mark)
+        await asyncio.to_thread(lb.wait_in_rotation)
         with Traffic(stack.url) as traffic:
             await asyncio.sleep(1)
             mark = log_size(lb)
