@@ -2,6 +2,7 @@
 collected static files, one that tests may kill and restart, and a real headless Chromium.
 """
 
+import asyncio
 import functools
 import json
 import os
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, Page, async_playwright
+from playwright.async_api import BrowserContext, Page, Request, async_playwright
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from stack.services import REPO_ROOT, DaphneInstance, free_port, running, shared_static_root
 
@@ -36,6 +39,13 @@ GRAPHIQL_SUBSCRIPTION = """subscription Watch($author: String, $after: String) {
   blogPublished(author: $author, after: $after) { cursor blog { title author { username } } }
 }"""
 PUSH_DEADLINE_MS = 1000  # the promise: a new blog is on the page within a second
+GRAPHIQL_READY = "document.querySelector('.graphiql-execute-button') !== null"
+
+# Chromium aborts the requests in flight when the machine's network interfaces change, as Docker's
+# do while the compose tests run beside these: a page that lost a script so is loaded again.
+NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
+LOAD_TRIES = 3
+READY_TIMEOUT = 30  # seconds for a loaded page to be ready
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -104,14 +114,50 @@ def artifact(name: str) -> Path:
     return ARTIFACTS / name
 
 
-async def open_page(browser: BrowserContext, url: str) -> tuple[Page, list[str]]:
-    """A new tab at `url`, recording every URL the page asks for (HTTP and websocket)."""
+async def open_page(browser: BrowserContext, url: str, ready: str = "true") -> tuple[Page, list[str]]:
+    """A new tab at `url` once the JS expression `ready` holds there, recording every URL the
+    page asks for (HTTP and websocket)."""
     page = await browser.new_page()
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.on("websocket", lambda websocket: requested.append(websocket.url))
-    await page.goto(url)
+    await load(page, url, ready)
     return page, requested
+
+
+async def load(page: Page, url: str, ready: str = "true") -> None:
+    """Go to `url` until it has loaded every resource and the JS expression `ready` holds there;
+    again when a change of the machine's network interfaces cut a request short."""
+    aborted: list[str] = []
+
+    def failed(request: Request) -> None:
+        aborted.append(request.failure or "")
+
+    def network_changed() -> bool:
+        return any(NETWORK_CHANGED in failure for failure in aborted)
+
+    page.on("requestfailed", failed)
+    try:
+        for _ in range(LOAD_TRIES):
+            aborted.clear()
+            try:
+                await page.goto(url)
+            except PlaywrightError as error:
+                if NETWORK_CHANGED not in str(error):
+                    raise
+                continue
+            deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+            while not network_changed():
+                try:
+                    await page.wait_for_function(ready, timeout=500)
+                    return
+                except PlaywrightTimeoutError:
+                    assert asyncio.get_running_loop().time() < deadline, (
+                        f"{url}: not {ready} within {READY_TIMEOUT}s; requests that failed: {aborted}"
+                    )
+        raise AssertionError(f"{url}: cut short by network changes {LOAD_TRIES} times: {aborted[:3]}")
+    finally:
+        page.remove_listener("requestfailed", failed)
 
 
 # --- A front end on another origin: static pages on loopback ports of their own -----------------

@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit
 from playwright.async_api import expect
 
 from stack.services import DaphneInstance
-from tests.fixtures_web import GRAPHIQL_SUBSCRIPTION, PUSH_DEADLINE_MS, artifact, open_page
+from tests.fixtures_web import GRAPHIQL_READY, GRAPHIQL_SUBSCRIPTION, PUSH_DEADLINE_MS, artifact, open_page
 from tests.live import LATEST_CURSOR, LiveApi, assert_no_errors
 
 
@@ -83,7 +83,7 @@ async def test_graphiql_runs_a_subscription_offline(browser, web_server):
     latest = assert_no_errors(api.post(LATEST_CURSOR))["latestCursor"]
     variables = json.dumps({"author": username, "after": latest})
     url = f"{web_server.url}/graphql/#query={quote(GRAPHIQL_SUBSCRIPTION)}&variables={quote(variables)}"
-    page, requested = await open_page(browser, url)
+    page, requested = await open_page(browser, url, GRAPHIQL_READY)
     try:
         await page.locator(".graphiql-execute-button").click()
         await asyncio.to_thread(api.create_blog, token, "Seen in GraphiQL")

@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from playwright.async_api import BrowserContext, Page
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from stack.services import DaphneInstance
-from tests.fixtures_web import FrontEnd
+from tests.fixtures_web import FrontEnd, load
 from tests.live import LiveApi, assert_no_errors, unique_name
 
 PUSH_TIMEOUT_MS = 15_000  # generous: the machine is shared; delivery itself takes milliseconds
@@ -32,20 +31,9 @@ async def page_of(browser: BrowserContext) -> AsyncIterator:
     async def open_page(front_end: FrontEnd, *, apollo: bool = False) -> Page:
         page = await browser.new_page()
         pages.append(page)
-        # Chromium aborts requests in flight when the machine's interfaces change (ERR_NETWORK_CHANGED:
-        # Docker networks come and go on a shared machine); the page is then loaded again.
-        aborted: list[str] = []
-        page.on("requestfailed", lambda request: aborted.append(request.failure or ""))
-        for _ in range(3):
-            aborted.clear()
-            await page.goto(f"{front_end.origin}{front_end.APOLLO_PATH if apollo else '/'}")
-            try:
-                await page.wait_for_function("window.apolloReady === true" if apollo else "window.graphqlSse")
-                return page
-            except PlaywrightTimeoutError:
-                if not any("ERR_NETWORK_CHANGED" in failure for failure in aborted):
-                    raise
-        raise AssertionError(f"{front_end.origin}/ never loaded: {aborted[:3]}")
+        url = f"{front_end.origin}{front_end.APOLLO_PATH if apollo else '/'}"
+        await load(page, url, "window.apolloReady === true" if apollo else "window.graphqlSse")
+        return page
 
     yield open_page
     for page in pages:

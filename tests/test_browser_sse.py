@@ -8,7 +8,7 @@ from playwright.async_api import BrowserContext, Page, Request, expect
 
 from notifications.publishing.log import seq_from_cursor
 from stack.services import DaphneInstance
-from tests.fixtures_web import PUSH_DEADLINE_MS, artifact
+from tests.fixtures_web import PUSH_DEADLINE_MS, artifact, load
 from tests.live import LiveApi
 
 # What a proxy that strips `Upgrade` looks like to a page: every websocket handshake fails.
@@ -59,7 +59,7 @@ async def open_page(browser: BrowserContext, url: str, *, break_websockets: bool
             event_streams.append(request.url)
 
     page.on("request", record)
-    await page.goto(url)
+    await load(page, url)
     return page, event_streams
 
 

@@ -57,7 +57,7 @@ from tests.compose import (
     wait_until,
 )
 from tests.fixtures_docker import Engine, Image
-from tests.fixtures_web import GRAPHIQL_SUBSCRIPTION, open_page
+from tests.fixtures_web import GRAPHIQL_READY, GRAPHIQL_SUBSCRIPTION, open_page
 from tests.live import CREATE_BLOG, SIGN_UP, assert_no_errors, error_codes, unique_name
 from tests.reconnect import messages_until_closed
 from tests.wsclient import GraphQLWSClient
@@ -427,7 +427,7 @@ async def test_graphiql_and_introspection_are_on_with_the_pinned_files_through_t
         ]
         variables = json.dumps({"author": stack.username, "after": latest})
         url = f"{stack.compose.url}/graphql/#query={quote(GRAPHIQL_SUBSCRIPTION)}&variables={quote(variables)}"
-        tab, requested = await open_page(browser, url)
+        tab, requested = await open_page(browser, url, GRAPHIQL_READY)
         try:
             await tab.locator(".graphiql-execute-button").click()
             title = f"Seen in GraphiQL through the lb {secrets.token_hex(3)}"
