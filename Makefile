@@ -8,7 +8,7 @@ PORT ?= 8000
 JS := tests/js
 PROJECT_CODE := api bench/*.py bench/phases blogclient.py core manage.py notifications pages project stack tests/*.py tests/scripts
 
-.PHONY: install install-dev static-assets js-deps bench-peer run migrate test compose-test stack soak bench bench-quick schema lint format clean
+.PHONY: system-packages docker-setup-early install install-dev static-assets js-deps bench-peer run migrate test compose-test stack soak bench bench-quick schema lint format clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -64,14 +64,23 @@ run: migrate
 TEST_WORKERS ?= 3
 PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
+system-packages:
+	./scripts/ensure-system-packages.sh
+
+# The Docker engine's setup for the compose tests takes minutes on a new machine: started in the
+# background once the system packages are in (both use apt), it runs beside the installs below,
+# and tests/fixtures_docker.py waits for what is left of it.
+DOCKER_EARLY := $(CURDIR)/test-artifacts/docker-setup-early
+docker-setup-early:
+	./scripts/docker-setup-early.sh $(DOCKER_EARLY)
+
 ## test: lint (below), then install everything the tests need (system packages and Node too, when root) and run them
 ## (TEST_WORKERS=N: how many in parallel, 0 for one process; docs/development.md)
-test: install-dev lint js-deps bench-peer
-	./scripts/ensure-system-packages.sh
+test: system-packages $(BIN)/python docker-setup-early install-dev lint js-deps bench-peer
 	@# The project's bytecode, written once: the run starts a hundred-odd Python processes on this
 	@# code, and where PYTHONDONTWRITEBYTECODE is set each would compile it from source again.
 	$(BIN)/python -m compileall -q -j 0 $(PROJECT_CODE) > /dev/null
-	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	BLOGPUSH_DOCKER_EARLY=$(DOCKER_EARLY) $(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 ## compose-test: docker-compose.yml (and its Sentinel and failover files) on a real Docker engine (tests/test_compose*.py, part of `make test`);
 ## runs BLOGPUSH_DOCKER_SETUP or ../shared/docker/setup.sh (as root) when no engine answers

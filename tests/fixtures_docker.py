@@ -20,6 +20,8 @@ import pytest
 from stack.services import REPO_ROOT
 from tests.compose import Compose, daemon_answers, engine_problem, free_subnet_prefix, setup_script, sh
 
+SETUP_TIMEOUT = 900  # seconds: a new machine installs the engine and builds every base image
+
 
 @dataclass(frozen=True)
 class Engine:
@@ -29,36 +31,80 @@ class Engine:
     started_daemon: bool  # the setup script started dockerd, and stops it at the end
 
 
+@dataclass(frozen=True)
+class SetupRun:
+    """One run of the setup script."""
+
+    script: Path
+    returncode: int
+    output: str
+    seconds: float
+    daemon_was_up: bool  # a daemon answered before it ran
+
+
+def run_setup(script: Path) -> SetupRun:
+    was_up = daemon_answers()
+    began = time.monotonic()
+    result = sh("bash", str(script), timeout=SETUP_TIMEOUT)
+    return SetupRun(script, result.returncode, result.stdout + result.stderr, time.monotonic() - began, was_up)
+
+
+def early_setup() -> SetupRun | None:
+    """The run `make test` started in the background before its installs (scripts/docker-setup-early.sh,
+    in the folder BLOGPUSH_DOCKER_EARLY names), once it has ended; None if it started none."""
+    folder = Path(os.environ.get("BLOGPUSH_DOCKER_EARLY") or "/nonexistent")
+    if not (folder / "pid").is_file():
+        return None
+    pid = int((folder / "pid").read_text())
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    while not (folder / "rc").is_file():
+        assert time.monotonic() < deadline, f"the Docker setup {folder} started has not ended in {SETUP_TIMEOUT}s"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            if not (folder / "rc").is_file():
+                raise AssertionError(f"the Docker setup {folder} started ended without an exit code") from None
+        time.sleep(0.5)
+    began, ended = (float(field) for field in (folder / "times").read_text().split())
+    return SetupRun(
+        setup_script(),
+        int((folder / "rc").read_text()),
+        (folder / "log").read_text(errors="replace"),
+        ended - began,
+        (folder / "daemon-was-up").read_text().strip() == "1",
+    )
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[Engine]:
     """A working engine with the compose plugin and the base images.
 
     When none answers, the shared setup script (BLOGPUSH_DOCKER_SETUP, or ../shared/docker/setup.sh
     beside the clone) installs and starts one, and the daemon it started is stopped at the end of
-    the run. Without the script, or not as root, the tests that need it are skipped with the reason.
+    the run. `make test` starts the script before its installs; it is then waited for here, not run
+    again. Without the script, or not as root, the tests that need it are skipped with the reason.
     """
-    problem = engine_problem()
-    if problem is None:
-        yield Engine(setup_s=None, started_daemon=False)
-        return
-    script = setup_script()
-    if not script.is_file():
-        pytest.skip(f"{problem}, and there is no {script} to set one up (set BLOGPUSH_DOCKER_SETUP)")
-    if os.geteuid() != 0:
-        pytest.skip(f"{problem}; {script} must run as root")
-    was_up = daemon_answers()
-    began = time.monotonic()
-    result = sh("bash", str(script), timeout=900)
-    setup_s = round(time.monotonic() - began, 1)
-    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-    started_daemon = not was_up and daemon_answers()
+    run = early_setup()
+    if run is None:
+        problem = engine_problem()
+        if problem is None:
+            yield Engine(setup_s=None, started_daemon=False)
+            return
+        script = setup_script()
+        if not script.is_file():
+            pytest.skip(f"{problem}, and there is no {script} to set one up (set BLOGPUSH_DOCKER_SETUP)")
+        if os.geteuid() != 0:
+            pytest.skip(f"{problem}; {script} must run as root")
+        run = run_setup(script)
+    assert run.returncode == 0, f"{run.script} failed:\n{run.output[-6000:]}"
+    started_daemon = not run.daemon_was_up and daemon_answers()
     try:
         problem = engine_problem()
-        assert problem is None, f"after {script}: {problem}"
-        yield Engine(setup_s=setup_s, started_daemon=started_daemon)
+        assert problem is None, f"after {run.script}: {problem}"
+        yield Engine(setup_s=round(run.seconds, 1), started_daemon=started_daemon)
     finally:
         if started_daemon:
-            sh("bash", str(script), "--stop", timeout=120)
+            sh("bash", str(run.script), "--stop", timeout=120)
 
 
 @dataclass(frozen=True)
