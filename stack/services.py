@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import psycopg
 import redis
@@ -40,6 +40,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.database_url import database_settings
+from stack import forkserver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CONFIG = REPO_ROOT / "deploy" / "haproxy.cfg"
@@ -71,12 +72,24 @@ def log_tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+class Process(Protocol):
+    """A service's process: a `subprocess.Popen`, or a fork of the test run's fork server."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def terminate(self) -> None: ...
+
+
 def wait_for(
     predicate: Callable[[], bool],
     timeout: float,
     what: str,
     *,
-    proc: subprocess.Popen[bytes] | None = None,
+    proc: Process | None = None,
     log_path: Path | None = None,
 ) -> None:
     """Poll `predicate` until it is true.
@@ -122,7 +135,7 @@ class Service:
         self.name = name
         self.tmp = Path(tempfile.mkdtemp(prefix=f"stack-{name}-"))
         self.log_path = self.tmp / f"{name}.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Process | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} pid={self.pid}>"
@@ -207,6 +220,12 @@ class Service:
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
             log.write(f"--- {stamp} $ {shlex.join(cmd)}\n".encode())
             log.flush()
+            if forkserver.enabled() and cmd[:2] == [sys.executable, "-m"]:
+                env = popen_kwargs.get("env", os.environ)
+                self._proc = forkserver.spawn(
+                    cmd[2], cmd[3:], dict(env), popen_kwargs.get("cwd", Path.cwd()), self.log_path
+                )
+                return
             self._proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,

@@ -8,12 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from stack import forkserver
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer, migrate, production_env, running
 from tests.live import DjangoShell, LiveApi
 
 # Pages, browser and observability fixtures (web_server, restartable_server, browser); the PostgreSQL
 # stack the end-to-end modules share (pg_stack); the Docker engine and the run's image (compose tests);
 # how `make test` spreads the modules over workers.
+# Every instance a test starts is a fork of one process per worker that has imported the libraries
+# an instance needs (stack/forkserver.py): a start costs a fraction of a fresh interpreter's. The
+# bench and the other processes the tests start inherit the setting.
+os.environ.setdefault(forkserver.ENABLED, "1")
+
 pytest_plugins = ["tests.fixtures_web", "tests.fixtures_stack", "tests.fixtures_docker", "tests.scheduling"]
 
 

@@ -1,0 +1,344 @@
+"""A fork server for the instances a test run starts: their libraries imported once, not once each.
+
+A test run starts about a hundred Daphne instances, and most of each start is importing Django,
+Twisted, graphql-core, redis-py, psycopg and the rest. With STACK_FORK_SERVER=1 (tests/conftest.py
+sets it), each process that starts instances keeps one server process that has imported those
+libraries, and every instance is a fork of it that then runs its module as `python -m` would: its
+own environment, working directory, session and log, Django set up from its own settings. Only
+third-party libraries are imported ahead (never the project's modules, which an instance may load
+from another tree), none that reads the settings or the environment on import, and the server is
+single-threaded when it forks; it checks all of this before it serves.
+
+The server is the forks' parent: it reaps them and writes each one's exit code (as
+`subprocess.Popen.returncode` gives it) to the connection that asked for it. When that connection
+closes first, the fork is killed; when the process that started the server goes (its stdin
+closes), every fork is. `ForkedProcess` is the client's handle, with the part of `Popen`'s
+interface stack/services.py uses. Deployments never use any of this: the image and docker-compose
+run `python -m project.server` directly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ENABLED = "STACK_FORK_SERVER"  # set to 1 to start instances as forks
+STOP_TIMEOUT = 10.0  # seconds for the server to kill and reap its forks when told to stop
+
+# Imported ahead, in this order. Each is a library an instance imports anyway; none configures
+# Django, installs Twisted's reactor (daphne.server does, so it stays out), starts a thread or
+# reads the environment when imported (`serve` checks the first three).
+PRELOAD = (
+    "asyncio",
+    "django.db.models",
+    "django.contrib.postgres.fields",
+    "django.core.handlers.asgi",
+    "django.template.loader",
+    "graphql",
+    "graphene",
+    "graphql_relay",
+    "channels.generic.websocket",
+    "channels_redis.core",
+    "redis.asyncio",
+    "psycopg",
+    "psycopg_pool",
+    "aiohttp",
+    "msgpack",
+    "twisted.internet.protocol",
+    "twisted.internet.endpoints",
+    "twisted.web.http",
+    "twisted.protocols.tls",
+    "autobahn.twisted.websocket",
+    "prometheus_client",
+    "whitenoise.middleware",
+    "corsheaders.middleware",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one fork runs: `python -m module *argv` in `cwd` with exactly `env`, output to `log`."""
+
+    module: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    log: str
+
+
+# --- the server -----------------------------------------------------------------------------------
+
+
+def preload() -> None:
+    import importlib
+
+    gc.disable()  # importing leaves next to no garbage; the forks turn the collector on themselves
+    for name in PRELOAD:
+        importlib.import_module(name)
+    from django.conf import settings
+
+    problems = []
+    if settings.configured:
+        problems.append("Django's settings were configured")
+    if "twisted.internet.reactor" in sys.modules:
+        problems.append("Twisted's reactor was installed")
+    if threading.active_count() != 1:
+        problems.append(f"{threading.active_count()} threads run")
+    root, prefix = Path(__file__).resolve().parent.parent, Path(sys.prefix).resolve()
+    for module in list(sys.modules.values()):
+        file = Path(getattr(module, "__file__", None) or "/").resolve()
+        if file.is_relative_to(root) and not file.is_relative_to(prefix) and module is not sys.modules["__main__"]:
+            problems.append(f"the project's {module.__name__} was imported")
+    if problems:
+        raise SystemExit(f"stack.forkserver: importing {PRELOAD} left it unfit to fork: {'; '.join(problems)}")
+    gc.freeze()  # the forks never touch these objects' collector headers: their pages stay shared
+
+
+def serve(path: str) -> Job:
+    """Serve on the Unix socket `path` until stdin closes; returns only in a fork, with its job."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake_write)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wake_read, selectors.EVENT_READ, "reap")
+    selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "parent")
+    forks: dict[int, socket.socket | None] = {}  # pid -> the connection that asked for it
+    pid_of: dict[socket.socket, int] = {}
+
+    def reap() -> None:
+        while forks:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+            connection = forks.pop(pid, None)
+            if connection is not None:
+                selector.unregister(connection)
+                pid_of.pop(connection)
+                with contextlib.suppress(OSError):
+                    connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+                connection.close()
+
+    def kill(pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+    while True:
+        for key, _ in selector.select():
+            if key.data == "accept":
+                connection, _ = listener.accept()
+                connection.settimeout(10)
+                with connection.makefile("rb") as request:
+                    job = Job(**json.loads(request.readline()))
+                pid = os.fork()
+                if pid == 0:  # the fork: leave every part of the server behind
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for open_socket in (listener, connection, *pid_of):
+                        open_socket.close()
+                    selector.close()
+                    os.close(wake_read)
+                    os.close(wake_write)
+                    os.setsid()
+                    return job
+                connection.sendall(f"{pid}\n".encode())
+                forks[pid] = connection
+                pid_of[connection] = pid
+                selector.register(connection, selectors.EVENT_READ, "client")
+            elif key.data == "reap":
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_read, 512):
+                        pass
+                reap()
+            elif key.data == "client":  # its client went away (or wrote, which it never does)
+                gone = key.fileobj
+                assert isinstance(gone, socket.socket)
+                kill(pid_of[gone])
+                selector.unregister(gone)
+                forks[pid_of.pop(gone)] = None
+                gone.close()
+            elif not os.read(sys.stdin.fileno(), 512):  # the process that started us is gone
+                for pid in list(forks):
+                    kill(pid)
+                for pid in list(forks):
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+                raise SystemExit(0)
+
+
+def become(job: Job) -> None:
+    """Turn this fork into `python -m job.module *job.argv`, as a fresh process would start it."""
+    log = os.open(job.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.close(null)
+    os.chdir(job.cwd)
+    os.environ.clear()
+    os.environ.update(job.env)
+    sys.path[0] = os.getcwd()  # where `python -m` looks first
+    sys.argv = [job.module, *job.argv]
+    gc.enable()
+    import runpy
+
+    runpy.run_module(job.module, run_name="__main__", alter_sys=True)
+
+
+def main() -> None:
+    preload()
+    become(serve(sys.argv[1]))
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+class ForkedProcess:
+    """A fork of the server, seen through the part of `subprocess.Popen` that stack/services.py uses."""
+
+    def __init__(self, connection: socket.socket, pid: int, args: list[str]) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self._read_exit(0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._read_exit(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _read_exit(self, timeout: float | None) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                self._connection.settimeout(timeout)
+                try:
+                    line = _read_line(self._connection)
+                except (TimeoutError, BlockingIOError):
+                    return None
+                if not line:
+                    raise ChildProcessError(f"stack.forkserver went away before pid {self.pid} exited")
+                self.returncode = int(line)
+                self._connection.close()
+            return self.returncode
+
+
+def _read_line(connection: socket.socket) -> bytes:
+    """One short line the server sent (a pid, an exit code); b"" if it closed the connection first."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = connection.recv(64)
+        if not chunk:
+            return b""
+        line += chunk
+    return line
+
+
+class ForkServer:
+    """The server this process started, started on first use; stopped when this process exits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._path = ""
+        self._log = ""
+
+    def spawn(self, module: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
+        path = self._started()
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(path)
+        job = Job(module, list(argv), dict(env), str(cwd), str(log))
+        connection.sendall(json.dumps(job.__dict__).encode() + b"\n")
+        connection.settimeout(30)
+        line = _read_line(connection)
+        if not line:
+            raise RuntimeError(f"stack.forkserver did not fork {module}: see {self._log}")
+        return ForkedProcess(connection, int(line), [sys.executable, "-m", module, *argv])
+
+    def _started(self) -> str:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                folder = tempfile.mkdtemp(prefix="stack-forkserver-")
+                self._path = os.path.join(folder, "socket")
+                self._log = os.path.join(folder, "forkserver.log")
+                with open(self._log, "ab") as log:
+                    # Run as a script, not `-m stack.forkserver`: the `stack` package would import
+                    # project modules into every fork.
+                    self._proc = subprocess.Popen(
+                        [sys.executable, __file__, self._path],
+                        stdin=subprocess.PIPE,  # never written: its end closing tells the server we are gone
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
+                atexit.register(self.stop)
+                while not os.path.exists(self._path):
+                    if self._proc.poll() is not None:
+                        tail = Path(self._log).read_text(errors="replace")[-3000:]
+                        raise RuntimeError(f"stack.forkserver exited with code {self._proc.returncode}:\n{tail}")
+                    time.sleep(0.01)
+            return self._path
+
+    def stop(self) -> None:
+        """Stop the server, and with it every fork still running; remove its folder."""
+        with self._lock:
+            if self._proc is not None:
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+                try:
+                    self._proc.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+                shutil.rmtree(os.path.dirname(self._path), ignore_errors=True)
+                self._proc = None
+
+
+_server = ForkServer()
+
+
+def enabled() -> bool:
+    return os.environ.get(ENABLED) == "1"
+
+
+def spawn(module: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
+    """`python -m module *argv` as a fork of this process's server."""
+    return _server.spawn(module, argv, env, cwd, log)
+
+
+if __name__ == "__main__":
+    main()
