@@ -101,7 +101,7 @@ def preload() -> None:
     root, prefix = Path(__file__).resolve().parent.parent, Path(sys.prefix).resolve()
     for module in list(sys.modules.values()):
         file = Path(getattr(module, "__file__", None) or "/").resolve()
-        if file.is_relative_to(root) and not file.is_relative_to(prefix) and module is not sys.modules["__main__"]:
+        if file.is_relative_to(root) and not file.is_relative_to(prefix) and module is not sys.modules[__name__]:
             problems.append(f"the project's {module.__name__} was imported")
     if problems:
         raise SystemExit(f"stack.forkserver: importing {PRELOAD} left it unfit to fork: {'; '.join(problems)}")
@@ -276,6 +276,11 @@ class ForkServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._path = ""
         self._log = ""
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, once started."""
+        return self._proc.pid if self._proc is not None else None
 
     def spawn(self, module: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
         path = self._started()

@@ -1,0 +1,169 @@
+"""stack/forkserver.py, which starts the test run's instances: a fork runs its module as `python -m`
+would start it, its exit reads as Popen's, and no fork outlives its client or the process that
+started the server.
+
+Each test runs tests/scripts/process_probe.py, which prints what a process sees of itself, both as
+a fresh interpreter and as a fork, from a folder of its own (as an instance runs from its tree).
+"""
+
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stack import forkserver
+from stack.services import REPO_ROOT
+
+PROBE = REPO_ROOT / "tests" / "scripts" / "process_probe.py"
+ONLY_THE_SERVER_HAS = "FORKSERVER_TEST_SERVER_ONLY"
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[forkserver.ForkServer]:
+    """A server of this test's own, started with a variable in its environment that no job names."""
+    monkeypatch.setenv(ONLY_THE_SERVER_HAS, "1")
+    own = forkserver.ForkServer()
+    own.spawn("os", [], {}, Path("/"), Path(os.devnull)).wait(30)  # `python -m os` does nothing: started
+    monkeypatch.delenv(ONLY_THE_SERVER_HAS)
+    yield own
+    own.stop()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    shutil.copy(PROBE, tmp_path / "process_probe.py")
+    return tmp_path
+
+
+def job_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != ONLY_THE_SERVER_HAS}
+    return {**env, "PROBE_SETTING": "for this job only", "PYTHONUNBUFFERED": "1"}
+
+
+def fresh(tree: Path, *args: str) -> tuple[dict[str, Any], int]:
+    done = subprocess.run(
+        [sys.executable, "-m", "process_probe", *args],
+        cwd=tree,
+        env=job_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        start_new_session=True,
+        timeout=30,
+    )
+    return json.loads(done.stdout), done.returncode
+
+
+def forked(server: forkserver.ForkServer, tree: Path, *args: str) -> tuple[dict[str, Any], int]:
+    log = tree / f"fork-{time.monotonic_ns()}.log"
+    code = server.spawn("process_probe", list(args), job_env(), tree, log).wait(30)
+    return json.loads(log.read_text()), code
+
+
+def test_a_fork_sees_what_a_fresh_python_m_sees(server: forkserver.ForkServer, tree: Path):
+    seen_fresh, _ = fresh(tree, "--flag", "value")
+    seen_forked, _ = forked(server, tree, "--flag", "value")
+    assert seen_forked == seen_fresh
+    assert seen_forked["environ"] == job_env()  # exactly the job's: nothing of the server's
+    assert seen_forked["cwd"] == seen_forked["path0"] == str(tree)
+    assert seen_forked["name"] == "__main__" and seen_forked["argv"] == ["--flag", "value"]
+    assert seen_forked["stdin"] == os.devnull and seen_forked["own_session"] and seen_forked["gc_enabled"]
+    assert seen_forked["project_modules"] == [] and seen_forked["django_configured"] is False
+
+
+@pytest.mark.parametrize("how", ["exit 3", "SIGTERM", "SIGKILL"])
+def test_a_forks_exit_reads_as_popens(server: forkserver.ForkServer, tree: Path, how: str):
+    args = ["--exit", "3"] if how == "exit 3" else ["--sleep"]
+    log = tree / "fork.log"
+    fork = server.spawn("process_probe", args, job_env(), tree, log)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "process_probe", *args], cwd=tree, env=job_env(), stdout=subprocess.PIPE
+    )
+    if how != "exit 3":
+        assert popen.stdout is not None
+        popen.stdout.readline()  # started
+        while not log.read_text():
+            time.sleep(0.01)
+        assert fork.poll() is None and popen.poll() is None
+        for process in (fork, popen):
+            process.terminate() if how == "SIGTERM" else process.kill()
+    assert fork.wait(30) == popen.wait(30) == {"exit 3": 3, "SIGTERM": -15, "SIGKILL": -9}[how]
+    assert fork.poll() == fork.returncode == popen.returncode
+
+
+def gone(pid: int, within: float = 10) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_fork_whose_handle_is_dropped_is_killed(server: forkserver.ForkServer, tree: Path):
+    fork = server.spawn("process_probe", ["--sleep"], job_env(), tree, tree / "fork.log")
+    pid = fork.pid
+    os.kill(pid, 0)
+    del fork
+    gc.collect()
+    assert gone(pid)
+
+
+def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path):
+    """That process is killed outright: no atexit, no stop(); the server and its forks go too."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from stack import forkserver
+        server = forkserver.ForkServer()
+        tree = Path({str(tree)!r})
+        env = dict(os.environ)
+        forks = [server.spawn("process_probe", ["--sleep"], env, tree, tree / f"{{n}}.log") for n in range(3)]
+        print(server.pid, *(fork.pid for fork in forks), flush=True)
+        sys.stdin.readline()
+        os._exit(0)
+        """
+    )
+    starter = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert starter.stdout is not None and starter.stdin is not None
+    server_pid, *fork_pids = (int(pid) for pid in starter.stdout.readline().split())
+    for pid in (server_pid, *fork_pids):
+        os.kill(pid, 0)  # all running
+    starter.stdin.write("\n")
+    starter.stdin.flush()
+    assert starter.wait(10) == 0
+    assert all(gone(pid) for pid in fork_pids)
+    assert gone(server_pid)
+
+
+@pytest.mark.parametrize("extra", [(), ("core.database_url",)], ids=["libraries", "and a project module"])
+def test_the_server_refuses_to_fork_once_a_preload_imports_the_project(extra: tuple[str, ...]):
+    """A library that pulled in the project's own modules would hand every fork a stale copy of them."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[0] = {str(REPO_ROOT / "stack")!r}  # as the server runs: a script in stack/
+        sys.path.append({str(REPO_ROOT)!r})  # so that the project could be imported at all
+        import forkserver
+        forkserver.PRELOAD = (*forkserver.PRELOAD, *{extra!r})
+        forkserver.preload()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd="/", capture_output=True, text=True, timeout=60)
+    if extra:
+        assert done.returncode != 0 and "the project's core.database_url was imported" in done.stderr, done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
