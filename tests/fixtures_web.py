@@ -42,9 +42,11 @@ PUSH_DEADLINE_MS = 1000  # the promise: a new blog is on the page within a secon
 GRAPHIQL_READY = "document.querySelector('.graphiql-execute-button') !== null"
 
 # Chromium aborts the requests in flight when the machine's network interfaces change, as Docker's
-# do while the compose tests run beside these: a page that lost a script so is loaded again.
+# do in bursts while the compose tests run beside these (a build step, a replica, a network): a page
+# that lost a request so is loaded again, after a pause that doubles each time, until one burst is over.
 NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
-LOAD_TRIES = 3
+LOAD_DEADLINE = 120  # seconds of loading again
+FIRST_PAUSE, MAX_PAUSE = 0.5, 8.0  # seconds
 READY_TIMEOUT = 30  # seconds for a loaded page to be ready
 
 
@@ -131,31 +133,38 @@ async def load(page: Page, url: str, ready: str = "true") -> None:
     aborted: list[str] = []
 
     def failed(request: Request) -> None:
-        aborted.append(request.failure or "")
+        aborted.append(f"{request.url}: {request.failure}")
 
     def network_changed() -> bool:
         return any(NETWORK_CHANGED in failure for failure in aborted)
 
     page.on("requestfailed", failed)
+    loop = asyncio.get_running_loop()
+    give_up, pause, cut = loop.time() + LOAD_DEADLINE, FIRST_PAUSE, 0
     try:
-        for _ in range(LOAD_TRIES):
+        while True:
             aborted.clear()
             try:
                 await page.goto(url)
             except PlaywrightError as error:
                 if NETWORK_CHANGED not in str(error):
                     raise
-                continue
-            deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+                aborted.append(str(error))
+            deadline = loop.time() + READY_TIMEOUT
             while not network_changed():
                 try:
                     await page.wait_for_function(ready, timeout=500)
                     return
                 except PlaywrightTimeoutError:
-                    assert asyncio.get_running_loop().time() < deadline, (
+                    assert loop.time() < deadline, (
                         f"{url}: not {ready} within {READY_TIMEOUT}s; requests that failed: {aborted}"
                     )
-        raise AssertionError(f"{url}: cut short by network changes {LOAD_TRIES} times: {aborted[:3]}")
+            cut += 1
+            assert loop.time() < give_up, (
+                f"{url}: cut short by network changes {cut} times in {LOAD_DEADLINE}s, lastly: {aborted[:3]}"
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE)
     finally:
         page.remove_listener("requestfailed", failed)
 
