@@ -139,8 +139,10 @@ def serve(path: str) -> Job:
                 connection.close()
 
     def kill(pid: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+        # The fork itself too: it may not have made its session (and group) yet.
+        for kill_one in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError):
+                kill_one(pid, signal.SIGKILL)
 
     while True:
         for key, _ in selector.select():
@@ -182,6 +184,7 @@ def serve(path: str) -> Job:
                 for pid in list(forks):
                     with contextlib.suppress(ChildProcessError):
                         os.waitpid(pid, 0)
+                shutil.rmtree(os.path.dirname(path), ignore_errors=True)
                 raise SystemExit(0)
 
 

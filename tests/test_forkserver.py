@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -119,8 +120,8 @@ def test_a_fork_whose_handle_is_dropped_is_killed(server: forkserver.ForkServer,
     assert gone(pid)
 
 
-def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path):
-    """That process is killed outright: no atexit, no stop(); the server and its forks go too."""
+def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path, request: pytest.FixtureRequest):
+    """That process ends without atexit or stop(); the server and its forks go too, and its folder."""
     script = textwrap.dedent(
         f"""
         import os, sys
@@ -135,8 +136,15 @@ def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path):
         os._exit(0)
         """
     )
+    temp = Path(tempfile.mkdtemp(prefix="fs-", dir="/tmp"))  # short: a socket's path has at most 107 bytes
+    request.addfinalizer(lambda: shutil.rmtree(temp, ignore_errors=True))
     starter = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TMPDIR": str(temp)},  # where the server makes its folder
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert starter.stdout is not None and starter.stdin is not None
     server_pid, *fork_pids = (int(pid) for pid in starter.stdout.readline().split())
@@ -147,6 +155,7 @@ def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path):
     assert starter.wait(10) == 0
     assert all(gone(pid) for pid in fork_pids)
     assert gone(server_pid)
+    assert list(temp.iterdir()) == []  # its folder and socket went with it
 
 
 @pytest.mark.parametrize("extra", [(), ("core.database_url",)], ids=["libraries", "and a project module"])
