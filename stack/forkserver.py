@@ -149,9 +149,14 @@ def serve(path: str) -> Job:
             if key.data == "accept":
                 connection, _ = listener.accept()
                 connection.settimeout(10)
-                with connection.makefile("rb") as request:
-                    job = Job(**json.loads(request.readline()))
-                pid = os.fork()
+                try:
+                    with connection.makefile("rb") as request:
+                        job = Job(**json.loads(request.readline()))
+                    pid = os.fork()
+                except (OSError, ValueError, TypeError) as error:  # the client reads "" and says so
+                    print(f"stack.forkserver: no fork: {error!r}", file=sys.stderr)
+                    connection.close()
+                    continue
                 if pid == 0:  # the fork: leave every part of the server behind
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -284,6 +289,11 @@ class ForkServer:
     def pid(self) -> int | None:
         """The server's process id, once started."""
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def socket_path(self) -> str:
+        """Where the server listens, once started."""
+        return self._path
 
     def spawn(self, module: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
         path = self._started()

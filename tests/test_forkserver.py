@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,23 @@ def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path, re
     assert all(gone(pid) for pid in fork_pids)
     assert gone(server_pid)
     assert list(temp.iterdir()) == []  # its folder and socket went with it
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"not json\n", b'{"module": "x"}\n', b"\n"], ids=["garbage", "short", "empty"]
+)
+def test_a_bad_request_gets_no_fork_and_the_server_keeps_serving(
+    server: forkserver.ForkServer, tree: Path, request_line: bytes
+):
+    serving = server.pid
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bad:
+        bad.connect(server.socket_path)
+        bad.sendall(request_line)
+        bad.settimeout(10)
+        assert bad.recv(64) == b""  # closed, no pid
+    seen, code = forked(server, tree)
+    assert code == 0 and seen["name"] == "__main__"
+    assert server.pid == serving  # the same server
 
 
 @pytest.mark.parametrize("extra", [(), ("core.database_url",)], ids=["libraries", "and a project module"])
