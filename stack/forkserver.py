@@ -111,8 +111,10 @@ def preload() -> None:
 def serve(path: str) -> Job:
     """Serve on the Unix socket `path` until stdin closes; returns only in a fork, with its job."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    # Bound under another name and renamed once listening: a client that finds `path` can connect.
+    listener.bind(f"{path}.binding")
     listener.listen(64)
+    os.rename(f"{path}.binding", path)
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
