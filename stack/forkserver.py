@@ -80,6 +80,17 @@ class Job:
     log: str
 
 
+def _read_line(connection: socket.socket) -> bytes:
+    """One line from the other end (a job, a pid, an exit code); b"" if it closed the connection first."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = connection.recv(64)
+        if not chunk:
+            return b""
+        line += chunk
+    return line
+
+
 # --- the server -----------------------------------------------------------------------------------
 
 
@@ -152,8 +163,7 @@ def serve(path: str) -> Job:
                 connection, _ = listener.accept()
                 connection.settimeout(10)
                 try:
-                    with connection.makefile("rb") as request:
-                        job = Job(**json.loads(request.readline()))
+                    job = Job(**json.loads(_read_line(connection)))
                     pid = os.fork()
                 except (OSError, ValueError, TypeError) as error:  # the client reads "" and says so
                     print(f"stack.forkserver: no fork: {error!r}", file=sys.stderr)
@@ -265,17 +275,6 @@ class ForkedProcess:
                 self.returncode = int(line)
                 self._connection.close()
             return self.returncode
-
-
-def _read_line(connection: socket.socket) -> bytes:
-    """One short line the server sent (a pid, an exit code); b"" if it closed the connection first."""
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = connection.recv(64)
-        if not chunk:
-            return b""
-        line += chunk
-    return line
 
 
 class ForkServer:
