@@ -80,15 +80,24 @@ class Job:
     log: str
 
 
-def _read_line(connection: socket.socket) -> bytes:
-    """One line from the other end (a job, a pid, an exit code); b"" if it closed the connection first."""
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = connection.recv(64)
-        if not chunk:
-            return b""
-        line += chunk
-    return line
+class _Lines:
+    """The lines that come over one connection: a job; then a pid, and later an exit code, which
+    may arrive together."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.connection = connection
+        self._buffer = b""
+
+    def read(self) -> bytes:
+        """The next line; b"" if the other end closed the connection first. Raises the socket's
+        timeout (TimeoutError, or BlockingIOError with none) before a whole line is in."""
+        while b"\n" not in self._buffer:
+            chunk = self.connection.recv(4096)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line + b"\n"
 
 
 # --- the server -----------------------------------------------------------------------------------
@@ -163,7 +172,7 @@ def serve(path: str) -> Job:
                 connection, _ = listener.accept()
                 connection.settimeout(10)
                 try:
-                    job = Job(**json.loads(_read_line(connection)))
+                    job = Job(**json.loads(_Lines(connection).read()))
                     pid = os.fork()
                 except (OSError, ValueError, TypeError) as error:  # the client reads "" and says so
                     print(f"stack.forkserver: no fork: {error!r}", file=sys.stderr)
@@ -236,8 +245,8 @@ def main() -> None:
 class ForkedProcess:
     """A fork of the server, seen through the part of `subprocess.Popen` that stack/services.py uses."""
 
-    def __init__(self, connection: socket.socket, pid: int, args: list[str]) -> None:
-        self._connection = connection
+    def __init__(self, lines: _Lines, pid: int, args: list[str]) -> None:
+        self._lines = lines
         self._lock = threading.Lock()
         self.pid = pid
         self.args = args
@@ -265,15 +274,15 @@ class ForkedProcess:
     def _read_exit(self, timeout: float | None) -> int | None:
         with self._lock:
             if self.returncode is None:
-                self._connection.settimeout(timeout)
+                self._lines.connection.settimeout(timeout)
                 try:
-                    line = _read_line(self._connection)
+                    line = self._lines.read()
                 except (TimeoutError, BlockingIOError):
                     return None
                 if not line:
                     raise ChildProcessError(f"stack.forkserver went away before pid {self.pid} exited")
                 self.returncode = int(line)
-                self._connection.close()
+                self._lines.connection.close()
             return self.returncode
 
 
@@ -303,10 +312,11 @@ class ForkServer:
         job = Job(module, list(argv), dict(env), str(cwd), str(log))
         connection.sendall(json.dumps(job.__dict__).encode() + b"\n")
         connection.settimeout(30)
-        line = _read_line(connection)
+        lines = _Lines(connection)
+        line = lines.read()
         if not line:
             raise RuntimeError(f"stack.forkserver did not fork {module}: see {self._log}")
-        return ForkedProcess(connection, int(line), [sys.executable, "-m", module, *argv])
+        return ForkedProcess(lines, int(line), [sys.executable, "-m", module, *argv])
 
     def _started(self) -> str:
         with self._lock:

@@ -159,6 +159,20 @@ def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path, re
     assert list(temp.iterdir()) == []  # its folder and socket went with it
 
 
+def test_a_pid_and_an_exit_code_that_arrive_together_are_read_as_two(server: forkserver.ForkServer):
+    """A fork that exits at once may be reaped before its client reads the pid: both lines are then
+    in one read, and the client's reader must give them one at a time."""
+    job = {"module": "os", "argv": [], "env": {}, "cwd": "/", "log": os.devnull}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(server.socket_path)
+        client.sendall(json.dumps(job).encode() + b"\n")
+        time.sleep(1)  # `python -m os` has run and been reaped by now
+        client.settimeout(10)
+        lines = forkserver._Lines(client)
+        pid, code = lines.read(), lines.read()
+    assert int(pid) > 0 and code == b"0\n"
+
+
 @pytest.mark.parametrize(
     "request_line", [b"not json\n", b'{"module": "x"}\n', b"\n"], ids=["garbage", "short", "empty"]
 )
