@@ -144,8 +144,7 @@ def serve(path: str) -> Job:
     selector.register(listener, selectors.EVENT_READ, "accept")
     selector.register(wake_read, selectors.EVENT_READ, "reap")
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "parent")
-    forks: dict[int, socket.socket | None] = {}  # pid -> the connection that asked for it
-    pid_of: dict[socket.socket, int] = {}
+    forks: dict[int, socket.socket | None] = {}  # pid -> the connection that asked for it, while open
 
     def reap() -> None:
         while forks:
@@ -155,7 +154,6 @@ def serve(path: str) -> Job:
             connection = forks.pop(pid, None)
             if connection is not None:
                 selector.unregister(connection)
-                pid_of.pop(connection)
                 with contextlib.suppress(OSError):
                     connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
                 connection.close()
@@ -181,7 +179,7 @@ def serve(path: str) -> Job:
                 if pid == 0:  # the fork: leave every part of the server behind
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    for open_socket in (listener, connection, *pid_of):
+                    for open_socket in (listener, connection, *filter(None, forks.values())):
                         open_socket.close()
                     selector.close()
                     os.close(wake_read)
@@ -190,19 +188,18 @@ def serve(path: str) -> Job:
                     return job
                 connection.sendall(f"{pid}\n".encode())
                 forks[pid] = connection
-                pid_of[connection] = pid
-                selector.register(connection, selectors.EVENT_READ, "client")
+                selector.register(connection, selectors.EVENT_READ, pid)
             elif key.data == "reap":
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_read, 512):
                         pass
                 reap()
-            elif key.data == "client":  # its client went away (or wrote, which it never does)
+            elif isinstance(key.data, int):  # fork key.data's client went away (or wrote, which it never does)
                 gone = key.fileobj
                 assert isinstance(gone, socket.socket)
-                kill(pid_of[gone])
+                kill(key.data)
                 selector.unregister(gone)
-                forks[pid_of.pop(gone)] = None
+                forks[key.data] = None
                 gone.close()
             elif not os.read(sys.stdin.fileno(), 512):  # the process that started us is gone
                 for pid in list(forks):
@@ -294,6 +291,7 @@ class ForkServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._path = ""
         self._log = ""
+        atexit.register(self.stop)
 
     @property
     def pid(self) -> int | None:
@@ -334,7 +332,6 @@ class ForkServer:
                         stderr=subprocess.STDOUT,
                         env={**os.environ, "PYTHONUNBUFFERED": "1"},
                     )
-                atexit.register(self.stop)
                 while not os.path.exists(self._path):
                     if self._proc.poll() is not None:
                         tail = Path(self._log).read_text(errors="replace")[-3000:]
