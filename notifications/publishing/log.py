@@ -1,9 +1,12 @@
 """The publication log: numbering each change to a blog in its transaction, and reading them back."""
 
+import functools
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from api.errors import BadUserInput
@@ -13,6 +16,20 @@ from notifications.models import PublicationCounter
 from notifications.publishing.publication import AuthorData, BlogData, ChangeKind, Publication, seq_from_cursor
 
 
+@functools.cache
+def _recorded(vendor: str) -> "tuple[tuple[Field[Any, Any], ...], str]":
+    """What publication_record writes besides the number, and their quoted columns, in order
+    (once per database vendor: its quoting)."""
+    names = ("kind", "blog", "blog_pk", "author_username", "title", "content", "published_at", "created_at")
+    fields, columns = [], []
+    for name in names:
+        field = PublicationRow._meta.get_field(name)
+        assert isinstance(field, Field) and field.column
+        fields.append(field)
+        columns.append(connection.ops.quote_name(field.column))
+    return tuple(fields), ", ".join(columns)
+
+
 def publication_record(blog: Blog, kind: ChangeKind = ChangeKind.CREATED) -> PublicationRow:
     """Number one change to `blog`; the counter's row lock is held until our commit.
 
@@ -20,11 +37,14 @@ def publication_record(blog: Blog, kind: ChangeKind = ChangeKind.CREATED) -> Pub
     in between are the write ceiling (docs/scaling.md). On PostgreSQL one statement both takes
     the number and records the publication; elsewhere (SQLite, which has no UPDATE in a WITH)
     one UPDATE ... RETURNING, then the INSERT. No savepoint inside the caller's transaction.
+    Both are written out rather than left to Model.save(), which compiles its INSERT anew on
+    every call, on the path of every mutation.
 
     A creation or an edit records the blog's text as it is now; a deletion records only the
     tombstone (the blog's earlier entries went with its row).
     """
     counter = connection.ops.quote_name(PublicationCounter._meta.db_table)
+    table = connection.ops.quote_name(PublicationRow._meta.db_table)
     deleted = kind == ChangeKind.DELETED
     row = PublicationRow(
         kind=kind,
@@ -34,29 +54,30 @@ def publication_record(blog: Blog, kind: ChangeKind = ChangeKind.CREATED) -> Pub
         title="" if deleted else blog.title,
         content="" if deleted else blog.content,
         published_at=None if deleted else blog.published_at,
+        created_at=timezone.now(),
     )
+    fields, columns = _recorded(connection.vendor)
+    values = [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields]
+    placeholders = ", ".join(["%s"] * len(values))
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            row.created_at = timezone.now()
-            table = connection.ops.quote_name(PublicationRow._meta.db_table)
-            columns = ("kind", "blog_id", "blog_pk", "author_username", "title", "content", "published_at")
             cursor.execute(
                 f"WITH n AS (UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq) "
-                f"INSERT INTO {table} (seq, {', '.join(columns)}, created_at) "
-                f"SELECT last_seq, {', '.join(['%s'] * len(columns))}, %s FROM n RETURNING id, seq",
-                [getattr(row, column) for column in columns] + [row.created_at],
+                f"INSERT INTO {table} (seq, {columns}) SELECT last_seq, {placeholders} FROM n RETURNING id, seq",
+                values,
             )
-            numbered = cursor.fetchone()
-            if numbered is None:
-                raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
-            row.id, row.seq = numbered
-            return row
-        cursor.execute(f"UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
+        else:
+            cursor.execute(f"UPDATE {counter} SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq")
+            taken = cursor.fetchone()
+            if taken is not None:
+                cursor.execute(
+                    f"INSERT INTO {table} (seq, {columns}) VALUES (%s, {placeholders}) RETURNING id, seq",
+                    [taken[0], *values],
+                )
         numbered = cursor.fetchone()
         if numbered is None:
             raise PublicationCounter.DoesNotExist("The publication counter row is missing: run migrations.")
-        row.seq = numbered[0]
-        row.save(force_insert=True)
+        row.id, row.seq = numbered
         return row
 
 
