@@ -317,9 +317,10 @@ def _versus(phases: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if rows:
         out += [
-            "**Versus strawberry-django**, same Channels, Daphne, channels-redis and Redis, measured in alternating "
-            "blocks in the same run: `createBlog` over HTTP to one instance, the push on a websocket subscribed on "
-            "another, one mutation at a time (ms; this project counts its rate limit in Redis on every mutation):",
+            "**Versus strawberry-django**, same Channels, Daphne, channels-redis and Redis, in the same run, the two "
+            "taking turns mutation by mutation: `createBlog` over HTTP to one instance, the push on a websocket "
+            "subscribed on another, one mutation at a time (ms; this project counts its rate limit in Redis on every "
+            "mutation):",
             "",
             *_table(
                 ["database", "server", "events", "sent→push p50", "p95", "p99", "p99/p50", "mutation RTT p50"], rows

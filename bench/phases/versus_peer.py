@@ -4,8 +4,11 @@ versus_peer_<db>: one mutation, one subscriber, the path every user feels. A cli
 `createBlog` over HTTP to one instance while one websocket subscriber listens on another, Redis
 between them; one mutation at a time, each awaited at the subscriber. The same for the peer
 (bench/peer/: strawberry-django over the same Channels, Daphne, channels-redis and Redis, in a
-virtualenv of its own created here from its pinned requirements), in alternating blocks so that
-both meet the same machine load. On SQLite (both on their defaults) and on PostgreSQL.
+virtualenv of its own created here from its pinned requirements). The two sides take turns
+mutation by mutation, each with its own subscriber connected throughout (a client process of its
+own), so that both meet the same machine: this machine's speed drifts over seconds, and blocks
+of mutations would hand a slow stretch to one side only. On SQLite (both on their defaults) and
+on PostgreSQL.
 
 The project runs with its production rate limits counted (in Redis) on every mutation, as a
 user's request is; the peer has none.
@@ -30,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from bench.clients import PROBE_PREFIX
+from bench.clients import PROBE_PREFIX, ClientPool
 from bench.harness import Bench, combos, ms_summary
 from bench.publisher import Publisher
 from stack.services import REPO_ROOT, DaphneInstance, migrate, production_env, start_all
@@ -38,7 +41,6 @@ from stack.services import REPO_ROOT, DaphneInstance, migrate, production_env, s
 PEER_DIR = REPO_ROOT / "bench" / "peer"
 PEER_VENV = PEER_DIR / ".venv"
 PEER_REQUIREMENTS = PEER_DIR / "requirements.txt"
-BLOCK = 25  # mutations per turn; the two sides alternate until each has its share
 
 
 def peer_python(log: Any = print) -> Path:
@@ -114,39 +116,36 @@ def _create_database(admin_url: str, name: str) -> str:
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-def _probe(bench: Bench, publisher: Publisher, timeout: float = 30) -> bool:
-    """Publish probes until the one subscriber got one (it is subscribed then)."""
-    assert bench.pool is not None
-    bench.pool.call({"cmd": "probe_reset"})
+def _probe(bench: Bench, pool: ClientPool, publisher: Publisher, timeout: float = 30) -> bool:
+    """Publish probes until the pool's one subscriber got one (it is subscribed then)."""
+    pool.call({"cmd": "probe_reset"})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         bench.publish(PROBE_PREFIX, publisher)
         until = time.monotonic() + 1.0
         while time.monotonic() < until:
-            if bench.pool.status()["probed"] >= 1:
-                bench.pool.call({"cmd": "clear"})
+            if pool.status()["probed"] >= 1:
+                pool.call({"cmd": "clear"})
                 return True
             time.sleep(0.02)
     return False
 
 
-def _measure_block(bench: Bench, publisher: Publisher, ws_url: str, count: int, rows: dict[str, list[float]]) -> None:
-    assert bench.pool is not None
-    bench.connect(1, [ws_url], combos(1))
-    try:
-        if not _probe(bench, publisher):
-            raise RuntimeError(f"the subscriber on {ws_url} never received a probe")
-        for _ in range(count):
-            published = bench.publish(publisher=publisher)
-            got = bench.pool.await_ids([published.blog_id], timeout=5)[published.blog_id]
-            rows["rtt"].append(published.round_trip)
-            if got["count"]:
-                rows["sent"].append(got["max"] - published.sent)
-                rows["answered"].append(got["max"] - published.answered)
-            else:
-                rows["lost"].append(1.0)
-    finally:
-        bench.pool.close_clients()
+def _subscribe(bench: Bench, pool: ClientPool, publisher: Publisher, ws_url: str) -> None:
+    pool.connect(1, [ws_url], combos(1), timeout=30)
+    if not _probe(bench, pool, publisher):
+        raise RuntimeError(f"the subscriber on {ws_url} never received a probe")
+
+
+def _measure_one(bench: Bench, pool: ClientPool, publisher: Publisher, rows: dict[str, list[float]]) -> None:
+    published = bench.publish(publisher=publisher)
+    got = pool.await_ids([published.blog_id], timeout=5)[published.blog_id]
+    rows["rtt"].append(published.round_trip)
+    if got["count"]:
+        rows["sent"].append(got["max"] - published.sent)
+        rows["answered"].append(got["max"] - published.answered)
+    else:
+        rows["lost"].append(1.0)
 
 
 def _summary(rows: dict[str, list[float]]) -> dict[str, Any]:
@@ -203,12 +202,18 @@ def versus_peer(bench: Bench) -> None:
                     side: {"rtt": [], "sent": [], "answered": [], "lost": []} for side in publishers
                 }
                 subscriber_urls = {"ours": ours[1].ws_url, "peer": peers[1].ws_url}
-                total = bench.config.versus_events
-                while any(len(rows[side]["rtt"]) < total for side in rows):
-                    for side in ("ours", "peer"):
-                        count = min(BLOCK, total - len(rows[side]["rtt"]))
-                        if count > 0:
-                            _measure_block(bench, publishers[side], subscriber_urls[side], count, rows[side])
+                pools = {side: ClientPool(1) for side in publishers}
+                for pool in pools.values():
+                    bench.stack.callback(pool.stop)
+                for side, pool in pools.items():
+                    _subscribe(bench, pool, publishers[side], subscriber_urls[side])
+                for turn in range(bench.config.versus_events):
+                    # Who goes first alternates too: neither side always follows the other's mutation.
+                    for side in ("ours", "peer") if turn % 2 == 0 else ("peer", "ours"):
+                        _measure_one(bench, pools[side], publishers[side], rows[side])
+                for pool in pools.values():
+                    pool.close_clients()
+                    pool.stop()
                 for publisher in publishers.values():
                     publisher.close()
                 record["ours"] = _summary(rows["ours"])
