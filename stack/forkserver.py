@@ -9,6 +9,10 @@ third-party libraries are imported ahead (never the project's modules, which an 
 from another tree), none that reads the settings or the environment on import, and the server is
 single-threaded when it forks; it checks all of this before it serves.
 
+One-shot commands (`manage.py migrate`, `check`, `shell`) are forks too, through `run`: the
+client sends its own ends of the command's stdin, stdout and stderr with the job (SCM_RIGHTS), so
+the fork reads and writes the caller's pipes, as a child of `subprocess.run` would.
+
 The server is the forks' parent: it reaps them and writes each one's exit code (as
 `subprocess.Popen.returncode` gives it) to the connection that asked for it. When that connection
 closes first, the fork is killed; when the process that started the server goes (its stdin
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,15 +74,28 @@ PRELOAD = (
 )
 
 
+STDIO = 3  # descriptors a job without a log sends along: its stdin, stdout and stderr
+
+
+MODULE, SCRIPT, CODE = (
+    "-m",
+    "script",
+    "-c",
+)  # what a job's `target` is: `python -m target`, `python target`, `python -c target`
+
+
 @dataclass(frozen=True)
 class Job:
-    """What one fork runs: `python -m module *argv` in `cwd` with exactly `env`, output to `log`."""
+    """What one fork runs: `python -m target *argv` in `cwd` with exactly `env` (or `python
+    target *argv`, or `python -c target *argv`, by `kind`); output appended to `log`, or, when
+    `log` is empty, to the STDIO descriptors sent with the job."""
 
-    module: str
+    target: str
     argv: list[str]
     env: dict[str, str]
     cwd: str
     log: str
+    kind: str = MODULE
 
 
 class _Lines:
@@ -88,11 +106,16 @@ class _Lines:
         self.connection = connection
         self._buffer = b""
 
-    def read(self) -> bytes:
+    def read(self, fds: list[int] | None = None) -> bytes:
         """The next line; b"" if the other end closed the connection first. Raises the socket's
-        timeout (TimeoutError, or BlockingIOError with none) before a whole line is in."""
+        timeout (TimeoutError, or BlockingIOError with none) before a whole line is in. With
+        `fds`, the descriptors that come with it are appended there (the caller closes them)."""
         while b"\n" not in self._buffer:
-            chunk = self.connection.recv(4096)
+            if fds is None:
+                chunk = self.connection.recv(4096)
+            else:
+                chunk, received, _, _ = socket.recv_fds(self.connection, 4096, STDIO)
+                fds.extend(received)
             if not chunk:
                 return b""
             self._buffer += chunk
@@ -128,8 +151,9 @@ def preload() -> None:
     gc.freeze()  # the forks never touch these objects' collector headers: their pages stay shared
 
 
-def serve(path: str) -> Job:
-    """Serve on the Unix socket `path` until stdin closes; returns only in a fork, with its job."""
+def serve(path: str) -> tuple[Job, list[int]]:
+    """Serve on the Unix socket `path` until stdin closes; returns only in a fork, with its job
+    and the descriptors that came with it."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     # Bound under another name and renamed once listening: a client that finds `path` can connect.
     listener.bind(f"{path}.binding")
@@ -169,11 +193,17 @@ def serve(path: str) -> Job:
             if key.data == "accept":
                 connection, _ = listener.accept()
                 connection.settimeout(10)
+                fds: list[int] = []
                 try:
-                    job = Job(**json.loads(_Lines(connection).read()))
+                    job = Job(**json.loads(_Lines(connection).read(fds)))
+                    if len(fds) != (0 if job.log else STDIO):
+                        raise ValueError(
+                            f"{len(fds)} descriptors came with a job that takes {STDIO if not job.log else 0}"
+                        )
                     pid = os.fork()
                 except (OSError, ValueError, TypeError) as error:  # the client reads "" and says so
                     print(f"stack.forkserver: no fork: {error!r}", file=sys.stderr)
+                    _close(fds)
                     connection.close()
                     continue
                 if pid == 0:  # the fork: leave every part of the server behind
@@ -185,7 +215,8 @@ def serve(path: str) -> Job:
                     os.close(wake_read)
                     os.close(wake_write)
                     os.setsid()
-                    return job
+                    return job, fds
+                _close(fds)  # the fork's now: held here, a pipe would never reach end of file
                 connection.sendall(f"{pid}\n".encode())
                 forks[pid] = connection
                 selector.register(connection, selectors.EVENT_READ, pid)
@@ -211,29 +242,45 @@ def serve(path: str) -> Job:
                 raise SystemExit(0)
 
 
-def become(job: Job) -> None:
-    """Turn this fork into `python -m job.module *job.argv`, as a fresh process would start it."""
-    log = os.open(job.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    os.close(null)
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def become(job: Job, fds: list[int]) -> None:
+    """Turn this fork into the `python` command `job` stands for, as a fresh process would start it."""
+    if job.log:
+        log = os.open(job.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fds = [os.open(os.devnull, os.O_RDONLY), log, log]
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    _close(list(set(fds)))
     os.chdir(job.cwd)
     os.environ.clear()
     os.environ.update(job.env)
-    sys.path[0] = os.getcwd()  # where `python -m` looks first
-    sys.argv = [job.module, *job.argv]
     gc.enable()
     import runpy
 
-    runpy.run_module(job.module, run_name="__main__", alter_sys=True)
+    # sys.path[0] and sys.argv as each form of the command sets them.
+    if job.kind == SCRIPT:
+        sys.path[0] = os.path.dirname(os.path.abspath(job.target))
+        sys.argv = [job.target, *job.argv]
+        runpy.run_path(job.target, run_name="__main__")
+    elif job.kind == CODE:
+        sys.path[0] = ""
+        sys.argv = ["-c", *job.argv]
+        import __main__
+
+        exec(compile(job.target, "<string>", "exec"), __main__.__dict__)
+    else:
+        sys.path[0] = os.getcwd()
+        sys.argv = [job.target, *job.argv]
+        runpy.run_module(job.target, run_name="__main__", alter_sys=True)
 
 
 def main() -> None:
     preload()
-    become(serve(sys.argv[1]))
+    become(*serve(sys.argv[1]))
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -303,18 +350,33 @@ class ForkServer:
         """Where the server listens, once started."""
         return self._path
 
-    def spawn(self, module: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
+    def spawn(
+        self,
+        module: str,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log: Path | None,
+        *,
+        kind: str = MODULE,
+        stdio: tuple[int, int, int] | None = None,
+    ) -> ForkedProcess:
+        """A fork running `python -m module *argv` (`kind` SCRIPT or CODE: `python module` or
+        `python -c module`), its output appended to `log`, or else reading and writing `stdio`
+        (stdin, stdout, stderr: the caller's to close once sent)."""
+        assert (log is None) == (stdio is not None), "a log, or the three descriptors"
         path = self._started()
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.connect(path)
-        job = Job(module, list(argv), dict(env), str(cwd), str(log))
-        connection.sendall(json.dumps(job.__dict__).encode() + b"\n")
+        job = Job(module, list(argv), dict(env), str(cwd), str(log or ""), kind)
+        socket.send_fds(connection, [json.dumps(job.__dict__).encode() + b"\n"], list(stdio or ()))
         connection.settimeout(30)
         lines = _Lines(connection)
         line = lines.read()
         if not line:
             raise RuntimeError(f"stack.forkserver did not fork {module}: see {self._log}")
-        return ForkedProcess(lines, int(line), [sys.executable, "-m", module, *argv])
+        command = [module] if kind == SCRIPT else [kind, module]
+        return ForkedProcess(lines, int(line), [sys.executable, *command, *argv])
 
     def _started(self) -> str:
         with self._lock:
@@ -364,6 +426,83 @@ def enabled() -> bool:
 def spawn(module: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> ForkedProcess:
     """`python -m module *argv` as a fork of this process's server."""
     return _server.spawn(module, argv, env, cwd, log)
+
+
+def forkable(cmd: list[str], env: Mapping[str, str]) -> bool:
+    """Whether `cmd` may run as a fork: this interpreter, on a module (-m), code (-c) or a
+    script, and nothing in `env` that only an interpreter's start reads (a fork's has started)."""
+    if not enabled() or len(cmd) < 2 or cmd[0] != sys.executable:
+        return False
+    if any(name.startswith("PYTHON") and env.get(name) != os.environ.get(name) for name in {*env, *os.environ}):
+        return False
+    return (cmd[1] in (MODULE, CODE) and len(cmd) > 2) or not cmd[1].startswith("-")
+
+
+def run(
+    cmd: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    input: str | None = None,
+    timeout: float | None = None,
+    merge_stderr: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run(cmd, capture_output=True, text=True)` (stderr into stdout with
+    `merge_stderr`; stdin `input`, or nothing), as a fork of this process's server when
+    `forkable(cmd, env)`, else as a subprocess. Raises subprocess.TimeoutExpired, with the
+    command killed, after `timeout` seconds."""
+    if not forkable(cmd, env):
+        return subprocess.run(
+            cmd,
+            env=env,
+            cwd=cwd,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            timeout=timeout,
+            text=True,
+        )
+    kind, target, argv = (cmd[1], cmd[2], cmd[3:]) if cmd[1] in (MODULE, CODE) else (SCRIPT, cmd[1], cmd[2:])
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    stderr_read, stderr_write = (stdout_read, stdout_write) if merge_stderr else os.pipe()
+    try:
+        fork = _server.spawn(
+            target, argv, dict(env), cwd, None, kind=kind, stdio=(stdin_read, stdout_write, stderr_write)
+        )
+    finally:
+        _close(list({stdin_read, stdout_write, stderr_write}))
+    outputs: dict[int, list[bytes]] = {fd: [] for fd in {stdout_read, stderr_read}}
+
+    def drain(fd: int) -> None:
+        with open(fd, "rb", closefd=True) as stream:
+            outputs[fd].append(stream.read())
+
+    def feed() -> None:
+        with open(stdin_write, "wb", closefd=True) as stream, contextlib.suppress(BrokenPipeError):
+            stream.write((input or "").encode())
+
+    workers = [threading.Thread(target=drain, args=(fd,), daemon=True) for fd in outputs]
+    workers.append(threading.Thread(target=feed, daemon=True))
+    for worker in workers:
+        worker.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for worker in workers:
+        worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    try:
+        code = fork.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(worker.is_alive() for worker in workers):  # its output is held open by a child of its own
+            raise subprocess.TimeoutExpired(cmd, timeout or 0)
+    except subprocess.TimeoutExpired:
+        fork.kill()
+        fork.wait()
+        raise
+
+    def text(fd: int) -> str:
+        return b"".join(outputs[fd]).decode(errors="replace")
+
+    return subprocess.CompletedProcess(cmd, code, text(stdout_read), None if merge_stderr else text(stderr_read))
 
 
 if __name__ == "__main__":

@@ -581,16 +581,7 @@ def _run_checked(
     timeout: float | None = None,
 ) -> None:
     """Run `cmd` to completion; StackError with the tail of its output if it fails."""
-    result = subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    result = forkserver.run(cmd, cwd=cwd or Path.cwd(), env=env or os.environ, timeout=timeout, merge_stderr=True)
     if result.returncode:
         tail = "\n".join(result.stdout.splitlines()[-40:])
         raise StackError(f"{what} exited with code {result.returncode}:\n{tail}")

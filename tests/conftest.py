@@ -90,16 +90,11 @@ def api(daphne_server: DaphneInstance) -> LiveApi:
 
 def manage(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a management command against the live database, as an operator would."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    done = forkserver.run(
+        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env={**os.environ, **env}, input=stdin, timeout=60
     )
+    done.check_returncode()
+    return done
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,13 @@ The same from inside a real Chromium: tests/test_browser_cors.py.
 import asyncio
 import json
 import os
-import subprocess
 import sys
 
 import httpx
 import pytest
 import websockets
 
+from stack import forkserver
 from stack.services import REPO_ROOT, DaphneInstance
 from tests.fixtures_web import ALSO_LISTED
 from tests.live import CREATE_BLOG, LiveApi, assert_no_errors
@@ -228,14 +228,7 @@ print(json.dumps(answers))
 def allowed_under(environment: dict[str, str], origins: list[str]) -> dict[str, str | None]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "CORS_"))}
     env |= {"DJANGO_SETTINGS_MODULE": "project.settings", "DJANGO_SECRET_KEY": "x" * 50, **environment}
-    result = subprocess.run(
-        [sys.executable, "-c", PREFLIGHTS, json.dumps(origins)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = forkserver.run([sys.executable, "-c", PREFLIGHTS, json.dumps(origins)], cwd=REPO_ROOT, env=env, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -264,12 +257,10 @@ def test_in_production_nothing_cross_origin_is_allowed_until_listed():
 )
 def test_a_value_that_is_not_an_origin_stops_the_process_naming_the_variable(value):
     env = {key: val for key, val in os.environ.items() if not key.startswith("CORS_")}
-    result = subprocess.run(
+    result = forkserver.run(
         [sys.executable, "manage.py", "check"],
         cwd=REPO_ROOT,
         env={**env, "CORS_ALLOWED_ORIGINS": f"https://ok.example,{value}"},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert result.returncode != 0
@@ -358,12 +349,10 @@ async def test_one_list_of_origins_for_every_transport(cors_server, front_ends):
 
 def test_websocket_allowed_origins_is_refused_with_a_pointer_to_the_one_list():
     env = {key: val for key, val in os.environ.items() if not key.startswith("CORS_")}
-    result = subprocess.run(
+    result = forkserver.run(
         [sys.executable, "manage.py", "check"],
         cwd=REPO_ROOT,
         env={**env, "WEBSOCKET_ALLOWED_ORIGINS": "https://app.example.com"},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert result.returncode != 0

@@ -162,7 +162,7 @@ def test_every_fork_dies_with_the_process_that_started_the_server(tree: Path, re
 def test_a_pid_and_an_exit_code_that_arrive_together_are_read_as_two(server: forkserver.ForkServer):
     """A fork that exits at once may be reaped before its client reads the pid: both lines are then
     in one read, and the client's reader must give them one at a time."""
-    job = {"module": "os", "argv": [], "env": {}, "cwd": "/", "log": os.devnull}
+    job = {"target": "os", "argv": [], "env": {}, "cwd": "/", "log": os.devnull}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
         client.connect(server.socket_path)
         client.sendall(json.dumps(job).encode() + b"\n")
@@ -174,7 +174,9 @@ def test_a_pid_and_an_exit_code_that_arrive_together_are_read_as_two(server: for
 
 
 @pytest.mark.parametrize(
-    "request_line", [b"not json\n", b'{"module": "x"}\n', b"\n"], ids=["garbage", "short", "empty"]
+    "request_line",
+    [b"not json\n", b'{"target": "x"}\n', b"\n", b'{"target": "os", "argv": [], "env": {}, "cwd": "/", "log": ""}\n'],
+    ids=["garbage", "short", "empty", "stdio without its descriptors"],
 )
 def test_a_bad_request_gets_no_fork_and_the_server_keeps_serving(
     server: forkserver.ForkServer, tree: Path, request_line: bytes
@@ -208,3 +210,50 @@ def test_the_server_refuses_to_fork_once_a_preload_imports_the_project(extra: tu
         assert done.returncode != 0 and "the project's core.database_url was imported" in done.stderr, done.stderr
     else:
         assert done.returncode == 0, done.stderr
+
+
+COMMANDS = {
+    "module": ["-m", "process_probe"],
+    "script": ["process_probe.py"],
+    "code": ["-c", "exec(open('process_probe.py').read())"],
+}
+
+
+@pytest.mark.parametrize("form", COMMANDS)
+def test_run_answers_as_subprocess_run_does(tree: Path, form: str, monkeypatch: pytest.MonkeyPatch):
+    """`forkserver.run` (manage.py commands in the tests) hands the fork the caller's pipes: what it
+    reads, what it writes to stdout and to stderr, and its exit code are those of a fresh process
+    that subprocess.run captures, and its output ends when the fork does (the server keeps no
+    copy of the pipes open)."""
+    cmd = [sys.executable, *COMMANDS[form], "--echo", "--exit", "3"]
+    env = {**job_env(), "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "")}
+    env = {key: value for key, value in env.items() if value}
+    assert forkserver.forkable(cmd, env)
+    as_fork = forkserver.run(cmd, cwd=tree, env=env, input="from the caller\n", timeout=30)
+    monkeypatch.delenv(forkserver.ENABLED)
+    assert not forkserver.forkable(cmd, env)
+    as_fresh = forkserver.run(cmd, cwd=tree, env=env, input="from the caller\n", timeout=30)
+
+    def seen(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+        everything = json.loads(done.stdout)
+        # A fork has its own session, as every fork does; subprocess.run's child shares the caller's.
+        return {key: value for key, value in everything.items() if key not in ("stdin", "own_session")}
+
+    assert (as_fork.returncode, as_fork.stderr) == (as_fresh.returncode, as_fresh.stderr) == (3, "FROM THE CALLER\n")
+    assert seen(as_fork) == seen(as_fresh)
+    assert seen(as_fork)["argv"] == ["--echo", "--exit", "3"]
+
+
+def test_run_kills_a_command_that_outlives_its_timeout(tree: Path):
+    began = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        forkserver.run([sys.executable, "-m", "process_probe", "--sleep"], cwd=tree, env=job_env(), timeout=1)
+    assert time.monotonic() - began < 10
+
+
+def test_a_command_that_needs_its_own_interpreter_start_is_not_forked():
+    """What only an interpreter's start reads (PYTHONPATH, PYTHONHASHSEED, ...) would be lost on a fork."""
+    assert forkserver.forkable([sys.executable, "manage.py", "check"], dict(os.environ))
+    assert not forkserver.forkable([sys.executable, "manage.py", "check"], {**os.environ, "PYTHONPATH": "/elsewhere"})
+    assert not forkserver.forkable(["/usr/bin/python3", "manage.py", "check"], dict(os.environ))
+    assert not forkserver.forkable([sys.executable, "-X", "dev", "manage.py"], dict(os.environ))

@@ -4,12 +4,12 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import sys
 
 import httpx
 import pytest
 
+from stack import forkserver
 from stack.services import REPO_ROOT, DaphneInstance, manage, migrate
 from tests.graphql_http import post_graphql
 from tests.live import LiveApi, assert_no_errors, error_codes
@@ -187,12 +187,10 @@ def test_production_settings_pass_check_deploy_without_warnings():
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
         "DJANGO_ALLOWED_HOSTS": "blog.example.com",
     }
-    result = subprocess.run(
+    result = forkserver.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=REPO_ROOT,
         env=environment,
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr

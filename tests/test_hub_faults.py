@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import websockets
 
+from stack import forkserver
 from stack.services import REPO_ROOT, DaphneInstance, RedisServer
 from tests.live import BLOG_PUBLISHED, DjangoShell, LiveApi, scrape, value, wait_readyz
 from tests.wsclient import GraphQLWSClient
@@ -28,12 +29,10 @@ class Own:
     def shell(self, code: str) -> subprocess.CompletedProcess[str]:
         # A process per block, not the session's DjangoShell: this instance has a Redis of its own,
         # and one block here kills its own process between the commit and the broadcast.
-        return subprocess.run(
+        return forkserver.run(
             [sys.executable, "manage.py", "shell", "-c", code],
             cwd=REPO_ROOT,
             env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
             timeout=60,
         )
 
@@ -170,12 +169,10 @@ def test_blogs_in_a_fixture_are_refused_with_a_clear_error(
     fixture = tmp_path / "blogs.json"
     fields = {"author": int(author_id.split()[-1]), "title": "from a fixture", "content": "c"}
     fixture.write_text(json.dumps([{"model": "api.blog", "pk": 900_000_001, "fields": fields}]))
-    loaded = subprocess.run(
+    loaded = forkserver.run(
         [sys.executable, "manage.py", "loaddata", str(fixture)],
         cwd=REPO_ROOT,
         env={**os.environ, **live_env},
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert loaded.returncode != 0

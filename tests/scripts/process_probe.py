@@ -1,7 +1,8 @@
 """What a process started as `python -m tests.scripts.process_probe` sees of itself, as JSON on stdout.
 
 tests/test_forkserver.py runs it both as a fresh interpreter and as a fork of stack/forkserver.py:
-the two must see the same. `--exit N` exits with N; `--sleep` waits for a signal instead.
+the two must see the same. `--exit N` exits with N; `--sleep` waits for a signal instead;
+`--echo` writes what it reads from stdin to stderr, upper-cased.
 """
 
 import gc
@@ -27,6 +28,8 @@ if __name__ == "__main__":
         "sigchld_default": signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL,
     }
     print(json.dumps(seen), flush=True)
+    if "--echo" in sys.argv:
+        sys.stderr.write(sys.stdin.read().upper())
     if "--sleep" in sys.argv:
         signal.pause()
     sys.exit(int(sys.argv[sys.argv.index("--exit") + 1]) if "--exit" in sys.argv else 0)
