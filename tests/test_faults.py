@@ -4,7 +4,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import websockets
 
 from notifications.publishing.log import seq_from_cursor
+from stack import forkserver
 from stack.deployment import Stack
 from stack.services import REPO_ROOT
 from tests.fixtures_stack import GROUP_EXPIRY
@@ -93,15 +93,13 @@ async def test_blog_created_while_redis_is_down_is_kept_and_delivered_when_it_re
 
 def test_cursor_order_is_commit_order_under_concurrent_publishers_on_postgres(stack: Stack, writer):
     _, username, _ = writer
-    result = subprocess.run(
+    result = forkserver.run(
         [sys.executable, "tests/scripts/concurrent_publishers.py", "8", "20"],
         cwd=REPO_ROOT,
         env={**os.environ, **stack.env, "PUBLISHER_USERNAME": username},
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=True,
     )
+    result.check_returncode()
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["published"] == 160
     assert seen["checks"] > 0
@@ -115,15 +113,14 @@ async def test_concurrent_publishers_reach_subscribers_in_cursor_order(stack: St
     try:
         for client in clients:
             await client.subscribe(BLOG_PUBLISHED, {"author": username, "after": start})
-        await asyncio.to_thread(
-            subprocess.run,
+        published = await asyncio.to_thread(
+            forkserver.run,
             [sys.executable, "tests/scripts/concurrent_publishers.py", "6", "10"],
             cwd=REPO_ROOT,
             env={**os.environ, **stack.env, "PUBLISHER_USERNAME": username},
-            capture_output=True,
-            check=True,
             timeout=120,
         )
+        published.check_returncode()
         first = seq_from_cursor(start) + 1
         for client in clients:
             seqs = []
@@ -156,15 +153,14 @@ async def test_concurrent_creations_edits_and_deletions_reach_subscribers_once_i
     try:
         for client in clients:
             await client.subscribe(BLOG_CHANGED, {"author": username, "after": start})
-        await asyncio.to_thread(
-            subprocess.run,
+        published = await asyncio.to_thread(
+            forkserver.run,
             [sys.executable, "tests/scripts/concurrent_publishers.py", "6", "10", "mixed"],
             cwd=REPO_ROOT,
             env={**os.environ, **stack.env, "PUBLISHER_USERNAME": username},
-            capture_output=True,
-            check=True,
             timeout=120,
         )
+        published.check_returncode()
         last = seq_from_cursor(start) + 6 * (10 + 10 + 5)  # every writer's last change is a deletion
         for client in clients:
             changes: list[dict] = []

@@ -5,11 +5,11 @@ DATABASE_URL points at a throwaway cluster (stack.PostgresCluster, stopped by th
 """
 
 import os
-import subprocess
 import sys
 
 import pytest
 
+from stack import forkserver
 from stack.services import REPO_ROOT, PostgresCluster
 
 
@@ -23,12 +23,10 @@ def test_reads_hold_on_postgresql():
             "DATABASE_POOL": "0",
             "READS_DATABASE_VENDOR": "postgresql",
         }
-        result = subprocess.run(
+        result = forkserver.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_reads.py"],
             cwd=REPO_ROOT,
             env=env,
-            capture_output=True,
-            text=True,
             timeout=600,
         )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
