@@ -15,6 +15,16 @@ pool, core/redis_pools.py) from the pool of Django's own RedisCache (`_cache` an
 Django builds a redis-py client for every call, and building one costs as much as a round trip.
 Django's cache API would take three round trips (ADD; INCR, which RedisCache does as EXISTS
 then INCR).
+
+A scope counted with `reserve` (the per-author mutation limit, on the path of every write) takes
+attempts from the shared count a few at a time: one script moves up to an eighth of what is
+left of the window (at most RESERVE_MAX) into this process's reserve, and the next attempts in
+this process use the reserve without a round trip. Never more than the limit is allowed across
+all instances, as every attempt comes out of the shared count; an instance that finds the count
+used up refuses even while another still holds a reserve of the same window, at most an eighth
+of what was left when that reserve was taken (what a client sees as a slightly early refusal
+when its attempts are spread over instances). A reserve lasts until its window ends, and outlives
+a Redis restart or failover: it was taken from the counts Redis had then.
 """
 
 import hashlib
@@ -64,15 +74,32 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def hit(scope: str, identity: str) -> None:
-    """Count one attempt; raise RateLimited when it is over the limit configured for `scope`."""
+def hit(scope: str, identity: str, *, reserve: bool = False) -> None:
+    """Count one attempt; raise RateLimited when it is over the limit configured for `scope`.
+
+    With `reserve`, attempts are taken from the shared count a few at a time (the module's
+    docstring); only for scopes that `check` never reads, as a reserve counts there before it is used.
+    """
     rate = settings.RATE_LIMITS.get(scope)
     if rate is None:
         return
     window, retry_after = _window(rate, time.time())
     key = _key(scope, identity, window)
+    backend = caches[DEFAULT_CACHE_ALIAS]  # what `cache` stands for in this context
+    if reserve and isinstance(backend, RedisCache):
+        if _reserves.take((scope, identity), window):
+            return
+        try:
+            taken = _take_reserve(backend, key, limit=rate[0], timeout=rate[1] + 1)
+        except Exception as error:
+            logger.warning("Rate limit %s not counted: the cache is unavailable (%s)", scope, _describe(error))
+            return
+        if taken == 0:
+            raise _limited(scope, retry_after)
+        _reserves.put((scope, identity), window, taken - 1)  # one of them is this attempt
+        return
     try:
-        count = _count(key, timeout=rate[1] + 1)
+        count = _count(backend, key, timeout=rate[1] + 1)
     except Exception as error:
         # Counting is protection, not a precondition: a cache outage must not stop all writes.
         logger.warning("Rate limit %s not counted: the cache is unavailable (%s)", scope, _describe(error))
@@ -87,15 +114,27 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
-_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # pool -> the script on a client of it
+# A reserve for the window's counter: up to an eighth of what is left (at least one, at most
+# ARGV[3]) moves to the caller, who gets 0 when nothing is left. ARGV: the limit, the expiry,
+# the largest reserve, the share (8).
+_RESERVE_SCRIPT = """
+local left = tonumber(ARGV[1]) - tonumber(redis.call('GET', KEYS[1]) or '0')
+if left <= 0 then return 0 end
+local taken = math.max(1, math.min(tonumber(ARGV[3]), math.floor(left / tonumber(ARGV[4]))))
+if redis.call('INCRBY', KEYS[1], taken) == taken then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return taken
+"""
+RESERVE_MAX = 16
+RESERVE_SHARE = 8
+# pool -> {script source: the script on a client of that pool}
+_scripts: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _scripts_lock = threading.Lock()
 
 
-def _count(key: str, *, timeout: int) -> int:
+def _count(backend: Any, key: str, *, timeout: int) -> int:
     """Add one to the window's counter, created with `timeout` if it does not exist yet."""
-    backend = caches[DEFAULT_CACHE_ALIAS]  # what `cache` stands for in this context
     if isinstance(backend, RedisCache):
-        return int(_count_script(backend)(keys=[backend.make_and_validate_key(key)], args=[timeout]))
+        return int(_script(backend, _COUNT_SCRIPT)(keys=[backend.make_and_validate_key(key)], args=[timeout]))
     cache.add(key, 0, timeout=timeout)
     try:
         return cache.incr(key)
@@ -104,13 +143,54 @@ def _count(key: str, *, timeout: int) -> int:
         return 1
 
 
-def _count_script(backend: RedisCache) -> Any:
+def _take_reserve(backend: RedisCache, key: str, *, limit: int, timeout: int) -> int:
+    """Attempts moved from the window's shared counter to this process (0: none left)."""
+    script = _script(backend, _RESERVE_SCRIPT)
+    return int(script(keys=[backend.make_and_validate_key(key)], args=[limit, timeout, RESERVE_MAX, RESERVE_SHARE]))
+
+
+def _script(backend: RedisCache, source: str) -> Any:
     pool = backend._cache._get_connection_pool(write=True)  # type: ignore[attr-defined]
     with _scripts_lock:
-        script = _scripts.get(pool)
+        scripts = _scripts.setdefault(pool, {})
+        script = scripts.get(source)
         if script is None:
-            script = _scripts[pool] = redis.Redis(connection_pool=pool).register_script(_COUNT_SCRIPT)
+            script = scripts[source] = redis.Redis(connection_pool=pool).register_script(source)
     return script
+
+
+class Reserves:
+    """Attempts this process took from shared counters and has not used yet, per (scope, identity),
+    for one window each. Bounded: past MAX_ENTRIES the oldest go (their attempts are forgone,
+    never given twice)."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._left: dict[tuple[str, str], tuple[int, int]] = {}  # (scope, identity) -> (window, left)
+        self._lock = threading.Lock()
+
+    def take(self, owner: tuple[str, str], window: int) -> bool:
+        """Use one reserved attempt of `window`, if any is left."""
+        with self._lock:
+            held = self._left.get(owner)
+            if held is None or held[0] != window or held[1] <= 0:
+                return False
+            self._left[owner] = (window, held[1] - 1)
+            return True
+
+    def put(self, owner: tuple[str, str], window: int, count: int) -> None:
+        """Add `count` attempts of `window` (a reserve of an earlier window is dropped)."""
+        with self._lock:
+            held = self._left.pop(owner, None)
+            left = count + (held[1] if held is not None and held[0] == window else 0)
+            if left > 0:
+                self._left[owner] = (window, left)
+                while len(self._left) > self.MAX_ENTRIES:
+                    del self._left[next(iter(self._left))]
+
+
+_reserves = Reserves()
 
 
 def check(scope: str, identity: str) -> None:

@@ -206,7 +206,8 @@ class Query(graphene.ObjectType):
 
 class ThrottledMutation(relay.ClientIDMutation):
     """Every mutation counts against rate limits shared by all instances (api/ratelimit.py):
-    per signed-in author (all their tokens together), and for sign-up and log-in per client IP."""
+    per signed-in author (all their tokens together, taken from the shared count a few at a time),
+    and for sign-up and log-in per client IP."""
 
     class Meta:
         abstract = True
@@ -217,7 +218,7 @@ class ThrottledMutation(relay.ClientIDMutation):
             ratelimit.hit(info.field_name, context_ip(info.context))
         author = viewer_of(info)
         if author is not None:
-            ratelimit.hit("mutation", f"author:{author.pk}")
+            ratelimit.hit("mutation", f"author:{author.pk}", reserve=True)
         return super().mutate(root, info, input)
 
 

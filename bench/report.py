@@ -319,8 +319,8 @@ def _versus(phases: dict[str, Any]) -> list[str]:
         out += [
             "**Versus strawberry-django**, same Channels, Daphne, channels-redis and Redis, in the same run, the two "
             "taking turns mutation by mutation: `createBlog` over HTTP to one instance, the push on a websocket "
-            "subscribed on another, one mutation at a time (ms; this project counts its rate limit in Redis on every "
-            "mutation):",
+            "subscribed on another, one mutation at a time (ms; this project counts its per-author rate limit in "
+            "Redis, a reserve of attempts at a time):",
             "",
             *_table(
                 ["database", "server", "events", "sent→push p50", "p95", "p99", "p99/p50", "mutation RTT p50"], rows

@@ -3,10 +3,13 @@ STRICT_LIMITS) that share one Redis, so a limit proven here is proven across ins
 
 import asyncio
 import secrets
+from collections.abc import Iterator
 
 import pytest
+import redis
 import websockets
 
+from stack.services import DaphneInstance, RedisServer, running
 from tests.live import CREATE_TOKEN, LiveApi, assert_no_errors, error_codes, unique_name
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 
@@ -88,6 +91,68 @@ async def test_mutations_per_author_count_http_and_websockets_on_every_instance(
         assert_no_errors(LiveApi(second.url).post(CREATE_BLOG, token=other_token))  # per author
     finally:
         await socket.close()
+
+
+# Large enough that instances take attempts from the shared count several at a time, and not a
+# multiple of what a reserve holds, so that a reserve overshooting the limit would show.
+RESERVED_LIMIT = 61
+RESERVED_DB = 6
+
+
+@pytest.fixture(scope="module")
+def reserving_servers(live_env: dict[str, str], redis_server: RedisServer) -> Iterator[list[DaphneInstance]]:
+    """Two instances sharing a Redis database of their own, with a per-author limit of RESERVED_LIMIT."""
+    env = {
+        **live_env,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{RESERVED_DB}",
+        "RATE_LIMIT_MUTATIONS": f"{RESERVED_LIMIT}/1000000000",
+    }
+    with running([DaphneInstance(f"reserving-{i}", env) for i in (1, 2)]) as servers:
+        yield servers
+
+
+def evalsha_calls(redis_server: RedisServer) -> int:
+    return int(redis_server.client().info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def mutation_counts(redis_server: RedisServer) -> list[int]:
+    """The per-author mutation counters in the shared count, as Redis holds them."""
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/{RESERVED_DB}")
+    try:
+        keys = list(client.scan_iter(match="*ratelimit:mutation:*"))
+        return sorted(int(value) for value in client.mget(keys) if value is not None) if keys else []
+    finally:
+        client.close()
+
+
+def test_an_author_s_mutations_on_one_instance_stop_exactly_at_the_limit_with_fewer_round_trips(
+    reserving_servers, redis_server
+):
+    """The instance takes attempts from the shared count a few at a time: all RESERVED_LIMIT are
+    allowed, the next is refused on every instance, and Redis was asked fewer than half as often."""
+    first, second = (LiveApi(server.url) for server in reserving_servers)
+    _, token = first.sign_up()
+    before = evalsha_calls(redis_server)
+    answers = [first.post(CREATE_BLOG, token=token) for _ in range(RESERVED_LIMIT)]
+    asked = evalsha_calls(redis_server) - before
+    assert [error_codes(answer) for answer in answers] == [[]] * RESERVED_LIMIT
+    assert 0 < asked < RESERVED_LIMIT / 2, asked
+    assert_rate_limited(first.post(CREATE_BLOG, token=token), "mutation")
+    assert_rate_limited(second.post(CREATE_BLOG, token=token), "mutation")
+    assert RESERVED_LIMIT in mutation_counts(redis_server)  # every allowed attempt came out of the shared count
+
+
+def test_an_author_s_mutations_spread_over_instances_never_exceed_the_limit_in_total(reserving_servers, redis_server):
+    """Alternating between two instances that each hold a reserve: exactly RESERVED_LIMIT are
+    allowed in all, every other attempt is refused with RATE_LIMITED, and afterwards neither allows one."""
+    first, second = (LiveApi(server.url) for server in reserving_servers)
+    _, token = first.sign_up()
+    answers = [api.post(CREATE_BLOG, token=token) for api in (first, second) * RESERVED_LIMIT]
+    codes = [error_codes(answer) for answer in answers]
+    assert codes.count([]) == RESERVED_LIMIT, codes
+    assert codes.count(["RATE_LIMITED"]) == RESERVED_LIMIT, codes
+    for api in (first, second):
+        assert_rate_limited(api.post(CREATE_BLOG, token=token), "mutation")
 
 
 async def test_websocket_connections_are_limited_per_client_ip_and_instance(strict_servers):

@@ -358,8 +358,8 @@ def test_django_redis_cache_hands_out_the_pool_the_rate_limit_counts_with(redis_
     assert get_pool(write=True) is pool
     full_key = backend.make_and_validate_key("k")
     backend.delete("k")
-    script = ratelimit._count_script(backend)
-    assert script is ratelimit._count_script(backend)
+    script = ratelimit._script(backend, ratelimit._COUNT_SCRIPT)
+    assert script is ratelimit._script(backend, ratelimit._COUNT_SCRIPT)
     assert int(script(keys=[full_key], args=[60])) == 1
     assert int(script(keys=[full_key], args=[60])) == 2
     assert backend.get("k") == 2 and 0 < redis.Redis(connection_pool=pool).ttl(full_key) <= 60

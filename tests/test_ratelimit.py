@@ -2,6 +2,7 @@
 
 import pytest
 
+from api.ratelimit import Reserves
 from core.client_ip import client_ip
 from tests.factories import PASSWORD, AuthorFactory
 from tests.graphql_http import post_graphql
@@ -36,3 +37,20 @@ def test_without_redis_the_limits_count_in_the_process_memory_cache(client, sett
 )
 def test_client_ip_believes_x_forwarded_for_only_from_trusted_proxies(peer, forwarded_for, trusted, expected):
     assert client_ip(peer, forwarded_for, trusted) == expected
+
+
+def test_a_reserve_serves_its_own_window_only_and_the_reserves_stay_bounded(monkeypatch):
+    reserves = Reserves()
+    owner = ("mutation", "author:1")
+    reserves.put(owner, 7, 2)
+    assert not reserves.take(owner, 8)  # the next window starts with nothing in reserve
+    assert reserves.take(owner, 7) and reserves.take(owner, 7) and not reserves.take(owner, 7)
+    reserves.put(owner, 7, 1)
+    reserves.put(owner, 8, 1)  # a new window's reserve replaces the old one's
+    assert reserves.take(owner, 8) and not reserves.take(owner, 8) and not reserves.take(owner, 7)
+
+    monkeypatch.setattr(Reserves, "MAX_ENTRIES", 3)
+    for author in range(5):
+        reserves.put(("mutation", f"author:{author}"), 8, 1)
+    held = [reserves.take(("mutation", f"author:{author}"), 8) for author in range(5)]
+    assert held == [False, False, True, True, True]  # the oldest went

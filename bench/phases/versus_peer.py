@@ -10,8 +10,9 @@ own), so that both meet the same machine: this machine's speed drifts over secon
 of mutations would hand a slow stretch to one side only. On SQLite (both on their defaults) and
 on PostgreSQL.
 
-The project runs with its production rate limits counted (in Redis) on every mutation, as a
-user's request is; the peer has none.
+The project runs with its production rate limits counted, in Redis, as a user's requests are
+(the per-author limit takes a reserve of attempts from the shared count at a time,
+api/ratelimit.py); the peer has none.
 
 fresh_storm: two instances started for the phase, and at once many subscribers through HAProxy, as
 after a deploy. Reported: how many were refused (closed, or never subscribed) and the time.
@@ -180,7 +181,7 @@ def versus_peer(bench: Bench) -> None:
             ours_env = {
                 **production_env(ours_db, f"{redis_base}/2"),
                 "DJANGO_LOG_LEVEL": "WARNING",
-                # Counted in Redis on every mutation as in production, never refusing the benchmark.
+                # Counted in Redis as in production, never refusing the benchmark.
                 "RATE_LIMIT_MUTATIONS": "1000000/60",
                 "RATE_LIMIT_SIGN_UPS": "off",
                 "GRAPHQL_WS_MAX_CONNECTIONS_PER_IP": "1000000",
