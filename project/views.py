@@ -40,13 +40,21 @@ SUBSCRIPTIONS_ELSEWHERE = (
 )
 
 
+# graphene-django's dispatch without the ensure_csrf_cookie it is wrapped in (tests/test_internals.py
+# checks both): a request signed in with a bearer token has no use for a CSRF cookie, and
+# ensure_csrf_cookie masks a fresh random token for every response, before the view runs.
+_dispatch_without_csrf_cookie = BaseGraphQLView.dispatch.__wrapped__
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class GraphQLView(BaseGraphQLView):
     """graphene-django's view with the error codes and document limits the websocket uses too.
 
     CSRF protects ambient credentials: a request that carries the session cookie must pass
     Django's CSRF check; one that authenticates with a bearer token, or carries no cookie at
-    all, cannot be forged by another site and needs no CSRF token.
+    all, cannot be forged by another site and needs no CSRF token. Answers carry the CSRF cookie
+    (as graphene-django's view does) for pages that sign in with the session, except those to a
+    request signed in with a bearer token.
 
     The response's media type and status follow the GraphQL-over-HTTP spec (core/graphql_over_http.py).
     """
@@ -123,8 +131,8 @@ class GraphQLView(BaseGraphQLView):
             return ExecutionResult(errors=[GraphQLError(str(error), original_error=error)])
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        uses_session = settings.SESSION_COOKIE_NAME in request.COOKIES
-        if uses_session and bearer_token(request.headers.get("Authorization")) is None:
+        bearer = bearer_token(request.headers.get("Authorization")) is not None
+        if settings.SESSION_COOKIE_NAME in request.COOKIES and not bearer:
             rejection = CsrfViewMiddleware(lambda _: HttpResponse()).process_view(request, None, (), {})  # type: ignore[arg-type]
             if rejection is not None:
                 return rejection
@@ -141,7 +149,10 @@ class GraphQLView(BaseGraphQLView):
             response = self.not_acceptable(request)
         else:
             self.response_format = chosen or spec.UNSPECIFIED
-            response = super().dispatch(request, *args, **kwargs)
+            if bearer:
+                response = _dispatch_without_csrf_cookie(self, request, *args, **kwargs)
+            else:
+                response = super().dispatch(request, *args, **kwargs)
             if self.answer_content_type is not None:
                 response["Content-Type"] = self.answer_content_type
             if self.answer_content_type == spec.EVENT_STREAM_RESPONSE.content_type:

@@ -43,6 +43,21 @@ def test_a_session_cookie_needs_the_csrf_token_even_for_json(daphne_server, brow
     assert response.status_code == 403
 
 
+def test_answers_carry_the_csrf_cookie_for_session_pages_but_not_to_bearer_requests(daphne_server, api):
+    """A page that signs in with the session gets its CSRF token from any answer; a request
+    signed in with a bearer token has no use for one, and gets none."""
+    _, token = api.sign_up()
+    with http(daphne_server) as client:
+        anonymous = client.post("/graphql/", json={"query": "{ __typename }"})
+        query = client.get("/graphql/", params={"query": "{ __typename }"})
+    with http(daphne_server) as client:
+        bearer = client.post("/graphql/", json={"query": VIEWER}, headers={"Authorization": f"Bearer {token}"})
+    assert anonymous.status_code == query.status_code == bearer.status_code == 200
+    assert "csrftoken" in anonymous.cookies and "csrftoken" in query.cookies
+    assert bearer.json()["data"]["viewer"] is not None
+    assert "set-cookie" not in bearer.headers, bearer.headers
+
+
 def test_a_same_origin_request_with_session_and_csrf_token_sees_the_user(daphne_server, browser_session):
     username, session = browser_session
     with http(daphne_server) as client:

@@ -11,7 +11,8 @@ Each is used in one place only and pinned in the requirements:
   and connection() for /readyz);
 - Django: project/handlers.py (ASGIHandler's middleware loading and response hop, and its own
   ThreadSensitiveContext deferring to the handler's), api/ratelimit.py (RedisCache's pool);
-- graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py;
+- graphene-django, graphql-core: api/schema.py's ConnectionField, api/selection.py, project/views.py
+  (graphene-django's dispatch without its ensure_csrf_cookie);
 - django-cors-headers: notifications/transports/origins.py (whether an origin is listed);
 - psycopg_pool: core/postgresql/base.py (the check of the pool Django builds);
 - pytest-xdist (the test runner, not the product): tests/scheduling.py (the scheduler's scope).
@@ -232,6 +233,18 @@ def test_graphene_django_hands_connection_resolver_what_api_schema_expects():
     source = inspect.getsource(DjangoConnectionField.wrap_resolve)
     for passed in ("self.connection_resolver", "self.max_limit", "self.enforce_first_or_last"):
         assert passed in source, passed
+
+
+def test_graphene_django_wraps_the_dispatch_the_view_calls_for_bearer_requests_in_ensure_csrf_cookie():
+    """project/views.py calls graphene-django's dispatch without its ensure_csrf_cookie (the
+    function that decorator wraps, `__wrapped__`) for a request signed in with a bearer token."""
+    from graphene_django.views import GraphQLView as GrapheneView
+
+    from project import views
+
+    assert views._dispatch_without_csrf_cookie is GrapheneView.dispatch.__wrapped__
+    assert GrapheneView.dispatch is not views._dispatch_without_csrf_cookie
+    assert "@method_decorator(ensure_csrf_cookie)\n    def dispatch(" in inspect.getsource(GrapheneView)
 
 
 def test_graphql_core_collect_fields_applies_fragments_and_directives_for_a_type():
