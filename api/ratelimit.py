@@ -84,27 +84,22 @@ def hit(scope: str, identity: str, *, reserve: bool = False) -> None:
     if rate is None:
         return
     window, retry_after = _window(rate, time.time())
-    key = _key(scope, identity, window)
+    owner = (scope, identity)
     backend = caches[DEFAULT_CACHE_ALIAS]  # what `cache` stands for in this context
-    if reserve and isinstance(backend, RedisCache):
-        if _reserves.take((scope, identity), window):
-            return
-        try:
-            taken = _take_reserve(backend, key, limit=rate[0], timeout=rate[1] + 1)
-        except Exception as error:
-            logger.warning("Rate limit %s not counted: the cache is unavailable (%s)", scope, _describe(error))
-            return
-        if taken == 0:
-            raise _limited(scope, retry_after)
-        _reserves.put((scope, identity), window, taken - 1)  # one of them is this attempt
+    reserving_on = backend if reserve and isinstance(backend, RedisCache) else None
+    if reserving_on is not None and _reserves.take(owner, window):
         return
+    key = _key(scope, identity, window)
     try:
-        count = _count(backend, key, timeout=rate[1] + 1)
+        if reserving_on is not None:
+            allowed = _reserve_one(reserving_on, key, owner, window, rate)
+        else:
+            allowed = _count(backend, key, timeout=rate[1] + 1) <= rate[0]
     except Exception as error:
         # Counting is protection, not a precondition: a cache outage must not stop all writes.
         logger.warning("Rate limit %s not counted: the cache is unavailable (%s)", scope, _describe(error))
         return
-    if count > rate[0]:
+    if not allowed:
         raise _limited(scope, retry_after)
 
 
@@ -143,10 +138,15 @@ def _count(backend: Any, key: str, *, timeout: int) -> int:
         return 1
 
 
-def _take_reserve(backend: RedisCache, key: str, *, limit: int, timeout: int) -> int:
-    """Attempts moved from the window's shared counter to this process (0: none left)."""
+def _reserve_one(backend: RedisCache, key: str, owner: tuple[str, str], window: int, rate: tuple[int, int]) -> bool:
+    """Move a reserve from the window's shared counter to this process, one attempt of it for the
+    caller's; False when nothing is left."""
+    limit, period = rate
     script = _script(backend, _RESERVE_SCRIPT)
-    return int(script(keys=[backend.make_and_validate_key(key)], args=[limit, timeout, RESERVE_MAX, RESERVE_SHARE]))
+    taken = int(script(keys=[backend.make_and_validate_key(key)], args=[limit, period + 1, RESERVE_MAX, RESERVE_SHARE]))
+    if taken > 0:
+        _reserves.put(owner, window, taken - 1)
+    return taken > 0
 
 
 def _script(backend: RedisCache, source: str) -> Any:

@@ -38,7 +38,7 @@ def instance(live_env: dict[str, str], own_redis: RedisServer) -> Iterator[Daphn
         "REDIS_URL": own_redis.url,
         "HTTP_THREADS": str(HTTP_THREADS),
         "HEALTH_THREADS": str(HEALTH_THREADS),
-        # Counted in Redis (a reserve of attempts at a time: a few dozen scripts in a run), never refused.
+        # Counted in Redis (a reserve of attempts at a time), never refused.
         "RATE_LIMIT_MUTATIONS": "1000000/60",
     }
     with DaphneInstance("pools", env) as server:
