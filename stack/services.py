@@ -258,12 +258,13 @@ class Service:
         )
 
 
-def redis_client(port: int, password: str | None = None) -> redis.Redis:
+def redis_client(port: int, password: str | None = None, *, db: int = 0) -> redis.Redis:
     """A client for one redis-server or sentinel we started, for checks: no retries, short timeouts."""
     return redis.Redis(
         host="127.0.0.1",
         port=port,
         password=password,
+        db=db,
         socket_timeout=2,
         socket_connect_timeout=2,
         retry=Retry(NoBackoff(), 0),

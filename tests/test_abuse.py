@@ -6,10 +6,9 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-import redis
 import websockets
 
-from stack.services import DaphneInstance, RedisServer, running
+from stack.services import DaphneInstance, RedisServer, redis_client, running
 from tests.live import CREATE_TOKEN, LiveApi, assert_no_errors, error_codes, unique_name
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, GraphQLWSClient
 
@@ -117,7 +116,7 @@ def evalsha_calls(redis_server: RedisServer) -> int:
 
 def mutation_counts(redis_server: RedisServer) -> list[int]:
     """The per-author mutation counters in the shared count, as Redis holds them."""
-    client = redis.Redis.from_url(f"redis://127.0.0.1:{redis_server.port}/{RESERVED_DB}")
+    client = redis_client(redis_server.port, db=RESERVED_DB)
     try:
         keys = list(client.scan_iter(match="*ratelimit:mutation:*"))
         return sorted(int(value) for value in client.mget(keys) if value is not None) if keys else []
