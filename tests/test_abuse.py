@@ -111,7 +111,11 @@ def reserving_servers(live_env: dict[str, str], redis_server: RedisServer) -> It
 
 
 def evalsha_calls(redis_server: RedisServer) -> int:
-    return int(redis_server.client().info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    client = redis_server.client()
+    try:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    finally:
+        client.close()
 
 
 def mutation_counts(redis_server: RedisServer) -> list[int]:
@@ -141,7 +145,7 @@ def test_an_author_s_mutations_on_one_instance_stop_exactly_at_the_limit_with_fe
     assert RESERVED_LIMIT in mutation_counts(redis_server)  # every allowed attempt came out of the shared count
 
 
-def test_an_author_s_mutations_spread_over_instances_never_exceed_the_limit_in_total(reserving_servers, redis_server):
+def test_an_author_s_mutations_spread_over_instances_never_exceed_the_limit_in_total(reserving_servers):
     """Alternating between two instances that each hold a reserve: exactly RESERVED_LIMIT are
     allowed in all, every other attempt is refused with RATE_LIMITED, and afterwards neither allows one."""
     first, second = (LiveApi(server.url) for server in reserving_servers)
